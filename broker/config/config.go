@@ -1,0 +1,193 @@
+// Package config is the broker's file configuration: the contract between the
+// operator, which renders it into the cluster's broker ConfigMap (broker.yaml), and
+// cmd/broker, which reads it at start-up. Both sides use these types, so a field
+// added here is added for both.
+//
+// The file is YAML or JSON (YAML is a superset). Every zero value means "use the
+// default", and the defaults match the CometD server's.
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Transport names as they appear on the wire in supportedConnectionTypes.
+const (
+	TransportWebsocket       = "websocket"
+	TransportLongPolling     = "long-polling"
+	TransportCallbackPolling = "callback-polling"
+)
+
+// Defaults, matching CometD's server defaults where CometD has one.
+const (
+	DefaultListen             = ":8080"
+	DefaultAdminListen        = ":8081"
+	DefaultMountPath          = "/cometd"
+	DefaultTimeout            = 30 * time.Second
+	DefaultInterval           = 0
+	DefaultMaxInterval        = 10 * time.Second
+	DefaultMaxLazyTimeout     = 5 * time.Second
+	DefaultMaxQueue           = -1 // unbounded in messages; MaxQueueBytes still applies
+	DefaultMaxQueueBytes      = 4 << 20
+	DefaultMaxMessageSize     = 64 << 10
+	DefaultWSMessagesPerFrame = 1
+	DefaultDrainGracePeriod   = 25 * time.Second
+	DefaultSubjectPrefix      = "cometd"
+)
+
+// DefaultTransports are enabled when File.Transports is empty.
+var DefaultTransports = []string{TransportWebsocket, TransportLongPolling, TransportCallbackPolling}
+
+// File is the broker configuration file. Durations are in milliseconds, as in the
+// Bayeux advice they feed.
+type File struct {
+	// Cluster names the broker's cluster; it scopes backbone subjects so that two
+	// clusters sharing one NATS never see each other. Empty means "standalone".
+	Cluster string `json:"cluster,omitempty"`
+	// Listen is the client (Bayeux) address. Empty means DefaultListen.
+	Listen string `json:"listen,omitempty"`
+	// AdminListen serves /healthz, /readyz, /metrics and /status. Empty means DefaultAdminListen.
+	AdminListen string `json:"adminListen,omitempty"`
+	// MountPath is where Bayeux is served; every path below it is accepted. Empty means DefaultMountPath.
+	MountPath string `json:"mountPath,omitempty"`
+
+	// TimeoutMs is how long a /meta/connect is held (advice.timeout). 0 means DefaultTimeout.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// IntervalMs is advice.interval: the pause a client makes between connects. 0 is CometD's default.
+	IntervalMs int64 `json:"intervalMs,omitempty"`
+	// MaxIntervalMs is how long a session lives without a connect. 0 means DefaultMaxInterval.
+	MaxIntervalMs int64 `json:"maxIntervalMs,omitempty"`
+	// MaxLazyTimeoutMs bounds how long a lazy message waits. 0 means DefaultMaxLazyTimeout.
+	MaxLazyTimeoutMs int64 `json:"maxLazyTimeoutMs,omitempty"`
+	// MaxQueue caps a session's queue in messages. 0 means DefaultMaxQueue (no message cap).
+	MaxQueue int `json:"maxQueue,omitempty"`
+	// MaxQueueBytes caps a session's queue in encoded bytes; a session over it is
+	// disconnected as a slow consumer. 0 means DefaultMaxQueueBytes.
+	MaxQueueBytes int64 `json:"maxQueueBytes,omitempty"`
+	// MaxMessageSize caps a request body or websocket frame in bytes. 0 means DefaultMaxMessageSize.
+	MaxMessageSize int64 `json:"maxMessageSize,omitempty"`
+	// Transports lists the enabled transports. Empty means DefaultTransports.
+	Transports []string `json:"transports,omitempty"`
+	// AllowedOrigins lists the origins allowed for cross-origin requests ("*" for any).
+	// Empty means same-origin only (no CORS headers).
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+	// WSMessagesPerFrame caps how many messages one websocket frame carries. 0 means DefaultWSMessagesPerFrame.
+	WSMessagesPerFrame int `json:"wsMessagesPerFrame,omitempty"`
+	// DrainGracePeriodMs bounds a graceful drain. 0 means DefaultDrainGracePeriod.
+	DrainGracePeriodMs int64 `json:"drainGracePeriodMs,omitempty"`
+
+	// NATS configures the backbone. A zero value means an embedded NATS server.
+	NATS NATS `json:"nats,omitempty"`
+	// PolicyFile is the path of the compiled ACL (broker/policy format), watched
+	// for changes. Empty means no ACL: every operation is allowed.
+	PolicyFile string `json:"policyFile,omitempty"`
+}
+
+// NATS configures the connection to the backbone.
+type NATS struct {
+	// URL is a comma-separated list of NATS URLs. Empty means an embedded server.
+	URL string `json:"url,omitempty"`
+	// CredsFile is a NATS credentials (.creds) file.
+	CredsFile string `json:"credsFile,omitempty"`
+	// TokenFile holds a NATS token.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// CAFile, CertFile and KeyFile configure TLS to NATS.
+	CAFile   string `json:"caFile,omitempty"`
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// SubjectPrefix is the first subject token. Empty means DefaultSubjectPrefix.
+	SubjectPrefix string `json:"subjectPrefix,omitempty"`
+}
+
+// Load reads a File from path (YAML or JSON). Unknown fields are an error, so a typo
+// in a setting is reported rather than ignored.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read broker config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes a File and validates it.
+func Parse(b []byte) (*File, error) {
+	var f File
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		return nil, fmt.Errorf("parse broker config: %w", err)
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Marshal renders the File as YAML, deterministically (the operator hashes it).
+func (f *File) Marshal() ([]byte, error) { return yaml.Marshal(f) }
+
+// Validate reports settings no broker could run with.
+func (f *File) Validate() error {
+	for _, v := range []struct {
+		name string
+		n    int64
+	}{
+		{"timeoutMs", f.TimeoutMs}, {"intervalMs", f.IntervalMs}, {"maxIntervalMs", f.MaxIntervalMs},
+		{"maxLazyTimeoutMs", f.MaxLazyTimeoutMs}, {"maxQueueBytes", f.MaxQueueBytes},
+		{"maxMessageSize", f.MaxMessageSize}, {"wsMessagesPerFrame", int64(f.WSMessagesPerFrame)},
+		{"drainGracePeriodMs", f.DrainGracePeriodMs},
+	} {
+		if v.n < 0 {
+			return fmt.Errorf("broker config: %s must not be negative, got %d", v.name, v.n)
+		}
+	}
+	if f.MaxQueue < -1 {
+		return fmt.Errorf("broker config: maxQueue must be -1 (unbounded) or more, got %d", f.MaxQueue)
+	}
+	for _, t := range f.Transports {
+		switch t {
+		case TransportWebsocket, TransportLongPolling, TransportCallbackPolling:
+		default:
+			return fmt.Errorf("broker config: unknown transport %q (want %s, %s or %s)",
+				t, TransportWebsocket, TransportLongPolling, TransportCallbackPolling)
+		}
+	}
+	if f.MountPath != "" && f.MountPath[0] != '/' {
+		return fmt.Errorf("broker config: mountPath must start with '/', got %q", f.MountPath)
+	}
+	return nil
+}
+
+func ms(v int64, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return time.Duration(v) * time.Millisecond
+}
+
+// Timeout returns the effective connect timeout.
+func (f *File) Timeout() time.Duration { return ms(f.TimeoutMs, DefaultTimeout) }
+
+// Interval returns the effective advice interval.
+func (f *File) Interval() time.Duration { return ms(f.IntervalMs, DefaultInterval) }
+
+// MaxInterval returns the effective session expiry.
+func (f *File) MaxInterval() time.Duration { return ms(f.MaxIntervalMs, DefaultMaxInterval) }
+
+// MaxLazyTimeout returns the effective lazy-message bound.
+func (f *File) MaxLazyTimeout() time.Duration { return ms(f.MaxLazyTimeoutMs, DefaultMaxLazyTimeout) }
+
+// DrainGracePeriod returns the effective drain bound.
+func (f *File) DrainGracePeriod() time.Duration {
+	return ms(f.DrainGracePeriodMs, DefaultDrainGracePeriod)
+}
+
+// EnabledTransports returns the effective transport list.
+func (f *File) EnabledTransports() []string {
+	if len(f.Transports) == 0 {
+		return append([]string(nil), DefaultTransports...)
+	}
+	return append([]string(nil), f.Transports...)
+}
