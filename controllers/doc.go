@@ -1,0 +1,6 @@
+// Package controllers holds the operator's reconcilers. Each child object is built
+// by a pure function in controllers/resources; the reconcilers apply them.
+package controllers
+
+// +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters/status,verbs=get;update;patch
