@@ -384,8 +384,8 @@ func ParsePublicKeys(data []byte) ([]crypto.PublicKey, error) {
 // LoadKeys reads the key files of auth, resolving relative paths against
 // baseDir, and returns them as verifier keys of auth.Algorithm's type.
 func LoadKeys(auth Auth, baseDir string) ([]VerifierKey, error) {
-	var out []VerifierKey
-	for _, k := range auth.Keys {
+	datas := make([][]byte, len(auth.Keys))
+	for i, k := range auth.Keys {
 		path := k.File
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
@@ -394,17 +394,30 @@ func LoadKeys(auth Auth, baseDir string) ([]VerifierKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy: key file: %w", err)
 		}
+		datas[i] = data
+	}
+	return keysFromData(auth, datas)
+}
+
+// keysFromData decodes the contents of auth.Keys' files, in order.
+func keysFromData(auth Auth, datas [][]byte) ([]VerifierKey, error) {
+	var out []VerifierKey
+	for i, k := range auth.Keys {
+		data := datas[i]
 		if auth.Algorithm == HS256 {
+			if err := checkKey(HS256, data); err != nil {
+				return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
+			}
 			out = append(out, VerifierKey{ID: k.ID, Key: data})
 			continue
 		}
 		pubs, err := ParsePublicKeys(data)
 		if err != nil {
-			return nil, fmt.Errorf("policy: key file %s: %w", path, err)
+			return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
 		}
 		for _, p := range pubs {
 			if err := checkKey(auth.Algorithm, p); err != nil {
-				return nil, fmt.Errorf("policy: key file %s: %w", path, err)
+				return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
 			}
 			out = append(out, VerifierKey{ID: k.ID, Key: p})
 		}
