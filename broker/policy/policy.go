@@ -120,3 +120,34 @@ func (p *Policy) Handshake(token string) (Identity, Decision, error) {
 	}
 	return id, p.acl.evalHandshake(&id), nil
 }
+
+// Subscription is one channel subscription a broker holds for a session.
+type Subscription struct {
+	// SessionID is the session's clientId.
+	SessionID string
+	// Identity is the session's identity, as established at handshake.
+	Identity Identity
+	// Channel is the subscribed channel or wildcard pattern.
+	Channel string
+}
+
+// Revocation is a subscription the policy no longer allows, with the decision
+// that refused it.
+type Revocation struct {
+	Subscription
+	Decision Decision
+}
+
+// Recheck returns the subscriptions p forbids, in input order. After a reload
+// the broker passes its subscriptions and removes the ones returned, telling
+// each client why.
+func (p *Policy) Recheck(subs []Subscription) []Revocation {
+	var out []Revocation
+	for i := range subs {
+		s := &subs[i]
+		if d := p.acl.evaluate(&s.Identity, ActionSubscribe, s.Channel); !d.Allowed {
+			out = append(out, Revocation{Subscription: *s, Decision: d})
+		}
+	}
+	return out
+}

@@ -314,3 +314,39 @@ func TestPolicyAuthenticate(t *testing.T) {
 		t.Fatal("LoadFile of a missing file succeeded")
 	}
 }
+
+func TestPolicyRecheckAfterReload(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.json")
+	writeAtomic(t, path, docBytes(t, ClusterSettings{AllowAnonymous: true},
+		allow("chat", sub, []string{"/chat/**"}, "*")))
+	w, err := NewWatcher(WatcherConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revoked []Revocation
+	subs := []Subscription{
+		{SessionID: "s1", Identity: Anonymous, Channel: "/chat/public"},
+		{SessionID: "s1", Identity: Anonymous, Channel: "/chat/private"},
+		{SessionID: "s2", Identity: alice, Channel: "/chat/*"},
+		{SessionID: "s2", Identity: alice, Channel: "/chat/staff/x"},
+	}
+	if got := w.Policy().Recheck(subs); len(got) != 0 {
+		t.Fatalf("first policy revokes %v", got)
+	}
+	w.OnReload(func(_, p *Policy) { revoked = p.Recheck(subs) })
+	writeAtomic(t, path, docBytes(t, ClusterSettings{AllowAnonymous: true},
+		allow("public", sub, []string{"/chat/public"}, "*"),
+		allow("staff", sub, []string{"/chat/staff/**"}, "group:staff")))
+	if changed, err := w.Check(); !changed || err != nil {
+		t.Fatalf("reload: %v %v", changed, err)
+	}
+	var got []string
+	for _, r := range revoked {
+		got = append(got, r.SessionID+" "+r.Channel+" ("+r.Decision.Reason+")")
+	}
+	want := "s1 /chat/private (denied by default),s2 /chat/* (denied by default)"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("revoked %q, want %q", strings.Join(got, ","), want)
+	}
+}
