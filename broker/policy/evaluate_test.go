@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -354,3 +355,40 @@ func BenchmarkEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// FuzzEvaluate: with only /chat/public allowed (and a deny on /chat/public for
+// user mallory), no channel string other than /chat/public is ever allowed, and
+// the evaluator never panics; and every allowed or rule-decided channel is in
+// the exported channel grammar.
+func FuzzEvaluate(f *testing.F) {
+	a := mustACL(f, Deny, true,
+		allow("public", allActs, []string{"/chat/public", "/user/{sub}/**"}, "*"),
+		deny("mallory", allActs, []string{"/chat/public"}, "user:mallory"))
+	chanRE := regexpMust(ChannelRegexp)
+	for _, s := range []string{"/chat/public", "/chat/*", "/**", "/chat/public/", "/chat%2Fpublic", "/chat/./public",
+		"/meta/connect", "/chat/ｐublic", "/user/alice/x", "/user/*/x", "//", "/", ""} {
+		f.Add(s, "alice")
+		f.Add(s, "*")
+	}
+	f.Fuzz(func(t *testing.T, ch, subject string) {
+		id := Identity{Subject: subject, Authenticated: subject != ""}
+		for _, act := range []Action{ActionSubscribe, ActionPublish, ActionCreate} {
+			d := a.Evaluate(id, act, ch)
+			if !d.Allowed {
+				continue
+			}
+			own := validSegment(subject) && strings.HasPrefix(ch, "/user/"+subject+"/") && len(ch) > len("/user/"+subject+"/")
+			if ch != "/chat/public" && !own {
+				t.Fatalf("%s %q allowed for %q: %+v", act, ch, subject, d)
+			}
+			if !chanRE.MatchString(ch) {
+				t.Fatalf("allowed channel %q is outside ChannelRegexp", ch)
+			}
+			if subject == "mallory" && ch == "/chat/public" {
+				t.Fatal("deny did not win")
+			}
+		}
+	})
+}
+
+func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }
