@@ -1,0 +1,367 @@
+package client_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cometd-operator/cometd-operator/broker/client"
+)
+
+// scripted is a tiny Bayeux server whose answers the test scripts, to drive
+// the client through edge cases a real server rarely produces on demand.
+type scripted struct {
+	srv  *httptest.Server
+	stop chan struct{} // closed at test end: releases held requests
+}
+
+type reply map[string]any
+
+// newScripted serves handle(batch) for each POSTed batch; handle returns the
+// status and either a string body or a value to encode as JSON.
+func newScripted(t *testing.T, handle func(r *http.Request, batch []*client.Message) (int, any)) *scripted {
+	s := &scripted{stop: make(chan struct{})}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		var batch []*client.Message
+		if err := json.Unmarshal(body, &batch); err != nil {
+			t.Errorf("client sent invalid JSON %q: %v", body, err)
+			w.WriteHeader(400)
+			return
+		}
+		status, out := handle(r, batch)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		switch o := out.(type) {
+		case string:
+			io.WriteString(w, o)
+		default:
+			json.NewEncoder(w).Encode(o)
+		}
+	}))
+	t.Cleanup(func() { close(s.stop); s.srv.Close() })
+	return s
+}
+
+func (s *scripted) url() string { return s.srv.URL + "/cometd" }
+
+func ok(m *client.Message, extra reply) reply {
+	r := reply{"channel": m.Channel, "id": m.ID, "successful": true}
+	if m.ClientID != "" {
+		r["clientId"] = m.ClientID
+	}
+	for k, v := range extra {
+		r[k] = v
+	}
+	return r
+}
+
+func handshakeOK(m *client.Message, clientID string, ext reply) reply {
+	r := ok(m, reply{
+		"clientId":                 clientID,
+		"version":                  "1.0",
+		"supportedConnectionTypes": []string{"long-polling"},
+		"advice":                   reply{"reconnect": "retry", "interval": 0, "timeout": 2000},
+	})
+	if ext != nil {
+		r["ext"] = ext
+	}
+	return r
+}
+
+func event(ch string, n int) reply { return reply{"channel": ch, "data": payload{n}} }
+
+// hold blocks a request until the client gives up on it or the test ends.
+func (s *scripted) hold(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-s.stop:
+	}
+}
+
+// TestBatchOrdering checks that events are delivered whether they come
+// before, after or around the /meta/connect reply in a batch, exactly once
+// and in order, and that the ack extension acknowledges each batch.
+func TestBatchOrdering(t *testing.T) {
+	var (
+		mu         sync.Mutex
+		connects   int
+		acks       []any
+		subscribed = make(chan struct{})
+		subOnce    sync.Once
+		fourth     = make(chan struct{})
+		s          *scripted
+	)
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			if m.Ext["ack"] != true {
+				t.Errorf("handshake ext %v, want ack:true", m.Ext)
+			}
+			return 200, []reply{handshakeOK(m, "c1", reply{"ack": true})}
+		case client.ChannelSubscribe:
+			subOnce.Do(func() { close(subscribed) })
+			return 200, []reply{ok(m, reply{"subscription": m.Subscription[0]})}
+		case client.ChannelConnect:
+			select {
+			case <-subscribed:
+			case <-r.Context().Done():
+				return 200, "[]"
+			}
+			mu.Lock()
+			connects++
+			n := connects
+			acks = append(acks, m.Ext["ack"])
+			mu.Unlock()
+			rep := func(batch int) reply { return ok(m, reply{"ext": reply{"ack": batch}}) }
+			switch n {
+			case 1: // events after the connect reply
+				return 200, []reply{rep(1), event("/t", 1), event("/t", 2)}
+			case 2: // events before it
+				return 200, []reply{event("/t", 3), event("/t", 4), rep(2)}
+			case 3: // around it
+				return 200, []reply{event("/t", 5), rep(3), event("/t", 6)}
+			default:
+				if n == 4 {
+					close(fourth)
+				}
+				s.hold(r)
+				return 200, []reply{rep(n)}
+			}
+		case client.ChannelDisconnect:
+			return 200, []reply{ok(m, nil)}
+		}
+		return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "400::unexpected"}}
+	})
+	c, _ := newTestClient(t, s.url(), client.TransportLongPolling, func(cfg *client.Config) { cfg.AckExtension = true })
+	ctx := ctxT(t)
+	box := newInbox("/t")
+	if _, err := c.Subscribe(ctx, "/t", box.handler); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 6; want++ {
+		if got := decodeN(t, box.next(t, ctx)); got != want {
+			t.Fatalf("event %d arrived as n=%d", want, got)
+		}
+	}
+	// The fourth connect acknowledges batch 3.
+	select {
+	case <-fourth:
+	case <-ctx.Done():
+		t.Fatal("fourth connect never arrived")
+	}
+	mu.Lock()
+	got := append([]any(nil), acks[:4]...)
+	mu.Unlock()
+	want := []any{float64(-1), float64(1), float64(2), float64(3)}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("connect ext.ack values %v, want %v", got, want)
+		}
+	}
+	box.empty(t)
+}
+
+// TestHandshakeBadInput feeds the handshake malformed or refusing answers:
+// each must produce a clear error, never a panic, and leave the client idle.
+func TestHandshakeBadInput(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+		body   func(m *client.Message) any
+		want   string
+	}{
+		{"garbage JSON", 200, func(*client.Message) any { return `[{"channel": "/meta/handshake", ` }, "invalid JSON"},
+		{"HTML page", 200, func(*client.Message) any { return `<html>gateway</html>` }, "not a JSON message batch"},
+		{"HTTP 500", 500, func(*client.Message) any { return `boom` }, "HTTP 500"},
+		{"empty body", 200, func(*client.Message) any { return `` }, "empty response"},
+		{"null message", 200, func(*client.Message) any { return `[null]` }, "null"},
+		{"wrong field type", 200, func(*client.Message) any { return `[{"channel": 5}]` }, "invalid JSON"},
+		{"no reply", 200, func(*client.Message) any { return `[]` }, "no reply"},
+		{"refused", 200, func(m *client.Message) any {
+			return []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "403::forbidden", "advice": reply{"reconnect": "none"}}}
+		}, "403::forbidden"},
+		{"no clientId", 200, func(m *client.Message) any { return []reply{ok(m, nil)} }, "no clientId"},
+		{"no common transport", 200, func(m *client.Message) any {
+			return []reply{ok(m, reply{"clientId": "x", "supportedConnectionTypes": []string{"callback-polling"}})}
+		}, "no common transport"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScripted(t, func(_ *http.Request, batch []*client.Message) (int, any) {
+				return tc.status, tc.body(batch[0])
+			})
+			c, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{client.TransportLongPolling}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Handshake(ctxT(t))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("handshake error %v, want one containing %q", err, tc.want)
+			}
+			if tc.name == "refused" {
+				var be *client.Error
+				if !errors.As(err, &be) || be.Code != 403 || be.Message != "forbidden" {
+					t.Fatalf("refusal parsed as %#v", be)
+				}
+			}
+			if st := c.State(); st != client.StateIdle {
+				t.Fatalf("state after a failed handshake: %v", st)
+			}
+			if err := c.Publish(ctxT(t), "/x", 1); !errors.Is(err, client.ErrNotHandshaken) {
+				t.Fatalf("publish before handshake: %v", err)
+			}
+		})
+	}
+}
+
+// TestConnectBadInputAndAdvice walks the connect loop through garbage, an
+// HTTP error, unknown advice, success, and finally advice "none".
+func TestConnectBadInputAndAdvice(t *testing.T) {
+	var mu sync.Mutex
+	connects := 0
+	s := newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			return 200, []reply{handshakeOK(m, "c1", nil)}
+		case client.ChannelConnect:
+			mu.Lock()
+			connects++
+			n := connects
+			mu.Unlock()
+			switch n {
+			case 1:
+				return 200, `[{"channel":"/meta/connect","successful":tru`
+			case 2:
+				return 503, `overloaded`
+			case 3:
+				return 200, []reply{ok(m, reply{"advice": reply{"reconnect": "banana", "interval": 0}})}
+			case 4:
+				return 200, []reply{ok(m, nil)}
+			default:
+				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "403::go away", "advice": reply{"reconnect": "none"}}}
+			}
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	ctx := ctxT(t)
+	steps := []struct {
+		what  string
+		state client.State
+		err   string
+	}{
+		{"garbage connect reply", client.StateUnconnected, "invalid JSON"},
+		{"HTTP 503", client.StateUnconnected, "HTTP 503"},
+		{"unknown advice", client.StateUnconnected, `unknown reconnect advice "banana"`},
+		{"success", client.StateConnected, ""},
+		{"advice none", client.StateDisconnected, "403::go away"},
+	}
+	mark := 0
+	for _, st := range steps {
+		mark = log.waitFor(t, ctx, mark, st.what, func(e stateEvent) bool {
+			if e.s != st.state {
+				return false
+			}
+			if st.err == "" {
+				return e.err == nil
+			}
+			return e.err != nil && strings.Contains(e.err.Error(), st.err)
+		})
+	}
+	if err := c.Publish(ctx, "/x", 1); !errors.Is(err, client.ErrDisconnected) {
+		t.Fatalf("publish after advice none: %v", err)
+	}
+}
+
+// TestRehandshakeResubscribes answers a connect with 402 session_unknown and
+// checks that the client handshakes again, re-subscribes with its new
+// clientId and keeps delivering to the original handle.
+func TestRehandshakeResubscribes(t *testing.T) {
+	var (
+		mu           sync.Mutex
+		handshakes   int
+		connects     = map[string]int{}
+		resubscribe  = make(chan struct{})
+		firstSub     = make(chan struct{})
+		once1, once2 sync.Once
+		s            *scripted
+	)
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		var out []reply
+		for _, m := range batch {
+			switch m.Channel {
+			case client.ChannelHandshake:
+				mu.Lock()
+				handshakes++
+				id := "c" + string(rune('0'+handshakes))
+				mu.Unlock()
+				out = append(out, handshakeOK(m, id, nil))
+			case client.ChannelSubscribe:
+				switch m.ClientID {
+				case "c1":
+					once1.Do(func() { close(firstSub) })
+				case "c2":
+					once2.Do(func() { close(resubscribe) })
+				}
+				out = append(out, ok(m, reply{"subscription": m.Subscription[0]}))
+			case client.ChannelConnect:
+				mu.Lock()
+				connects[m.ClientID]++
+				n := connects[m.ClientID]
+				mu.Unlock()
+				switch {
+				case m.ClientID == "c1" && n == 1:
+					out = append(out, ok(m, nil))
+				case m.ClientID == "c1":
+					// Expire the session only once the test subscribed on it.
+					select {
+					case <-firstSub:
+					case <-r.Context().Done():
+						return 200, "[]"
+					}
+					out = append(out, reply{"channel": m.Channel, "id": m.ID, "successful": false,
+						"error": "402::session_unknown", "advice": reply{"reconnect": "handshake", "interval": 0}})
+				case m.ClientID == "c2" && n <= 2:
+					select {
+					case <-resubscribe:
+					case <-r.Context().Done():
+						return 200, "[]"
+					}
+					out = append(out, ok(m, nil), event("/r", 42))
+				default:
+					s.hold(r)
+					out = append(out, ok(m, nil))
+				}
+			default:
+				out = append(out, ok(m, nil))
+			}
+		}
+		return 200, out
+	})
+	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	ctx := ctxT(t)
+	box := newInbox("/r")
+	if _, err := c.Subscribe(ctx, "/r", box.handler); err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeN(t, box.next(t, ctx)); got != 42 {
+		t.Fatalf("got n=%d", got)
+	}
+	if c.ClientID() != "c2" {
+		t.Fatalf("clientId %q after re-handshake, want c2", c.ClientID())
+	}
+	log.waitFor(t, ctx, 0, "re-handshake caused by 402", func(e stateEvent) bool {
+		return e.s == client.StateHandshaking && e.err != nil && strings.Contains(e.err.Error(), "session_unknown")
+	})
+}
