@@ -63,10 +63,8 @@ lint: ## Check formatting and vet (fails on unformatted files).
 	$(GO) vet ./...
 
 .PHONY: verify-generated
-verify-generated: generate manifests ## Fail if generated code or manifests are stale.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
-		echo "generated files are stale: run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or manifests are stale.
+	hack/verify-generated.sh
 
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and etcd from source (cached in bin/k8s).
