@@ -84,7 +84,7 @@ type Document struct {
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
 	// Auth configures token verification. A zero Auth means no tokens are
 	// accepted: only anonymous clients, if AllowAnonymous.
-	Auth Auth `json:"auth,omitempty"`
+	Auth Auth `json:"auth,omitzero"`
 	// Rules in deterministic order (by source, then as declared).
 	Rules []Rule `json:"rules,omitempty"`
 }
