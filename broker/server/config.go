@@ -1,0 +1,130 @@
+package server
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
+	"github.com/cometd-operator/cometd-operator/broker/config"
+)
+
+// Default values for Config fields that are zero, matching the CometD server.
+const (
+	DefaultTimeout               = config.DefaultTimeout
+	DefaultMaxInterval           = config.DefaultMaxInterval
+	DefaultMaxLazyTimeout        = config.DefaultMaxLazyTimeout
+	DefaultMaxQueueBytes         = config.DefaultMaxQueueBytes
+	DefaultMaxMessageSize        = config.DefaultMaxMessageSize
+	DefaultWSMessagesPerFrame    = config.DefaultWSMessagesPerFrame
+	DefaultMultiSessionInterval  = 2 * time.Second
+	DefaultMaxSessionsPerBrowser = 1
+)
+
+// Config configures a Server. Every zero value means the documented default.
+type Config struct {
+	// NodeID names this broker; it prefixes every clientId it issues, so OwnerOf
+	// can tell which node owns a session. Letters, digits, '-', '_' and '.' only.
+	// Empty means the backbone's NodeID, or a random ID when there is no backbone.
+	NodeID string
+	// Timeout is how long a /meta/connect is held (advice.timeout). 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Interval is advice.interval. 0 (the default) means clients reconnect at once.
+	Interval time.Duration
+	// MaxInterval is how long a session lives with no connect. 0 means DefaultMaxInterval.
+	MaxInterval time.Duration
+	// MaxLazyTimeout bounds how long a lazy message may wait. 0 means DefaultMaxLazyTimeout.
+	MaxLazyTimeout time.Duration
+	// MaxQueue caps a session's queue in messages. 0 or -1 mean no message cap.
+	MaxQueue int
+	// MaxQueueBytes caps a session's queue in encoded bytes; a session over it is
+	// disconnected with ErrSlowConsumer. 0 means DefaultMaxQueueBytes; -1 means no cap.
+	MaxQueueBytes int64
+	// MaxMessageSize caps a request body, JSONP message or websocket frame, in
+	// bytes. 0 means DefaultMaxMessageSize.
+	MaxMessageSize int64
+	// Transports lists the enabled transports ("websocket", "long-polling",
+	// "callback-polling"). Empty means all three.
+	Transports []string
+	// AllowedOrigins lists origins allowed cross-origin requests with credentials;
+	// "*" allows any. Empty means same-origin only.
+	AllowedOrigins []string
+	// WSMessagesPerFrame caps the messages in one websocket frame. 0 means DefaultWSMessagesPerFrame.
+	WSMessagesPerFrame int
+	// MultiSessionInterval is advice.interval for a browser polling with more than
+	// MaxSessionsPerBrowser sessions. 0 means DefaultMultiSessionInterval.
+	MultiSessionInterval time.Duration
+	// MaxSessionsPerBrowser is how many sessions of one browser (BAYEUX_BROWSER
+	// cookie) may hold a long-poll at once. 0 means DefaultMaxSessionsPerBrowser;
+	// -1 means no limit.
+	MaxSessionsPerBrowser int
+	// SweepInterval is how often expired sessions are looked for. 0 means
+	// MaxInterval/4, bounded to [10ms, 1s].
+	SweepInterval time.Duration
+	// Backbone carries publishes to other nodes. Nil means a single node.
+	Backbone backbone.Backbone
+	// Security decides who may handshake, create, subscribe and publish. Nil means
+	// DefaultSecurityPolicy (authorizers on channels, else allow).
+	Security SecurityPolicy
+	// Logger receives operational logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ConfigFromFile maps the broker configuration file onto a Config. The caller
+// adds NodeID, Backbone, Security and Logger.
+func ConfigFromFile(f *config.File) Config {
+	c := Config{
+		Timeout:            f.Timeout(),
+		Interval:           f.Interval(),
+		MaxInterval:        f.MaxInterval(),
+		MaxLazyTimeout:     f.MaxLazyTimeout(),
+		MaxQueue:           f.MaxQueue,
+		MaxQueueBytes:      f.MaxQueueBytes,
+		MaxMessageSize:     f.MaxMessageSize,
+		Transports:         f.EnabledTransports(),
+		AllowedOrigins:     append([]string(nil), f.AllowedOrigins...),
+		WSMessagesPerFrame: f.WSMessagesPerFrame,
+	}
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxInterval == 0 {
+		c.MaxInterval = DefaultMaxInterval
+	}
+	if c.MaxLazyTimeout == 0 {
+		c.MaxLazyTimeout = DefaultMaxLazyTimeout
+	}
+	if c.MaxQueue == 0 {
+		c.MaxQueue = -1
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = append([]string(nil), config.DefaultTransports...)
+	}
+	if c.WSMessagesPerFrame == 0 {
+		c.WSMessagesPerFrame = DefaultWSMessagesPerFrame
+	}
+	if c.MultiSessionInterval == 0 {
+		c.MultiSessionInterval = DefaultMultiSessionInterval
+	}
+	if c.MaxSessionsPerBrowser == 0 {
+		c.MaxSessionsPerBrowser = DefaultMaxSessionsPerBrowser
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = min(max(c.MaxInterval/4, 10*time.Millisecond), time.Second)
+	}
+	if c.Security == nil {
+		c.Security = DefaultSecurityPolicy{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}

@@ -1,0 +1,246 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+)
+
+// BrowserCookie names the cookie that identifies a browser across its sessions,
+// for the multiple-clients advice.
+const BrowserCookie = "BAYEUX_BROWSER"
+
+// Handler returns the http.Handler for every enabled transport, at whatever path
+// it is mounted on (mount it at "/cometd" and "/cometd/"; every path below is
+// accepted): websocket upgrades, GETs with a jsonp parameter (callback-polling),
+// POSTs (long-polling), and CORS preflights.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// LongPollingHandler serves only the long-polling transport.
+func (s *Server) LongPollingHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cors(w, r) {
+			return
+		}
+		s.serveLongPolling(w, r)
+	})
+}
+
+// CallbackPollingHandler serves only the callback-polling (JSONP) transport.
+func (s *Server) CallbackPollingHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cors(w, r) {
+			return
+		}
+		s.serveCallbackPolling(w, r)
+	})
+}
+
+// WebsocketHandler serves only the websocket transport.
+func (s *Server) WebsocketHandler() http.Handler { return http.HandlerFunc(s.serveWebsocket) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if websocket.IsWebSocketUpgrade(r) {
+		s.serveWebsocket(w, r)
+		return
+	}
+	if s.cors(w, r) {
+		return
+	}
+	switch {
+	case r.Method == http.MethodPost:
+		s.serveLongPolling(w, r)
+	case r.Method == http.MethodGet && r.URL.Query().Has("jsonp"):
+		s.serveCallbackPolling(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST, OPTIONS")
+		http.Error(w, "Bayeux endpoint: POST a message batch, GET with jsonp and message parameters, or upgrade to websocket", http.StatusMethodNotAllowed)
+	}
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// cors sets CORS headers for allowed origins and answers preflights; it reports
+// whether the request was fully answered.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || !s.originAllowed(origin) {
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return true
+		}
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Credentials", "true")
+	h.Add("Vary", "Origin")
+	if r.Method != http.MethodOptions {
+		return false
+	}
+	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		h.Set("Access-Control-Allow-Headers", req)
+	} else {
+		h.Set("Access-Control-Allow-Headers", "Content-Type")
+	}
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+func (s *Server) badRequest(w http.ResponseWriter, err error) {
+	http.Error(w, "bad Bayeux request: "+err.Error(), http.StatusBadRequest)
+}
+
+func (s *Server) tooLarge(w http.ResponseWriter) {
+	http.Error(w, "Bayeux request larger than the maximum message size", http.StatusRequestEntityTooLarge)
+}
+
+func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
+	if !s.transports["long-polling"] {
+		http.Error(w, "long-polling transport disabled", http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxMessageSize))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.tooLarge(w)
+			return
+		}
+		s.badRequest(w, err)
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			s.badRequest(w, err)
+			return
+		}
+		body = []byte(form.Get("message"))
+	}
+	msgs, err := bayeux.DecodeBatch(body)
+	if err != nil {
+		s.badRequest(w, err)
+		return
+	}
+	s.respond(w, r, msgs, "long-polling", "")
+}
+
+// validCallback accepts JavaScript identifiers and dotted paths of them.
+func validCallback(cb string) bool {
+	if cb == "" || len(cb) > 128 {
+		return false
+	}
+	for i, c := range cb {
+		ok := c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
+			(i > 0 && (c >= '0' && c <= '9' || c == '.'))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
+	if !s.transports["callback-polling"] {
+		http.Error(w, "callback-polling transport disabled", http.StatusBadRequest)
+		return
+	}
+	if int64(len(r.URL.RawQuery)) > 3*s.cfg.MaxMessageSize {
+		s.tooLarge(w)
+		return
+	}
+	q := r.URL.Query()
+	cb := q.Get("jsonp")
+	if !validCallback(cb) {
+		s.badRequest(w, errors.New("jsonp must be a JavaScript identifier"))
+		return
+	}
+	msg := q.Get("message")
+	if int64(len(msg)) > s.cfg.MaxMessageSize {
+		s.tooLarge(w)
+		return
+	}
+	msgs, err := bayeux.DecodeBatch([]byte(msg))
+	if err != nil {
+		s.badRequest(w, err)
+		return
+	}
+	s.respond(w, r, msgs, "callback-polling", cb)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// respond processes a polling batch, holds its connect, and writes the replies,
+// the delivered messages and the connect reply, last.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, transport, callback string) {
+	ri := reqInfo{transport: transport, userAgent: r.UserAgent()}
+	if c, err := r.Cookie(BrowserCookie); err == nil && c.Value != "" {
+		ri.browser = c.Value
+	}
+	res := s.process(msgs, ri)
+	if ri.browser == "" {
+		for _, rep := range res.replies {
+			if rep.m.Channel == bayeux.MetaHandshake && rep.m.Successful == bayeux.True {
+				http.SetCookie(w, &http.Cookie{Name: BrowserCookie, Value: randomToken(16), Path: "/", HttpOnly: true})
+				break
+			}
+		}
+	}
+	out := res.replies
+	if pc := res.connect; pc != nil {
+		alive := s.wait(r.Context(), pc)
+		delivered, reply := s.finish(pc, alive)
+		if !alive {
+			return
+		}
+		out = append(out, delivered...)
+		if reply != nil {
+			out = append(out, reply)
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	if callback != "" {
+		buf = append(buf, callback...)
+		buf = append(buf, '(')
+	}
+	buf = append(buf, '[')
+	for i, m := range out {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, m.Encoded()...)
+	}
+	buf = append(buf, ']')
+	if callback != "" {
+		buf = append(buf, ");"...)
+		w.Header().Set("Content-Type", "text/javascript;charset=UTF-8")
+	} else {
+		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	}
+	w.Header().Set("Cache-Control", "no-cache, no-store")
+	_, _ = w.Write(buf)
+	s.stats.messagesOut.Add(uint64(len(out)))
+	if cap(buf) <= 1<<20 {
+		*bp = buf
+		bufPool.Put(bp)
+	}
+}

@@ -1,0 +1,398 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+)
+
+func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
+
+// reqInfo describes the transport a batch arrived on.
+type reqInfo struct {
+	transport string // "long-polling", "callback-polling" or "websocket"
+	browser   string // BAYEUX_BROWSER cookie, "" when absent
+	userAgent string
+	ws        *wsConn
+}
+
+// pendingConnect is a /meta/connect being answered.
+type pendingConnect struct {
+	req      *ServerMessage
+	session  *ServerSession // nil when the reply is already final
+	reply    *ServerMessage // final reply when session is nil
+	hc       *heldConnect
+	timeout  time.Duration
+	browser  string // counted in Server.browsers while held
+	multi    bool   // another session of the same browser is already polling
+	deadline time.Time
+}
+
+// batchResult is what processing a batch produced.
+type batchResult struct {
+	replies []*ServerMessage
+	connect *pendingConnect
+}
+
+func newReply(req *ServerMessage) *ServerMessage {
+	return &ServerMessage{
+		m:          &bayeux.Mutable{Channel: req.m.Channel, ID: req.m.ID, ClientID: req.m.ClientID},
+		associated: req,
+	}
+}
+
+func (s *Server) fail(r *ServerMessage, errStr string) *ServerMessage {
+	r.m.Successful = bayeux.False
+	r.m.Error = errStr
+	return r
+}
+
+func (s *Server) advice(reconnect string) *bayeux.Advice {
+	return &bayeux.Advice{
+		Reconnect:   reconnect,
+		Interval:    s.cfg.Interval.Milliseconds(),
+		Timeout:     s.cfg.Timeout.Milliseconds(),
+		MaxInterval: -1,
+	}
+}
+
+func unknownSession(r *ServerMessage) *ServerMessage {
+	r.m.Successful = bayeux.False
+	r.m.Error = bayeux.ErrSessionUnknown
+	r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectHandshake, Interval: 0, Timeout: -1, MaxInterval: -1}
+	return r
+}
+
+// process handles one decoded batch. Replies come back in request order; a
+// /meta/connect is returned separately so the transport can hold it and put its
+// reply last.
+func (s *Server) process(msgs []*bayeux.Mutable, ri reqInfo) batchResult {
+	var res batchResult
+	now := time.Now()
+	for _, raw := range msgs {
+		s.stats.messagesIn.Add(1)
+		m := &ServerMessage{m: raw, receivedAt: now}
+		var reply *ServerMessage
+		var ss *ServerSession
+		switch {
+		case raw.Channel == "":
+			reply = s.fail(newReply(m), bayeux.ErrChannelMissing)
+		case raw.Channel == bayeux.MetaHandshake:
+			reply, ss = s.handshake(m, ri)
+		default:
+			ss = s.Session(raw.ClientID)
+			switch {
+			case ss == nil:
+				reply = unknownSession(newReply(m))
+			case !s.incoming(ss, m):
+				reply = s.fail(newReply(m), "403::message_deleted")
+			case raw.Channel == bayeux.MetaConnect:
+				if res.connect != nil {
+					reply = s.fail(newReply(m), bayeux.ErrDuplicateConnect)
+					break
+				}
+				res.connect = s.beginConnect(m, ss, ri)
+				continue
+			case raw.Channel == bayeux.MetaSubscribe:
+				reply = s.metaSubscribe(m, ss)
+			case raw.Channel == bayeux.MetaUnsubscribe:
+				reply = s.metaUnsubscribe(m, ss)
+			case raw.Channel == bayeux.MetaDisconnect:
+				reply = newReply(m)
+				reply.m.Successful = bayeux.True
+				s.removeSession(ss, ErrClientDisconnect)
+			case bayeux.IsMeta(raw.Channel):
+				if _, err := bayeux.ParseChannel(raw.Channel); err != nil {
+					reply = s.fail(newReply(m), bayeux.ErrChannelInvalid)
+				} else {
+					reply = s.fail(newReply(m), bayeux.ErrMessageUnknown)
+				}
+			default:
+				reply = s.clientPublish(m, ss)
+			}
+		}
+		if reply = s.outgoingReply(ss, reply); reply != nil {
+			res.replies = append(res.replies, reply)
+		}
+	}
+	return res
+}
+
+func (s *Server) outgoingReply(ss *ServerSession, r *ServerMessage) *ServerMessage {
+	var exts []SessionExtension
+	if ss != nil {
+		exts = ss.extensions()
+	}
+	if len(exts) == 0 && len(s.extensionList()) == 0 {
+		return r
+	}
+	return s.outgoing(nil, ss, r, exts)
+}
+
+func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *ServerSession) {
+	r := newReply(m)
+	r.m.ClientID = ""
+	if s.draining.Load() {
+		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectHandshake, Interval: 1000, Timeout: -1, MaxInterval: -1}
+		return s.fail(r, bayeux.ErrServerDraining), nil
+	}
+	if v := m.m.MinimumVersion; v != "" && !strings.HasPrefix(v, "1.") && v != "1" && v != "0.9" {
+		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		return s.fail(r, bayeux.ErrVersionUnsupported), nil
+	}
+	if ri.transport != "" && !s.transports[ri.transport] {
+		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		r.m.SupportedConnectionTypes = s.cfg.Transports
+		return s.fail(r, bayeux.ErrConnTypeMismatch), nil
+	}
+	if types := m.m.SupportedConnectionTypes; types != nil {
+		ok := false
+		for _, t := range types {
+			if s.transports[t] {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+			r.m.SupportedConnectionTypes = s.cfg.Transports
+			return s.fail(r, bayeux.ErrConnTypeMismatch), nil
+		}
+	}
+	ss := newSession(s)
+	ss.browser = ri.browser
+	ss.userAgent = ri.userAgent
+	if !s.incoming(ss, m) {
+		return s.fail(r, "403::message_deleted"), ss
+	}
+	if !s.cfg.Security.CanHandshake(s, ss, m) {
+		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		return s.fail(r, bayeux.ErrHandshakeDenied), ss
+	}
+	s.addSession(ss, m)
+	if ri.ws != nil {
+		ri.ws.attach(ss)
+	}
+	r.m.ClientID = ss.id
+	r.m.Successful = bayeux.True
+	r.m.AuthSuccessful = bayeux.True
+	r.m.Version = bayeux.Version
+	r.m.MinimumVersion = bayeux.MinimumVersion
+	r.m.SupportedConnectionTypes = s.cfg.Transports
+	a := s.advice(bayeux.ReconnectRetry)
+	a.MaxInterval = s.cfg.MaxInterval.Milliseconds()
+	r.m.Advice = a
+	return r, ss
+}
+
+func (s *Server) channelsOf(m *ServerMessage) ([]bayeux.ChannelID, string) {
+	if len(m.m.Subscription) == 0 {
+		return nil, bayeux.ErrSubscriptionMiss
+	}
+	ids := make([]bayeux.ChannelID, 0, len(m.m.Subscription))
+	for _, name := range m.m.Subscription {
+		id, err := bayeux.ParseChannel(name)
+		if err != nil {
+			return nil, bayeux.ErrChannelInvalid
+		}
+		ids = append(ids, id)
+	}
+	return ids, ""
+}
+
+func (s *Server) metaSubscribe(m *ServerMessage, ss *ServerSession) *ServerMessage {
+	r := newReply(m)
+	r.m.Subscription = m.m.Subscription
+	r.m.SubscriptionList = m.m.SubscriptionList
+	ids, errStr := s.channelsOf(m)
+	if errStr != "" {
+		return s.fail(r, errStr)
+	}
+	for _, id := range ids {
+		if id.IsMeta() {
+			return s.fail(r, bayeux.ErrSubscribeDenied)
+		}
+		if s.Channel(id.String()) == nil && !s.cfg.Security.CanCreate(s, ss, id, m) {
+			return s.fail(r, bayeux.ErrCreateDenied)
+		}
+		if !s.cfg.Security.CanSubscribe(s, ss, id, m) {
+			return s.fail(r, bayeux.ErrSubscribeDenied)
+		}
+	}
+	for _, id := range ids {
+		if err := s.subscribe(ss, id.String(), m); err != nil {
+			return unknownSession(r)
+		}
+	}
+	r.m.Successful = bayeux.True
+	return r
+}
+
+func (s *Server) metaUnsubscribe(m *ServerMessage, ss *ServerSession) *ServerMessage {
+	r := newReply(m)
+	r.m.Subscription = m.m.Subscription
+	r.m.SubscriptionList = m.m.SubscriptionList
+	ids, errStr := s.channelsOf(m)
+	if errStr != "" {
+		return s.fail(r, errStr)
+	}
+	for _, id := range ids {
+		if c := s.Channel(id.String()); c != nil {
+			s.unsubscribe(ss, c)
+		}
+	}
+	r.m.Successful = bayeux.True
+	return r
+}
+
+func (s *Server) clientPublish(m *ServerMessage, ss *ServerSession) *ServerMessage {
+	r := newReply(m)
+	id, err := bayeux.ParseChannel(m.m.Channel)
+	if err != nil || id.IsWildcard() {
+		return s.fail(r, bayeux.ErrChannelInvalid)
+	}
+	if m.m.Data == nil {
+		return s.fail(r, "400::data_missing")
+	}
+	if s.Channel(id.String()) == nil && !s.cfg.Security.CanCreate(s, ss, id, m) {
+		return s.fail(r, bayeux.ErrCreateDenied)
+	}
+	if !s.cfg.Security.CanPublish(s, ss, id, m) {
+		return s.fail(r, bayeux.ErrPublishDenied)
+	}
+	s.publish(ss, m, false)
+	r.m.Successful = bayeux.True
+	return r
+}
+
+// beginConnect registers a connect as the session's held connect (answering any
+// older one at once).
+func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *pendingConnect {
+	pc := &pendingConnect{req: m, session: ss, hc: &heldConnect{release: make(chan struct{})}, timeout: s.cfg.Timeout}
+	if a := m.m.Advice; a != nil && a.Timeout >= 0 && time.Duration(a.Timeout)*time.Millisecond < pc.timeout {
+		pc.timeout = time.Duration(a.Timeout) * time.Millisecond
+	}
+	if s.draining.Load() {
+		pc.timeout = 0
+	}
+	ss.mu.Lock()
+	first := !ss.connected
+	if ss.held != nil {
+		close(ss.held.release)
+	}
+	ss.held = pc.hc
+	ss.connected = true
+	ss.connType = m.m.ConnectionType
+	if ss.connType == "" {
+		ss.connType = ri.transport
+	}
+	ss.mu.Unlock()
+	if first {
+		// The first connect is answered at once, so the client learns the advice.
+		pc.timeout = 0
+	}
+	if ri.ws != nil {
+		ri.ws.attach(ss)
+	}
+	if pc.timeout > 0 && ri.browser != "" && s.cfg.MaxSessionsPerBrowser > 0 {
+		s.browserMu.Lock()
+		if s.browsers[ri.browser] >= s.cfg.MaxSessionsPerBrowser {
+			s.browserMu.Unlock()
+			pc.timeout = 0
+			pc.deadline = time.Time{}
+			pc.browser = "" // not counted
+			pc.multi = true
+		} else {
+			s.browsers[ri.browser]++
+			s.browserMu.Unlock()
+			pc.browser = ri.browser
+		}
+	}
+	pc.deadline = time.Now().Add(pc.timeout)
+	return pc
+}
+
+// ready reports whether a held connect should be answered now.
+func (pc *pendingConnect) ready() bool {
+	ss := pc.session
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.reason != nil || ss.held != pc.hc || ss.lazyDue || ss.hasNonLazyLocked() ||
+		(ss.ack != nil && len(ss.ack.unacked) > 0)
+}
+
+// wait blocks until the connect should be answered: messages arrived, its
+// timeout passed, the session ended, a newer connect replaced it, the server is
+// draining, or ctx ended. It reports whether the client is still there.
+func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
+	if pc.session == nil || pc.timeout <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(time.Until(pc.deadline))
+	defer t.Stop()
+	for !pc.ready() {
+		select {
+		case <-pc.session.wake:
+		case <-pc.hc.release:
+			return ctx.Err() == nil
+		case <-pc.session.done:
+			return ctx.Err() == nil
+		case <-s.drainCh:
+			return ctx.Err() == nil
+		case <-t.C:
+			return ctx.Err() == nil
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// finish builds the connect reply and takes the messages that go with it. When
+// deliver is false (the client went away) messages stay queued.
+func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *ServerMessage) {
+	if pc.browser != "" {
+		s.browserMu.Lock()
+		if s.browsers[pc.browser]--; s.browsers[pc.browser] <= 0 {
+			delete(s.browsers, pc.browser)
+		}
+		s.browserMu.Unlock()
+		pc.browser = ""
+	}
+	ss := pc.session
+	r := newReply(pc.req)
+	ss.mu.Lock()
+	if ss.held == pc.hc {
+		ss.held = nil
+	}
+	ss.lastActive = time.Now()
+	reason := ss.reason
+	ss.mu.Unlock()
+	if reason != nil {
+		if reason == ErrClientDisconnect {
+			r.m.Successful = bayeux.True
+			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		} else {
+			unknownSession(r)
+		}
+		return nil, s.outgoingReply(ss, r)
+	}
+	var msgs []*ServerMessage
+	batch := int64(-1)
+	if deliver {
+		msgs, batch = ss.takeForConnect()
+	}
+	r.m.Successful = bayeux.True
+	r.m.Advice = s.advice(bayeux.ReconnectRetry)
+	if pc.multi {
+		r.m.Advice.MultipleClients = true
+		r.m.Advice.Interval = s.cfg.MultiSessionInterval.Milliseconds()
+	}
+	if batch >= 0 {
+		_ = r.m.SetExtField("ack", batch)
+	}
+	return msgs, s.outgoingReply(ss, r)
+}
