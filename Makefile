@@ -49,6 +49,10 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the API types and co
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
+.PHONY: docs
+docs: ## Generate the API field reference (docs/api-reference.md) from the CRDs.
+	$(GO) run ./hack/crd-docs -crds config/crd/bases -out docs/api-reference.md
+
 .PHONY: fmt
 fmt: ## Run gofmt on the tree.
 	gofmt -s -w $$(git ls-files '*.go')

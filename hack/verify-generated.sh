@@ -7,9 +7,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${ROOT}"
 snap=$(mktemp -d)
 trap 'rm -rf "${snap}"' EXIT
-dirs=(api config)
+dirs=(api config docs)
 for d in "${dirs[@]}"; do [[ -d $d ]] && cp -a "$d" "${snap}/"; done
-make --no-print-directory generate manifests >/dev/null
+mkdir -p docs
+make --no-print-directory generate manifests docs >/dev/null
 stale=0
 for d in "${dirs[@]}"; do
   [[ -d $d ]] || continue
@@ -19,7 +20,7 @@ for d in "${dirs[@]}"; do
   fi
 done
 if [[ ${stale} == 1 ]]; then
-  echo "verify-generated: generated code or manifests are stale; run 'make generate manifests' and commit the result" >&2
+  echo "verify-generated: generated code or manifests are stale; run 'make generate manifests docs' and commit the result" >&2
   exit 1
 fi
 echo "verify-generated: deepcopy, CRDs and RBAC are up to date"
