@@ -1,32 +1,387 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Transport is a Bayeux transport a broker can serve.
+// +kubebuilder:validation:Enum=websocket;long-polling;callback-polling
+type Transport string
+
+// The transports, named as in Bayeux's supportedConnectionTypes.
+const (
+	TransportWebsocket       Transport = "websocket"
+	TransportLongPolling     Transport = "long-polling"
+	TransportCallbackPolling Transport = "callback-polling"
+)
+
+// AutoscalingMetric is what the autoscaler scales on.
+// +kubebuilder:validation:Enum=sessions;cpu
+type AutoscalingMetric string
+
+// The autoscaling metrics.
+const (
+	// MetricSessions scales on Bayeux sessions per broker pod (the operator's own autoscaler).
+	MetricSessions AutoscalingMetric = "sessions"
+	// MetricCPU scales on CPU utilization (a HorizontalPodAutoscaler).
+	MetricCPU AutoscalingMetric = "cpu"
 )
 
 // CometdClusterSpec is the desired state of a Bayeux broker fleet.
+//
+// A cluster of more than one broker (or an autoscaled one) needs a shared NATS
+// backbone: set nats.url (an existing NATS) or nats.managed (the operator runs
+// one). With neither, each broker runs an embedded NATS of its own, which is
+// only correct for a single broker.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.replicas) && self.replicas >= 1) || has(self.autoscaling)",message="spec.replicas must be at least 1 unless spec.autoscaling is set"
+// +kubebuilder:validation:XValidation:rule="(has(self.nats) && (has(self.nats.url) || has(self.nats.managed))) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="more than one broker needs a shared backbone: set spec.nats.url (an existing NATS) or spec.nats.managed (a NATS run by the operator)"
 type CometdClusterSpec struct {
-	// Replicas is the number of broker pods.
+	// Replicas is the number of broker pods. With autoscaling set it is the
+	// autoscaler's current choice, kept within [minReplicas, maxReplicas].
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image is the broker container image. Empty means the operator's default
+	// (its --broker-image flag).
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy is the broker container's pull policy.
+	// +kubebuilder:default=IfNotPresent
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// ImagePullSecrets are Secrets for pulling the broker and NATS images.
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// Resources are the broker container's requests and limits.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Broker holds the Bayeux server settings, rendered into the broker's
+	// broker.yaml. Changing any of them rolls the broker pods.
+	// +kubebuilder:default={}
+	// +optional
+	Broker BrokerSettings `json:"broker,omitempty"`
+
+	// NATS is the backbone that carries messages between brokers.
+	// +optional
+	NATS *NATSSpec `json:"nats,omitempty"`
+
+	// Service configures the client Service in front of the brokers.
+	// +kubebuilder:default={}
+	// +optional
+	Service ServiceSpec `json:"service,omitempty"`
+
+	// Pod holds overrides for the broker pods.
+	// +optional
+	Pod PodOverrides `json:"pod,omitempty"`
+
+	// DisruptionBudget configures the brokers' PodDisruptionBudget.
+	// +kubebuilder:default={}
+	// +optional
+	DisruptionBudget DisruptionBudgetSpec `json:"disruptionBudget,omitempty"`
+
+	// Autoscaling lets the replica count follow load. Unset means a fixed
+	// spec.replicas.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 }
+
+// BrokerSettings are the Bayeux server settings. Durations are Go duration
+// strings ("30s", "1m", "500ms").
+type BrokerSettings struct {
+	// Timeout is how long a broker holds a /meta/connect before answering
+	// (Bayeux advice.timeout).
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Interval is the pause a client makes between two connects (Bayeux
+	// advice.interval).
+	// +kubebuilder:default="0s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+
+	// MaxInterval is how long a session survives without a connect before the
+	// broker expires it.
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.broker.maxInterval must be at least 1s, or sessions expire between two connects"
+	// +optional
+	MaxInterval *metav1.Duration `json:"maxInterval,omitempty"`
+
+	// MaxQueue caps a session's queue in messages; -1 means no message cap
+	// (maxQueueSize still applies).
+	// +kubebuilder:default=-1
+	// +kubebuilder:validation:Minimum=-1
+	// +optional
+	MaxQueue *int32 `json:"maxQueue,omitempty"`
+
+	// MaxQueueSize caps a session's queue in bytes; a session over it is
+	// disconnected as a slow consumer.
+	// +kubebuilder:default="4Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isInteger() && quantity(string(self)).compareTo(quantity('1Ki')) >= 0",message="spec.broker.maxQueueSize must be a whole number of bytes, at least 1Ki"
+	// +optional
+	MaxQueueSize *resource.Quantity `json:"maxQueueSize,omitempty"`
+
+	// MaxMessageSize caps one request body or websocket frame, in bytes.
+	// +kubebuilder:default="64Ki"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isInteger() && quantity(string(self)).compareTo(quantity('1Ki')) >= 0 && quantity(string(self)).compareTo(quantity('64Mi')) <= 0",message="spec.broker.maxMessageSize must be a whole number of bytes between 1Ki and 64Mi"
+	// +optional
+	MaxMessageSize *resource.Quantity `json:"maxMessageSize,omitempty"`
+
+	// Transports lists the enabled transports.
+	// +kubebuilder:default={websocket,long-polling,callback-polling}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	// +optional
+	Transports []Transport `json:"transports,omitempty"`
+
+	// AllowedOrigins lists the origins allowed to make cross-origin requests
+	// (for example "https://app.example.com"), or "*" for any. Empty means
+	// same-origin only.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*|https?://[^/\s]+)$`
+	// +listType=set
+	// +optional
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+}
+
+// NATSSpec selects the backbone: an existing NATS (url) or one the operator
+// runs (managed), never both.
+// +kubebuilder:validation:XValidation:rule="!(has(self.url) && has(self.managed))",message="spec.nats: set either url or managed, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.credentialsSecret) || has(self.url)",message="spec.nats.credentialsSecret is only used with spec.nats.url"
+type NATSSpec struct {
+	// URL is a comma-separated list of NATS server URLs
+	// (nats://, tls://, ws:// or wss://).
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^(nats|tls|ws|wss)://[^\s,]+(,(nats|tls|ws|wss)://[^\s,]+)*$`
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// CredentialsSecret names a Secret key that holds a NATS credentials
+	// (.creds) file for url.
+	// +optional
+	CredentialsSecret *SecretKeyRef `json:"credentialsSecret,omitempty"`
+
+	// Managed makes the operator run a NATS cluster (a StatefulSet) for this
+	// CometdCluster.
+	// +optional
+	Managed *ManagedNATS `json:"managed,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the CometdCluster's namespace.
+type SecretKeyRef struct {
+	// Name is the Secret's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key is the key within the Secret.
+	// +kubebuilder:default="nats.creds"
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// ManagedNATS is a NATS cluster run by the operator.
+type ManagedNATS struct {
+	// Replicas is the number of NATS servers. Three survives the loss of one.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=9
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image is the NATS server image. Empty means the operator's default (its
+	// --nats-image flag).
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Resources are the NATS container's requests and limits.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Cluster configures the routes between the NATS servers.
+	// +kubebuilder:default={}
+	// +optional
+	Cluster NATSClusterRoutes `json:"cluster,omitempty"`
+}
+
+// NATSClusterRoutes configures NATS cluster routing: every server routes to
+// every other through the headless Service.
+type NATSClusterRoutes struct {
+	// Port is the route port.
+	// +kubebuilder:default=6222
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// ServiceSpec configures the client Service.
+type ServiceSpec struct {
+	// Type is the Service type.
+	// +kubebuilder:default=ClusterIP
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+
+	// Port is the Service port clients connect to.
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// Annotations are added to the client Service (for example for a cloud
+	// load balancer).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// PodOverrides customise the broker pods.
+type PodOverrides struct {
+	// Labels are added to the broker pods. They cannot replace the labels the
+	// operator selects pods by.
+	// +kubebuilder:validation:XValidation:rule="!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self) && !('app.kubernetes.io/component' in self)",message="spec.pod.labels must not set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/component: the operator selects broker pods by them"
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations are added to the broker pods.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// Affinity is the broker pods' scheduling affinity.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// Tolerations are the broker pods' tolerations.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// NodeSelector restricts the nodes broker pods run on.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// TopologySpreadConstraints spread the broker pods. Their label selectors
+	// may use the operator's labels.
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// PriorityClassName is the broker pods' priority class.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// TerminationGracePeriodSeconds bounds a broker's drain on shutdown.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+
+	// SecurityContext is the broker pods' security context. Unset means
+	// non-root with the runtime's default seccomp profile.
+	// +optional
+	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
+}
+
+// DisruptionBudgetSpec configures the brokers' PodDisruptionBudget.
+type DisruptionBudgetSpec struct {
+	// MaxUnavailable is how many broker pods a voluntary disruption (a node
+	// drain) may take down at once: a number or a percentage.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="spec.disruptionBudget.maxUnavailable must be a non-negative number or a percentage between 0% and 100%"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+}
+
+// AutoscalingSpec is the autoscaler's configuration.
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas"
+// +kubebuilder:validation:XValidation:rule="self.metric != 'sessions' || (has(self.targetSessionsPerPod) && !has(self.targetCPUUtilizationPercentage))",message="spec.autoscaling.metric sessions needs targetSessionsPerPod (and no targetCPUUtilizationPercentage)"
+// +kubebuilder:validation:XValidation:rule="self.metric != 'cpu' || (has(self.targetCPUUtilizationPercentage) && !has(self.targetSessionsPerPod))",message="spec.autoscaling.metric cpu needs targetCPUUtilizationPercentage (and no targetSessionsPerPod)"
+type AutoscalingSpec struct {
+	// MinReplicas is the fewest broker pods.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+
+	// MaxReplicas is the most broker pods.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxReplicas int32 `json:"maxReplicas"`
+
+	// Metric is what to scale on: sessions per pod, or CPU utilization.
+	// +kubebuilder:default=sessions
+	// +optional
+	Metric AutoscalingMetric `json:"metric,omitempty"`
+
+	// TargetSessionsPerPod is the sessions per broker pod the autoscaler aims
+	// at (metric sessions).
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TargetSessionsPerPod *int32 `json:"targetSessionsPerPod,omitempty"`
+
+	// TargetCPUUtilizationPercentage is the average CPU utilization, as a
+	// percentage of the request, the autoscaler aims at (metric cpu).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
+// Condition types of a CometdCluster.
+const (
+	// ConditionAvailable is True when at least one broker is ready and clients
+	// can connect.
+	ConditionAvailable = "Available"
+	// ConditionProgressing is True while the brokers are being created,
+	// updated or scaled.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True when fewer brokers are ready than desired, or
+	// the operator cannot apply the spec.
+	ConditionDegraded = "Degraded"
+)
 
 // CometdClusterStatus is the observed state of a CometdCluster.
 type CometdClusterStatus struct {
 	// ObservedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
 	// Replicas is the number of broker pods that exist.
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
+
 	// ReadyReplicas is the number of broker pods that are ready.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
 	// Selector is the label selector of the broker pods (scale subresource).
 	// +optional
 	Selector string `json:"selector,omitempty"`
+
+	// Endpoint is the URL Bayeux clients connect to, inside the cluster.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
 	// Conditions describe the cluster's state.
 	// +listType=map
 	// +listMapKey=type
@@ -41,6 +396,7 @@ type CometdClusterStatus struct {
 // +kubebuilder:resource:shortName=cometd
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type CometdCluster struct {
 	metav1.TypeMeta   `json:",inline"`
