@@ -1,0 +1,468 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/client"
+)
+
+// Limits that keep a run bounded whatever the flags say.
+const (
+	maxDuration    = time.Hour
+	maxMessages    = 100_000_000
+	maxSubscribers = 20_000
+	maxPublishers  = 1_000
+	maxChannels    = 100_000
+	maxInflight    = 1_000
+	maxPayload     = 1 << 20
+	setupParallel  = 32
+)
+
+// options describes one run.
+type options struct {
+	URL         string        // any Bayeux server endpoint
+	Transport   string        // websocket or long-polling
+	Subscribers int           // subscriber clients, spread over the channels
+	Channels    int           // channels /bench/0 … /bench/M-1
+	Publishers  int           // publisher clients
+	Rate        float64       // total publishes per second; 0 = back-to-back
+	Inflight    int           // concurrent publishes per publisher
+	Duration    time.Duration // publishing phase length
+	Messages    int64         // total publishes; 0 = no count limit
+	Payload     int           // padding bytes added to each message
+	Drain       time.Duration // how long to wait for in-flight deliveries
+	Prefix      string        // channel prefix
+	Progress    time.Duration // progress line period; 0 = none
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.URL == "":
+		return errors.New("-url is required")
+	case o.Transport != client.TransportWebSocket && o.Transport != client.TransportLongPolling:
+		return fmt.Errorf("-transport must be websocket or long-polling, not %q", o.Transport)
+	case o.Subscribers < 0 || o.Subscribers > maxSubscribers:
+		return fmt.Errorf("-subscribers must be in [0, %d]", maxSubscribers)
+	case o.Channels < 1 || o.Channels > maxChannels:
+		return fmt.Errorf("-channels must be in [1, %d]", maxChannels)
+	case o.Publishers < 1 || o.Publishers > maxPublishers:
+		return fmt.Errorf("-publishers must be in [1, %d]", maxPublishers)
+	case o.Rate < 0:
+		return errors.New("-rate must not be negative")
+	case o.Inflight < 1 || o.Inflight > maxInflight:
+		return fmt.Errorf("-inflight must be in [1, %d]", maxInflight)
+	case o.Duration <= 0 || o.Duration > maxDuration:
+		return fmt.Errorf("-duration must be in (0, %v]", maxDuration)
+	case o.Messages < 0 || o.Messages > maxMessages:
+		return fmt.Errorf("-messages must be in [0, %d]", maxMessages)
+	case o.Payload < 0 || o.Payload > maxPayload:
+		return fmt.Errorf("-payload must be in [0, %d]", maxPayload)
+	case o.Drain < 0 || o.Drain > maxDuration:
+		return errors.New("-drain out of range")
+	case !strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "*"):
+		return fmt.Errorf("-prefix %q must start with / and hold no wildcard", o.Prefix)
+	}
+	return nil
+}
+
+// Summary is the machine-readable result printed at the end.
+type Summary struct {
+	URL             string    `json:"url"`
+	Transport       string    `json:"transport"`
+	Subscribers     int       `json:"subscribers"`
+	Channels        int       `json:"channels"`
+	Publishers      int       `json:"publishers"`
+	Rate            float64   `json:"rate"`
+	PublishSeconds  float64   `json:"publish_seconds"`
+	Published       int64     `json:"published"`
+	PublishErrors   int64     `json:"publish_errors"`
+	PublishedPerSec float64   `json:"published_per_sec"`
+	Expected        int64     `json:"expected"`
+	Delivered       int64     `json:"delivered"`
+	DeliveredPerSec float64   `json:"delivered_per_sec"`
+	Losses          int64     `json:"losses"`
+	Duplicates      int64     `json:"duplicates"`
+	Unexpected      int64     `json:"unexpected"`
+	LatencyMs       Latencies `json:"latency_ms"`
+	FirstError      string    `json:"first_error,omitempty"`
+}
+
+// Latencies are publish-to-receive latencies in milliseconds.
+type Latencies struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// bitset grows on demand.
+type bitset []uint64
+
+func (b *bitset) set(i int) (was bool) {
+	w := i >> 6
+	for w >= len(*b) {
+		*b = append(*b, 0)
+	}
+	m := uint64(1) << uint(i&63)
+	was = (*b)[w]&m != 0
+	(*b)[w] |= m
+	return was
+}
+
+func (b bitset) has(i int) bool {
+	w := i >> 6
+	return w < len(b) && b[w]&(1<<uint(i&63)) != 0
+}
+
+// subscriber tracks what one subscriber client received. Its handler runs on
+// the client's single delivery goroutine; the final read happens after
+// Disconnect, which waits for that goroutine.
+type subscriber struct {
+	channel    int
+	c          *client.Client
+	delivered  atomic.Int64
+	lastRecvNs atomic.Int64
+	seen       []bitset // per publisher, indexed by seq / channels
+	dups       int64
+	unexpected int64
+	hist       histogram
+}
+
+// publisher tracks which sequence numbers the server acknowledged.
+type publisher struct {
+	c     *client.Client
+	mu    sync.Mutex
+	acked bitset
+}
+
+// wireData is the message payload: publisher, sequence, send time.
+type wireData struct {
+	P int    `json:"p"`
+	S int    `json:"s"`
+	T int64  `json:"t"`
+	X string `json:"x,omitempty"`
+}
+
+func encodeData(p, s int, t int64, pad string) json.RawMessage {
+	b := make([]byte, 0, 48+len(pad))
+	b = append(b, `{"p":`...)
+	b = strconv.AppendInt(b, int64(p), 10)
+	b = append(b, `,"s":`...)
+	b = strconv.AppendInt(b, int64(s), 10)
+	b = append(b, `,"t":`...)
+	b = strconv.AppendInt(b, t, 10)
+	if pad != "" {
+		b = append(b, `,"x":"`...)
+		b = append(b, pad...)
+		b = append(b, '"')
+	}
+	b = append(b, '}')
+	return b
+}
+
+func (o *options) channel(k int) string { return o.Prefix + "/" + strconv.Itoa(k) }
+
+// run executes one benchmark. Progress lines go to progress (if non-nil).
+func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 2*(o.Subscribers+o.Publishers*o.Inflight) + 8,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	defer tr.CloseIdleConnections()
+	newClient := func() (*client.Client, error) {
+		return client.NewClient(client.Config{
+			URL:        o.URL,
+			Transports: []string{o.Transport},
+			HTTPClient: &http.Client{Transport: tr},
+		})
+	}
+
+	var all []*client.Client
+	var allMu sync.Mutex
+	defer func() {
+		// Disconnect everybody, in parallel, bounded.
+		dctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, setupParallel)
+		for _, c := range all {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() { defer wg.Done(); defer func() { <-sem }(); c.Disconnect(dctx) }()
+		}
+		wg.Wait()
+	}()
+	connect := func(c *client.Client) error {
+		allMu.Lock()
+		all = append(all, c)
+		allMu.Unlock()
+		hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		return c.Handshake(hctx)
+	}
+
+	// Subscribers.
+	subs := make([]*subscriber, o.Subscribers)
+	perChannel := make([]int64, o.Channels)
+	for i := range subs {
+		subs[i] = &subscriber{channel: i % o.Channels, seen: make([]bitset, o.Publishers)}
+		perChannel[i%o.Channels]++
+	}
+	if err := parallel(len(subs), func(i int) error {
+		s := subs[i]
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		s.c = c
+		if err := connect(c); err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err = c.Subscribe(sctx, o.channel(s.channel), func(m *client.Message) { s.receive(m, &o) })
+		if err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// Publishers.
+	pubs := make([]*publisher, o.Publishers)
+	if err := parallel(len(pubs), func(j int) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		pubs[j] = &publisher{c: c}
+		if err := connect(c); err != nil {
+			return fmt.Errorf("publisher %d: %w", j, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	pad := strings.Repeat("x", o.Payload)
+	var (
+		published, pubErrors atomic.Int64
+		tickets              atomic.Int64
+		firstErr             atomic.Value
+	)
+	pctx, stop := context.WithTimeout(ctx, o.Duration)
+	defer stop()
+	start := time.Now()
+
+	// Progress.
+	progDone := make(chan struct{})
+	progStop := make(chan struct{})
+	go func() {
+		defer close(progDone)
+		if progress == nil || o.Progress <= 0 {
+			<-progStop
+			return
+		}
+		t := time.NewTicker(o.Progress)
+		defer t.Stop()
+		var lastP, lastD int64
+		last := start
+		for {
+			select {
+			case <-progStop:
+				return
+			case now := <-t.C:
+				p, d := published.Load(), totalDelivered(subs)
+				dt := now.Sub(last).Seconds()
+				fmt.Fprintf(progress, "[%6.1fs] published %d (%.0f/s)  delivered %d (%.0f/s)  errors %d\n",
+					now.Sub(start).Seconds(), p, float64(p-lastP)/dt, d, float64(d-lastD)/dt, pubErrors.Load())
+				lastP, lastD, last = p, d, now
+			}
+		}
+	}()
+
+	var interval time.Duration
+	if o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(o.Publishers) / o.Rate)
+	}
+	var wg sync.WaitGroup
+	for j, p := range pubs {
+		var seqs atomic.Int64
+		for range o.Inflight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for pctx.Err() == nil {
+					if o.Messages > 0 && tickets.Add(1) > o.Messages {
+						return
+					}
+					s := int(seqs.Add(1) - 1)
+					if interval > 0 {
+						due := start.Add(time.Duration(s) * interval)
+						if d := time.Until(due); d > 0 {
+							t := time.NewTimer(d)
+							select {
+							case <-t.C:
+							case <-pctx.Done():
+								t.Stop()
+								return
+							}
+						}
+					}
+					data := encodeData(j, s, time.Now().UnixNano(), pad)
+					actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					err := p.c.Publish(actx, o.channel(s%o.Channels), data)
+					cancel()
+					if err != nil {
+						pubErrors.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+						continue
+					}
+					p.mu.Lock()
+					p.acked.set(s)
+					p.mu.Unlock()
+					published.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	pubEnd := time.Now()
+
+	// Expected deliveries: each acknowledged publish times the subscribers
+	// of its channel.
+	var expected int64
+	for _, p := range pubs {
+		for w, word := range p.acked {
+			for word != 0 {
+				bit := bits.TrailingZeros64(word)
+				word &^= 1 << uint(bit)
+				expected += perChannel[(w*64+bit)%o.Channels]
+			}
+		}
+	}
+	// Drain: wait (bounded) for the deliveries still in flight.
+	drainEnd := time.Now().Add(o.Drain)
+	for totalDelivered(subs) < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(progStop)
+	<-progDone
+
+	// Disconnect subscribers now so that their handlers are done before
+	// their counters are read.
+	dctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	parallel(len(subs), func(i int) error { return subs[i].c.Disconnect(dctx) })
+	cancel()
+
+	sum := &Summary{
+		URL: o.URL, Transport: o.Transport, Subscribers: o.Subscribers, Channels: o.Channels,
+		Publishers: o.Publishers, Rate: o.Rate,
+		PublishSeconds: pubEnd.Sub(start).Seconds(),
+		Published:      published.Load(), PublishErrors: pubErrors.Load(),
+		Expected: expected,
+	}
+	if e, ok := firstErr.Load().(string); ok {
+		sum.FirstError = e
+	}
+	var h histogram
+	var lastRecv int64
+	for _, s := range subs {
+		sum.Delivered += s.delivered.Load()
+		sum.Duplicates += s.dups
+		sum.Unexpected += s.unexpected
+		h.merge(&s.hist)
+		if r := s.lastRecvNs.Load(); r > lastRecv {
+			lastRecv = r
+		}
+		// Losses: acknowledged publishes on this subscriber's channel that
+		// never arrived.
+		for j, p := range pubs {
+			for seq := s.channel; seq < len(p.acked)*64; seq += o.Channels {
+				if p.acked.has(seq) && !s.seen[j].has(seq/o.Channels) {
+					sum.Losses++
+				}
+			}
+		}
+	}
+	if sum.PublishSeconds > 0 {
+		sum.PublishedPerSec = float64(sum.Published) / sum.PublishSeconds
+	}
+	if lastRecv > 0 {
+		if span := time.Duration(lastRecv - start.UnixNano()).Seconds(); span > 0 {
+			sum.DeliveredPerSec = float64(sum.Delivered) / span
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	sum.LatencyMs = Latencies{P50: ms(h.quantile(0.50)), P90: ms(h.quantile(0.90)), P99: ms(h.quantile(0.99)), Max: ms(h.max)}
+	return sum, nil
+}
+
+func totalDelivered(subs []*subscriber) int64 {
+	var n int64
+	for _, s := range subs {
+		n += s.delivered.Load()
+	}
+	return n
+}
+
+// receive handles one delivered message.
+func (s *subscriber) receive(m *client.Message, o *options) {
+	now := time.Now().UnixNano()
+	var d wireData
+	if err := json.Unmarshal(m.Data, &d); err != nil || d.P < 0 || d.P >= len(s.seen) || d.S < 0 ||
+		d.S%o.Channels != s.channel || m.Channel != o.channel(s.channel) {
+		s.unexpected++
+		return
+	}
+	if s.seen[d.P].set(d.S / o.Channels) {
+		s.dups++
+		return
+	}
+	s.hist.record(time.Duration(now - d.T))
+	s.lastRecvNs.Store(now)
+	s.delivered.Add(1)
+}
+
+// parallel runs fn(0..n-1) with bounded concurrency and returns the first
+// error.
+func parallel(n int, fn func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		sem   = make(chan struct{}, setupParallel)
+	)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(i); err != nil {
+				once.Do(func() { first = err })
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}

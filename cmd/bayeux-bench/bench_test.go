@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
+)
+
+// checkCoherent asserts the summary adds up: every acknowledged publish
+// reached every subscriber of its channel exactly once.
+func checkCoherent(t *testing.T, s *Summary, subsPerChannel int64) {
+	t.Helper()
+	if s.Published == 0 {
+		t.Fatalf("nothing published: %+v", s)
+	}
+	if s.PublishErrors != 0 {
+		t.Fatalf("%d publish errors, first: %s", s.PublishErrors, s.FirstError)
+	}
+	if s.Expected != s.Published*subsPerChannel {
+		t.Fatalf("expected %d deliveries, want published %d × %d", s.Expected, s.Published, subsPerChannel)
+	}
+	if s.Delivered != s.Expected || s.Losses != 0 || s.Duplicates != 0 || s.Unexpected != 0 {
+		t.Fatalf("delivered %d of %d, losses %d, dups %d, unexpected %d", s.Delivered, s.Expected, s.Losses, s.Duplicates, s.Unexpected)
+	}
+	if s.DeliveredPerSec <= 0 {
+		t.Fatalf("delivered_per_sec %v", s.DeliveredPerSec)
+	}
+	l := s.LatencyMs
+	if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
+		t.Fatalf("incoherent latencies %+v", l)
+	}
+}
+
+func benchOptions(url, transport string) options {
+	return options{
+		URL: url, Transport: transport,
+		Subscribers: 10, Channels: 2, Publishers: 2, Rate: 200, Inflight: 2,
+		Duration: 1500 * time.Millisecond, Drain: 15 * time.Second,
+		Prefix: "/bench", Progress: 500 * time.Millisecond,
+	}
+}
+
+func TestRunAgainstFaye(t *testing.T) {
+	f := clienttest.StartFaye(t, 0)
+	for _, tr := range []string{client.TransportWebSocket, client.TransportLongPolling} {
+		t.Run(tr, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var progress bytes.Buffer
+			s, err := run(ctx, benchOptions(f.URL, tr), &progress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCoherent(t, s, 5)
+			if !strings.Contains(progress.String(), "delivered") {
+				t.Fatalf("no progress line: %q", progress.String())
+			}
+		})
+	}
+}
+
+func TestRunMessageLimit(t *testing.T) {
+	f := clienttest.StartFaye(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o := benchOptions(f.URL, client.TransportWebSocket)
+	o.Rate, o.Messages, o.Duration = 0, 300, 30*time.Second
+	s, err := run(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Published != 300 {
+		t.Fatalf("published %d, want exactly 300", s.Published)
+	}
+	checkCoherent(t, s, 5)
+}
+
+func TestOptionsValidate(t *testing.T) {
+	good := benchOptions("http://127.0.0.1:1/x", client.TransportWebSocket)
+	if err := good.validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*options){
+		"no url":        func(o *options) { o.URL = "" },
+		"bad transport": func(o *options) { o.Transport = "smoke-signals" },
+		"zero channels": func(o *options) { o.Channels = 0 },
+		"no publishers": func(o *options) { o.Publishers = 0 },
+		"zero duration": func(o *options) { o.Duration = 0 },
+		"huge duration": func(o *options) { o.Duration = 2 * maxDuration },
+		"too many msgs": func(o *options) { o.Messages = maxMessages + 1 },
+		"negative rate": func(o *options) { o.Rate = -1 },
+		"wildcard pfx":  func(o *options) { o.Prefix = "/a/*" },
+		"huge payload":  func(o *options) { o.Payload = maxPayload + 1 },
+		"zero inflight": func(o *options) { o.Inflight = 0 },
+		"too many subs": func(o *options) { o.Subscribers = maxSubscribers + 1 },
+	} {
+		o := good
+		mut(&o)
+		if err := o.validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
