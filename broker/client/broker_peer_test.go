@@ -1,0 +1,160 @@
+package client_test
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/broker/server"
+)
+
+// projectBroker is the project's Bayeux server (broker/server) on a real
+// loopback listener.
+type projectBroker struct {
+	t    testing.TB
+	addr string
+	URL  string
+	srv  *server.Server
+	hs   *http.Server
+	done chan struct{}
+}
+
+// startBroker serves broker/server at http://addr/cometd; addr
+// "127.0.0.1:0" picks a free port. It is stopped when the test ends.
+func startBroker(t testing.TB, addr string, ack bool) *projectBroker {
+	t.Helper()
+	srv, err := server.NewServer(server.Config{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack {
+		srv.AddExtension(server.AckExtension{})
+	}
+	// Go listeners set SO_REUSEADDR, so a restart can bind the port that
+	// the previous instance just released.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Close()
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/cometd", srv.Handler())
+	mux.Handle("/cometd/", srv.Handler())
+	b := &projectBroker{t: t, addr: ln.Addr().String(), srv: srv, hs: &http.Server{Handler: mux}, done: make(chan struct{})}
+	b.URL = "http://" + b.addr + "/cometd"
+	go func() { defer close(b.done); b.hs.Serve(ln) }()
+	t.Cleanup(b.stop)
+	return b
+}
+
+// stop closes the server and its connections, as a crash would.
+func (b *projectBroker) stop() {
+	b.srv.Close()
+	b.hs.Close()
+	<-b.done
+}
+
+func TestBroker(t *testing.T) {
+	b := startBroker(t, "127.0.0.1:0", false)
+	runPeerSuite(t, b.URL)
+}
+
+func TestBrokerReconnectAfterRestart(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			b := startBroker(t, "127.0.0.1:0", false)
+			testReconnectAfterRestart(t, b.URL, tr, func() {
+				b.stop()
+				startBroker(t, b.addr, false)
+			})
+		})
+	}
+}
+
+// ackRecorder records the batch ids the server sends and the ones the
+// client acknowledges.
+type ackRecorder struct {
+	mu        sync.Mutex
+	lastBatch float64
+	mismatch  error
+	connects  int
+}
+
+func (a *ackRecorder) Outgoing(m *client.Message) bool {
+	if m.Channel == client.ChannelConnect {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.connects++
+		got, _ := m.Ext["ack"].(int64)
+		if float64(got) != a.lastBatch && a.mismatch == nil {
+			a.mismatch = errors.New("connect acknowledged a batch other than the last one received")
+		}
+	}
+	return true
+}
+
+func (a *ackRecorder) Incoming(m *client.Message) bool {
+	if m.Channel == client.ChannelConnect {
+		if n, ok := m.Ext["ack"].(float64); ok {
+			a.mu.Lock()
+			a.lastBatch = n
+			a.mu.Unlock()
+		}
+	}
+	return true
+}
+
+// TestBrokerAckExtension: with the ack extension on, every connect
+// acknowledges the last batch received, so the server never redelivers and
+// each message arrives exactly once, in order.
+func TestBrokerAckExtension(t *testing.T) {
+	b := startBroker(t, "127.0.0.1:0", true)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ctx := ctxT(t)
+			rec := &ackRecorder{lastBatch: -1}
+			sub, _ := newTestClient(t, b.URL, tr, func(c *client.Config) {
+				c.AckExtension = true
+				c.Extensions = []client.Extension{rec}
+			})
+			pub, _ := newTestClient(t, b.URL, tr)
+			box := newInbox("acked")
+			if _, err := sub.Subscribe(ctx, "/acked", box.handler); err != nil {
+				t.Fatal(err)
+			}
+			const n = 50
+			for i := range n {
+				if err := pub.Publish(ctx, "/acked", payload{i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range n {
+				if got := decodeN(t, box.next(t, ctx)); got != i {
+					t.Fatalf("message %d arrived as %d", i, got)
+				}
+			}
+			// One more round trip: by the time it is delivered, any
+			// redelivery of the first n would have been delivered first.
+			if err := pub.Publish(ctx, "/acked", payload{n}); err != nil {
+				t.Fatal(err)
+			}
+			if got := decodeN(t, box.next(t, ctx)); got != n {
+				t.Fatalf("after the batch got n=%d, want %d (redelivery?)", got, n)
+			}
+			box.empty(t)
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if rec.mismatch != nil {
+				t.Fatal(rec.mismatch)
+			}
+			if rec.lastBatch < 1 || rec.connects < 2 {
+				t.Fatalf("ack extension not exercised: last batch %v, %d connects", rec.lastBatch, rec.connects)
+			}
+		})
+	}
+}
+
