@@ -42,3 +42,10 @@ func BenchmarkRoundTripFaye(b *testing.B) {
 		b.Run(tr, func(b *testing.B) { benchRoundTrip(b, f.URL, tr) })
 	}
 }
+
+func BenchmarkRoundTripBroker(b *testing.B) {
+	br := startBroker(b, "127.0.0.1:0", false)
+	for _, tr := range transports {
+		b.Run(tr, func(b *testing.B) { benchRoundTrip(b, br.URL, tr) })
+	}
+}
