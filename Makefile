@@ -16,12 +16,13 @@ export GOTOOLCHAIN := local
 # Pinned tool versions (kustomize v5.8.3 needs Go 1.27).
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
-GOLANGCI_LINT_VERSION ?= v2.6.2
+HELM_VERSION ?= v3.22.0
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.5.35
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
 NPM_DIR := test/conformance
 
@@ -44,6 +45,7 @@ help: ## Display this help.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the API types and controller markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases
+	hack/sync-chart.sh
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -83,9 +85,18 @@ $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-l
 	touch $@
 
 .PHONY: test
-test: lint verify-generated envtest-assets npm-deps ## Run the whole test suite (vet, generated-code check, go test -race, fuzz smoke).
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp hack/run-tests.sh $(GO_TEST_FLAGS) $(TEST_PKGS)
+test: lint verify-generated helm-lint envtest-assets npm-deps ## Run the whole test suite (vet, generated-code check, go test -race, fuzz smoke).
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp hack/run-tests.sh $(GO_TEST_FLAGS) $(TEST_PKGS)
 	FUZZTIME=$(FUZZTIME) hack/fuzz-smoke.sh
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## helm lint and helm template the chart with every examples/ values file.
+	$(HELM) lint --strict --kube-version $(K8S_VERSION) charts/cometd-operator
+	for f in charts/cometd-operator/examples/*.yaml; do \
+		echo "helm template with $$f"; \
+		$(HELM) lint --strict --kube-version $(K8S_VERSION) charts/cometd-operator -f $$f >/dev/null; \
+		$(HELM) template cometd charts/cometd-operator --kube-version $(K8S_VERSION) -n cometd-system -f $$f >/dev/null; \
+	done
 
 .PHONY: bench
 bench: ## Run the Go benchmarks.
@@ -137,12 +148,16 @@ $(LOCALBIN):
 $(CONTROLLER_GEN): | $(LOCALBIN)
 	$(call go-install-tool,$@,sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
 
+$(HELM): | $(LOCALBIN)
+	$(call go-install-tool,$@,helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
 $(KUSTOMIZE): | $(LOCALBIN)
 	$(call go-install-tool,$@,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
 
-.PHONY: controller-gen kustomize
+.PHONY: controller-gen kustomize helm
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 kustomize: $(KUSTOMIZE) ## Install kustomize into bin/.
+helm: $(HELM) ## Install helm into bin/.
 
 # go-install-tool installs $2@$3 as $1 (a versioned name) and links the bare name to it.
 define go-install-tool

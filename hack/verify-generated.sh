@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${ROOT}"
 snap=$(mktemp -d)
 trap 'rm -rf "${snap}"' EXIT
-dirs=(api config docs)
+dirs=(api config docs charts)
 for d in "${dirs[@]}"; do [[ -d $d ]] && cp -a "$d" "${snap}/"; done
 mkdir -p docs
 make --no-print-directory generate manifests docs >/dev/null
