@@ -209,3 +209,66 @@ func (w *wsClient) handshake() string {
 	}
 	return id
 }
+
+type result struct {
+	out  []msg
+	code int
+	err  error
+}
+
+// postAsync sends body in the background (for connects that will be held).
+func (ts *testServer) postAsync(body string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var out []msg
+		err = json.Unmarshal(b, &out)
+		ch <- result{out: out, code: resp.StatusCode, err: err}
+	}()
+	return ch
+}
+
+func (ts *testServer) connectAsync(id string) <-chan result {
+	return ts.postAsync(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"long-polling"}]`, id))
+}
+
+func recv(t *testing.T, ch <-chan result) []msg {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.err != nil || r.code != http.StatusOK {
+			t.Fatalf("async request: code %d err %v", r.code, r.err)
+		}
+		return r.out
+	case <-time.After(testWait):
+		t.Fatal("async request did not complete")
+	}
+	return nil
+}
+
+func (ts *testServer) waitHeld(t *testing.T, id string) {
+	t.Helper()
+	waitFor(t, "a held connect", func() bool {
+		s := ts.Session(id)
+		if s == nil {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.held != nil
+	})
+}
+
+func readAll(resp *http.Response) string {
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

@@ -1,0 +1,138 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func TestWebsocketFlow(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	a, b := ts.dialWS(t), ts.dialWS(t)
+	ida, idb := a.handshake(), b.handshake()
+	a.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":["/chat/*","/chat/**"],"id":"s"},{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, ida, ida))
+	if r := a.readUntil("/meta/subscribe"); r["successful"] != true || r["id"] != "s" {
+		t.Fatalf("subscribe %v", r)
+	}
+	b.send(fmt.Sprintf(`{"channel":"/chat/room","clientId":%q,"data":{"n":1},"id":"p"}`, idb))
+	if r := b.readUntil("/chat/room"); r["successful"] != true || r["id"] != "p" {
+		t.Fatalf("publish ack %v", r)
+	}
+	// Delivered once (two matching subscriptions), while the connect stays held.
+	ev := a.readUntil("/chat/room")
+	if ev["data"].(msg)["n"] != 1.0 {
+		t.Fatalf("event %v", ev)
+	}
+	b.send(fmt.Sprintf(`{"channel":"/chat/room","clientId":%q,"data":{"n":2}}`, idb))
+	if ev := a.readUntil("/chat/room"); ev["data"].(msg)["n"] != 2.0 {
+		t.Fatalf("second event %v (a duplicate of the first?)", ev)
+	}
+	// Disconnect answers the held connect.
+	a.send(fmt.Sprintf(`[{"channel":"/meta/disconnect","clientId":%q}]`, ida))
+	sawDisc, sawConn := false, false
+	for !sawDisc || !sawConn {
+		for _, m := range a.read() {
+			switch m["channel"] {
+			case "/meta/disconnect":
+				sawDisc = m["successful"] == true
+			case "/meta/connect":
+				sawConn = m["advice"].(msg)["reconnect"] == "none"
+			}
+		}
+	}
+	if ts.Session(ida) != nil {
+		t.Fatal("session survived ws disconnect")
+	}
+}
+
+func TestWebsocketConnectTimeoutKeepsSessionAlive(t *testing.T) {
+	ts := newTestServer(t, Config{Timeout: 100 * time.Millisecond, MaxInterval: 100 * time.Millisecond})
+	a := ts.dialWS(t)
+	id := a.handshake()
+	for i := range 3 {
+		a.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
+		start := time.Now()
+		c := a.readUntil("/meta/connect")
+		if c["successful"] != true || time.Since(start) < 50*time.Millisecond {
+			t.Fatalf("connect %d: %v after %v", i, c, time.Since(start))
+		}
+	}
+	if ts.Session(id) == nil {
+		t.Fatal("session expired although its websocket connected regularly")
+	}
+}
+
+func closeCode(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return -1
+}
+
+func TestWebsocketBadInput(t *testing.T) {
+	ts := newTestServer(t, Config{MaxMessageSize: 1024})
+	tests := []struct {
+		name string
+		body string
+		code int
+	}{
+		{"oversized frame", `[{"channel":"/a","data":"` + strings.Repeat("x", 1100) + `"}]`, websocket.CloseMessageTooBig},
+		{"malformed JSON", `[{"channel":`, websocket.CloseInvalidFramePayloadData},
+		{"wrong field type", `[{"channel":"/meta/handshake","supportedConnectionTypes":"websocket"}]`, websocket.CloseInvalidFramePayloadData},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ts.dialWS(t)
+			c.send(tc.body)
+			_ = c.c.SetReadDeadline(time.Now().Add(testWait))
+			_, _, err := c.c.ReadMessage()
+			if got := closeCode(err); got != tc.code {
+				t.Fatalf("close code %d (%v), want %d", got, err, tc.code)
+			}
+		})
+	}
+	// Replies with errors keep the connection.
+	c := ts.dialWS(t)
+	id := c.handshake()
+	c.send(fmt.Sprintf(`[{"channel":"/a//b","clientId":%q,"data":1},{"clientId":%q,"data":1},{"channel":"/x","clientId":"nobody","data":1}]`, id, id))
+	out := c.read()
+	if len(out) != 3 || out[0]["error"] != "405::channel_invalid" || out[1]["error"] != "400::channel_missing" || out[2]["error"] != "402::session_unknown" {
+		t.Fatalf("error replies %v", out)
+	}
+	waitFor(t, "ws connections to be released", func() bool {
+		ts.wsMu.Lock()
+		defer ts.wsMu.Unlock()
+		return len(ts.wsConns) == 1
+	})
+}
+
+// TestWebsocketEncodeOnce proves a publish to N websocket subscribers is encoded
+// once and the same bytes reach every subscriber.
+func TestWebsocketEncodeOnce(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	const n = 20
+	clients := make([]*wsClient, n)
+	for i := range clients {
+		clients[i] = ts.dialWS(t)
+		id := clients[i].handshake()
+		clients[i].send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/news"}]`, id))
+		clients[i].readUntil("/meta/subscribe")
+	}
+	before := broadcastEncodes.Load()
+	if err := ts.Publish("/news", map[string]string{"headline": "once"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clients {
+		if ev := c.readUntil("/news"); ev["data"].(msg)["headline"] != "once" {
+			t.Fatalf("event %v", ev)
+		}
+	}
+	if got := broadcastEncodes.Load() - before; got != 1 {
+		t.Fatalf("message encoded %d times for %d subscribers, want 1", got, n)
+	}
+}
