@@ -248,7 +248,6 @@ func TestLocalSessionAndListeners(t *testing.T) {
 	}
 }
 
-
 func TestServerSessionQueueInspection(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	id := ts.connected(t)
