@@ -157,4 +157,3 @@ func TestBrokerAckExtension(t *testing.T) {
 		})
 	}
 }
-

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/gorilla/websocket"
 )
 
 // scripted is a tiny Bayeux server whose answers the test scripts, to drive
@@ -27,6 +28,10 @@ type reply map[string]any
 func newScripted(t *testing.T, handle func(r *http.Request, batch []*client.Message) (int, any)) *scripted {
 	s := &scripted{stop: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if websocket.IsWebSocketUpgrade(r) {
+			s.serveWebsocket(t, w, r, handle)
+			return
+		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			return
@@ -51,6 +56,56 @@ func newScripted(t *testing.T, handle func(r *http.Request, batch []*client.Mess
 	return s
 }
 
+// serveWebsocket answers each frame's batch in its own goroutine (so a held
+// connect does not block other requests), writing each answer as one frame.
+func (s *scripted) serveWebsocket(t *testing.T, w http.ResponseWriter, r *http.Request, handle func(r *http.Request, batch []*client.Message) (int, any)) {
+	up := websocket.Upgrader{}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	var wmu sync.Mutex
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		var batch []*client.Message
+		if err := json.Unmarshal(data, &batch); err != nil {
+			t.Errorf("client sent invalid JSON %q: %v", data, err)
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, out := handle(r, batch)
+			var frame []byte
+			if str, ok := out.(string); ok {
+				frame = []byte(str)
+			} else {
+				frame, _ = json.Marshal(out)
+			}
+			wmu.Lock()
+			defer wmu.Unlock()
+			conn.WriteMessage(websocket.TextMessage, frame)
+		}()
+	}
+}
+
+// await waits for ch, reporting false if the request or the test ended.
+func (s *scripted) await(r *http.Request, ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-r.Context().Done():
+	case <-s.stop:
+	}
+	return false
+}
+
 func (s *scripted) url() string { return s.srv.URL + "/cometd" }
 
 func ok(m *client.Message, extra reply) reply {
@@ -68,7 +123,7 @@ func handshakeOK(m *client.Message, clientID string, ext reply) reply {
 	r := ok(m, reply{
 		"clientId":                 clientID,
 		"version":                  "1.0",
-		"supportedConnectionTypes": []string{"long-polling"},
+		"supportedConnectionTypes": []string{"websocket", "long-polling"},
 		"advice":                   reply{"reconnect": "retry", "interval": 0, "timeout": 2000},
 	})
 	if ext != nil {
@@ -91,6 +146,12 @@ func (s *scripted) hold(r *http.Request) {
 // before, after or around the /meta/connect reply in a batch, exactly once
 // and in order, and that the ack extension acknowledges each batch.
 func TestBatchOrdering(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testBatchOrdering(t, tr) })
+	}
+}
+
+func testBatchOrdering(t *testing.T, tr string) {
 	var (
 		mu         sync.Mutex
 		connects   int
@@ -112,9 +173,7 @@ func TestBatchOrdering(t *testing.T) {
 			subOnce.Do(func() { close(subscribed) })
 			return 200, []reply{ok(m, reply{"subscription": m.Subscription[0]})}
 		case client.ChannelConnect:
-			select {
-			case <-subscribed:
-			case <-r.Context().Done():
+			if !s.await(r, subscribed) {
 				return 200, "[]"
 			}
 			mu.Lock()
@@ -142,7 +201,7 @@ func TestBatchOrdering(t *testing.T) {
 		}
 		return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "400::unexpected"}}
 	})
-	c, _ := newTestClient(t, s.url(), client.TransportLongPolling, func(cfg *client.Config) { cfg.AckExtension = true })
+	c, _ := newTestClient(t, s.url(), tr, func(cfg *client.Config) { cfg.AckExtension = true })
 	ctx := ctxT(t)
 	box := newInbox("/t")
 	if _, err := c.Subscribe(ctx, "/t", box.handler); err != nil {
@@ -288,6 +347,12 @@ func TestConnectBadInputAndAdvice(t *testing.T) {
 // checks that the client handshakes again, re-subscribes with its new
 // clientId and keeps delivering to the original handle.
 func TestRehandshakeResubscribes(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testRehandshakeResubscribes(t, tr) })
+	}
+}
+
+func testRehandshakeResubscribes(t *testing.T, tr string) {
 	var (
 		mu           sync.Mutex
 		handshakes   int
@@ -325,17 +390,13 @@ func TestRehandshakeResubscribes(t *testing.T) {
 					out = append(out, ok(m, nil))
 				case m.ClientID == "c1":
 					// Expire the session only once the test subscribed on it.
-					select {
-					case <-firstSub:
-					case <-r.Context().Done():
+					if !s.await(r, firstSub) {
 						return 200, "[]"
 					}
 					out = append(out, reply{"channel": m.Channel, "id": m.ID, "successful": false,
 						"error": "402::session_unknown", "advice": reply{"reconnect": "handshake", "interval": 0}})
 				case m.ClientID == "c2" && n <= 2:
-					select {
-					case <-resubscribe:
-					case <-r.Context().Done():
+					if !s.await(r, resubscribe) {
 						return 200, "[]"
 					}
 					out = append(out, ok(m, nil), event("/r", 42))
@@ -349,7 +410,7 @@ func TestRehandshakeResubscribes(t *testing.T) {
 		}
 		return 200, out
 	})
-	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	c, log := newTestClient(t, s.url(), tr)
 	ctx := ctxT(t)
 	box := newInbox("/r")
 	if _, err := c.Subscribe(ctx, "/r", box.handler); err != nil {
@@ -364,4 +425,40 @@ func TestRehandshakeResubscribes(t *testing.T) {
 	log.waitFor(t, ctx, 0, "re-handshake caused by 402", func(e stateEvent) bool {
 		return e.s == client.StateHandshaking && e.err != nil && strings.Contains(e.err.Error(), "session_unknown")
 	})
+}
+
+// TestWebsocketGarbageFrame: an unparsable frame drops the websocket; the
+// client reports why, dials a new one and carries on.
+func TestWebsocketGarbageFrame(t *testing.T) {
+	var mu sync.Mutex
+	connects := 0
+	var s *scripted
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			return 200, []reply{handshakeOK(m, "c1", nil)}
+		case client.ChannelConnect:
+			mu.Lock()
+			connects++
+			n := connects
+			mu.Unlock()
+			switch n {
+			case 1:
+				return 200, `[{"channel":"/meta/connect",,]`
+			case 2:
+				return 200, []reply{ok(m, nil)}
+			default:
+				s.hold(r)
+				return 200, []reply{ok(m, nil)}
+			}
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	_, log := newTestClient(t, s.url(), client.TransportWebSocket)
+	ctx := ctxT(t)
+	mark := log.waitFor(t, ctx, 0, "garbage frame reported", func(e stateEvent) bool {
+		return e.s == client.StateUnconnected && e.err != nil && strings.Contains(e.err.Error(), "invalid JSON")
+	})
+	log.waitFor(t, ctx, mark, "reconnected on a new websocket", func(e stateEvent) bool { return e.s == client.StateConnected })
 }
