@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,8 +27,12 @@ type projectBroker struct {
 // startBroker serves broker/server at http://addr/cometd; addr
 // "127.0.0.1:0" picks a free port. It is stopped when the test ends.
 func startBroker(t testing.TB, addr string, ack bool) *projectBroker {
+	return startBrokerConfig(t, addr, server.Config{Timeout: 5 * time.Second}, ack)
+}
+
+func startBrokerConfig(t testing.TB, addr string, cfg server.Config, ack bool) *projectBroker {
 	t.Helper()
-	srv, err := server.NewServer(server.Config{Timeout: 5 * time.Second})
+	srv, err := server.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +158,61 @@ func TestBrokerAckExtension(t *testing.T) {
 			}
 			if rec.lastBatch < 1 || rec.connects < 2 {
 				t.Fatalf("ack extension not exercised: last batch %v, %d connects", rec.lastBatch, rec.connects)
+			}
+		})
+	}
+}
+
+// TestNegotiation checks transport selection with the default preference
+// (websocket, then long-polling) and explicit restrictions.
+func TestNegotiation(t *testing.T) {
+	full := startBroker(t, "127.0.0.1:0", false)
+	lpOnly := startBrokerConfig(t, "127.0.0.1:0", server.Config{Timeout: 5 * time.Second, Transports: []string{"long-polling"}}, false)
+	// Offers websocket in the handshake but refuses the upgrade.
+	noUpgrade := newScripted(t, func(_ *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		if m.Channel == client.ChannelHandshake {
+			return 200, []reply{handshakeOK(m, "c1", nil)}
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	noUpgrade.refuseUpgrade.Store(true)
+	cases := []struct {
+		name       string
+		url        string
+		transports []string
+		want       string // negotiated transport, or an error substring
+		wantErr    bool
+	}{
+		{"default prefers websocket", full.URL, nil, client.TransportWebSocket, false},
+		{"long-polling only server", lpOnly.URL, nil, client.TransportLongPolling, false},
+		{"upgrade refused falls back", noUpgrade.url(), nil, client.TransportLongPolling, false},
+		{"explicit long-polling", full.URL, []string{client.TransportLongPolling}, client.TransportLongPolling, false},
+		{"websocket only, server without it", lpOnly.URL, []string{client.TransportWebSocket}, "websocket", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			c, err := client.NewClient(client.Config{URL: tc.url, Transports: tc.transports})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Disconnect(ctx)
+			err = c.Handshake(ctx)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("handshake: %v, want an error mentioning %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Transport(); got != tc.want {
+				t.Fatalf("negotiated %q, want %q", got, tc.want)
+			}
+			if err := c.Publish(ctx, "/neg", 1); err != nil {
+				t.Fatalf("publish over %s: %v", tc.want, err)
 			}
 		})
 	}

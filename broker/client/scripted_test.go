@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
@@ -17,6 +18,9 @@ import (
 // scripted is a tiny Bayeux server whose answers the test scripts, to drive
 // the client through edge cases a real server rarely produces on demand.
 type scripted struct {
+	// refuseUpgrade answers websocket upgrades with 400.
+	refuseUpgrade atomic.Bool
+
 	srv  *httptest.Server
 	stop chan struct{} // closed at test end: releases held requests
 }
@@ -29,6 +33,10 @@ func newScripted(t *testing.T, handle func(r *http.Request, batch []*client.Mess
 	s := &scripted{stop: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) {
+			if s.refuseUpgrade.Load() {
+				http.Error(w, "no websocket here", http.StatusBadRequest)
+				return
+			}
 			s.serveWebsocket(t, w, r, handle)
 			return
 		}
