@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
+	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
 // checkCoherent asserts the summary adds up: every acknowledged publish
@@ -104,5 +107,35 @@ func TestOptionsValidate(t *testing.T) {
 		if err := o.validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// startBroker serves the project's broker/server on a loopback port.
+func startBroker(t *testing.T) string {
+	t.Helper()
+	srv, err := server.NewServer(server.Config{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/cometd", srv.Handler())
+	mux.Handle("/cometd/", srv.Handler())
+	hs := httptest.NewServer(mux)
+	t.Cleanup(func() { srv.Close(); hs.Close() })
+	return hs.URL + "/cometd"
+}
+
+func TestRunAgainstBroker(t *testing.T) {
+	url := startBroker(t)
+	for _, tr := range []string{client.TransportWebSocket, client.TransportLongPolling} {
+		t.Run(tr, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := run(ctx, benchOptions(url, tr), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCoherent(t, s, 5)
+		})
 	}
 }
