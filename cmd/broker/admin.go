@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
+	"github.com/cometd-operator/cometd-operator/broker/server"
+)
+
+// admin serves the operational endpoints.
+type admin struct {
+	srv      *server.Server
+	bb       backbone.Backbone
+	started  time.Time
+	draining atomic.Bool
+	reg      *prometheus.Registry
+}
+
+func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
+	a := &admin{srv: srv, bb: bb, started: time.Now(), reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func(server.Stats) float64) {
+		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return f(srv.Stats()) }))
+	}
+	counter := func(name, help string, f func(server.Stats) float64) {
+		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return f(srv.Stats()) }))
+	}
+	gauge("cometd_sessions", "Live Bayeux sessions.", func(s server.Stats) float64 { return float64(s.Sessions) })
+	gauge("cometd_subscriptions", "Live (session, channel) subscriptions.", func(s server.Stats) float64 { return float64(s.Subscriptions) })
+	gauge("cometd_channels", "Channel objects.", func(s server.Stats) float64 { return float64(s.Channels) })
+	counter("cometd_messages_in_total", "Messages received from clients.", func(s server.Stats) float64 { return float64(s.MessagesIn) })
+	counter("cometd_messages_out_total", "Messages written to clients.", func(s server.Stats) float64 { return float64(s.MessagesOut) })
+	counter("cometd_published_total", "Messages published, locally or from the backbone.", func(s server.Stats) float64 { return float64(s.Published) })
+	counter("cometd_queue_drops_total", "Messages dropped from session queues.", func(s server.Stats) float64 { return float64(s.QueueDrops) })
+	counter("cometd_slow_consumers_total", "Sessions ended because their queue overflowed.", func(s server.Stats) float64 { return float64(s.SlowConsumers) })
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
+		func() float64 {
+			if a.draining.Load() {
+				return 1
+			}
+			return 0
+		}))
+	return a
+}
+
+func (a *admin) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.draining.Load() || a.srv.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		if h, ok := a.bb.(backbone.Health); ok && a.bb != nil {
+			if err := h.Healthy(); err != nil {
+				http.Error(w, "backbone: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		st := a.srv.Stats()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(status{
+			Node: a.srv.NodeID(), Sessions: st.Sessions, Subscriptions: st.Subscriptions, Channels: st.Channels,
+			Draining: a.draining.Load(), PolicyVersion: "", UptimeSeconds: int64(time.Since(a.started).Seconds()),
+			Backbone: a.bb != nil,
+		})
+	})
+	return mux
+}
+
+// status is the /status document.
+type status struct {
+	Node          string `json:"node"`
+	Sessions      int64  `json:"sessions"`
+	Subscriptions int64  `json:"subscriptions"`
+	Channels      int64  `json:"channels"`
+	Draining      bool   `json:"draining"`
+	PolicyVersion string `json:"policyVersion"`
+	UptimeSeconds int64  `json:"uptimeSeconds"`
+	Backbone      bool   `json:"backbone"`
+}

@@ -1,0 +1,235 @@
+// Command broker serves the Bayeux protocol (CometD) on one port and its admin
+// endpoints (/healthz, /readyz, /metrics, /status) on another.
+//
+// Configuration comes from a broker config file (--config, the format of
+// broker/config, as the operator renders it), overridden by COMETD_* environment
+// variables, overridden by flags. The node name comes from --node, COMETD_NODE,
+// POD_NAME or the hostname, in that order.
+//
+// On SIGTERM or SIGINT the broker drains: /readyz fails, new handshakes are
+// refused, held connects are answered with advice to retry, and the process exits
+// when no session is left or the drain grace period ends. A second signal exits at
+// once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/config"
+	"github.com/cometd-operator/cometd-operator/broker/server"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "broker:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line's settings after env and flags are merged.
+type options struct {
+	file      *config.File
+	node      string
+	logFormat string
+}
+
+// envInt64 reads an integer environment variable into dst when set.
+func envInt64(getenv func(string) string, name string, dst *int64) error {
+	if v := getenv(name); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst = n
+	}
+	return nil
+}
+
+func parseOptions(args []string, getenv func(string) string) (*options, error) {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	cfgPath := fs.String("config", getenv("COMETD_CONFIG"), "broker config file (YAML or JSON); env COMETD_CONFIG")
+	listen := fs.String("listen", "", "client (Bayeux) listen address; env COMETD_LISTEN (default "+config.DefaultListen+")")
+	admin := fs.String("admin-listen", "", "admin listen address; env COMETD_ADMIN_LISTEN (default "+config.DefaultAdminListen+")")
+	mount := fs.String("mount-path", "", "Bayeux mount path; env COMETD_MOUNT_PATH (default "+config.DefaultMountPath+")")
+	node := fs.String("node", "", "node name; env COMETD_NODE, then POD_NAME, then the hostname")
+	origins := fs.String("allowed-origins", "", "comma-separated CORS origins; env COMETD_ALLOWED_ORIGINS")
+	natsURL := fs.String("nats-url", "", "NATS URL(s) for the backbone; env COMETD_NATS_URL")
+	logFormat := fs.String("log-format", "text", "log format: text or json; env COMETD_LOG_FORMAT")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	f := &config.File{}
+	if *cfgPath != "" {
+		var err error
+		if f, err = config.Load(*cfgPath); err != nil {
+			return nil, err
+		}
+	}
+	// Environment overrides the file.
+	for name, dst := range map[string]*string{
+		"COMETD_LISTEN": &f.Listen, "COMETD_ADMIN_LISTEN": &f.AdminListen,
+		"COMETD_MOUNT_PATH": &f.MountPath, "COMETD_CLUSTER": &f.Cluster, "COMETD_NATS_URL": &f.NATS.URL,
+		"COMETD_POLICY_FILE": &f.PolicyFile,
+	} {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	for name, dst := range map[string]*int64{
+		"COMETD_TIMEOUT_MS": &f.TimeoutMs, "COMETD_INTERVAL_MS": &f.IntervalMs,
+		"COMETD_MAX_INTERVAL_MS": &f.MaxIntervalMs, "COMETD_MAX_QUEUE_BYTES": &f.MaxQueueBytes,
+		"COMETD_MAX_MESSAGE_SIZE": &f.MaxMessageSize, "COMETD_DRAIN_GRACE_PERIOD_MS": &f.DrainGracePeriodMs,
+	} {
+		if err := envInt64(getenv, name, dst); err != nil {
+			return nil, err
+		}
+	}
+	if v := getenv("COMETD_ALLOWED_ORIGINS"); v != "" {
+		f.AllowedOrigins = strings.Split(v, ",")
+	}
+	if v := getenv("COMETD_TRANSPORTS"); v != "" {
+		f.Transports = strings.Split(v, ",")
+	}
+	// Flags override the environment.
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if set["listen"] {
+		f.Listen = *listen
+	}
+	if set["admin-listen"] {
+		f.AdminListen = *admin
+	}
+	if set["mount-path"] {
+		f.MountPath = *mount
+	}
+	if set["allowed-origins"] {
+		f.AllowedOrigins = strings.Split(*origins, ",")
+	}
+	if set["nats-url"] {
+		f.NATS.URL = *natsURL
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	o := &options{file: f, logFormat: *logFormat}
+	if v := getenv("COMETD_LOG_FORMAT"); v != "" && !set["log-format"] {
+		o.logFormat = v
+	}
+	o.node = *node
+	for _, v := range []string{getenv("COMETD_NODE"), getenv("POD_NAME")} {
+		if o.node == "" {
+			o.node = v
+		}
+	}
+	if o.node == "" {
+		o.node, _ = os.Hostname()
+	}
+	o.node = server.SanitizeNodeID(o.node)
+	return o, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func run(args []string, getenv func(string) string) error {
+	o, err := parseOptions(args, getenv)
+	if err != nil {
+		return err
+	}
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if o.logFormat == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, nil)
+	}
+	log := slog.New(handler)
+	f := o.file
+
+	bb, closeBackbone, err := openBackbone(f, o.node)
+	if err != nil {
+		return fmt.Errorf("backbone: %w", err)
+	}
+	defer closeBackbone()
+	if f.PolicyFile != "" {
+		log.Warn("policyFile is not enforced by this build yet", "policyFile", f.PolicyFile)
+	}
+
+	cfg := server.ConfigFromFile(f)
+	cfg.NodeID = o.node
+	cfg.Backbone = bb
+	cfg.Logger = log
+	srv, err := server.NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	srv.AddExtension(server.AckExtension{})
+	srv.AddExtension(server.TimesyncExtension{})
+
+	mount := strings.TrimSuffix(orDefault(f.MountPath, config.DefaultMountPath), "/")
+	mux := http.NewServeMux()
+	mux.Handle(mount, srv.Handler())
+	mux.Handle(mount+"/", srv.Handler())
+	clientLn, err := net.Listen("tcp", orDefault(f.Listen, config.DefaultListen))
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", orDefault(f.AdminListen, config.DefaultAdminListen))
+	if err != nil {
+		clientLn.Close()
+		return err
+	}
+	admin := newAdmin(srv, bb)
+	clientSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: admin.handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- clientSrv.Serve(clientLn) }()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+	log.Info("serving bayeux", "addr", clientLn.Addr().String(), "mount", mount, "node", srv.NodeID(),
+		"transports", strings.Join(cfg.Transports, ","))
+	log.Info("serving admin", "addr", adminLn.Addr().String())
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		log.Info("draining", "signal", s.String(), "grace", f.DrainGracePeriod())
+	case err := <-errc:
+		srv.Close()
+		return err
+	}
+	admin.draining.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), f.DrainGracePeriod())
+	defer cancel()
+	go func() {
+		select {
+		case <-sig:
+			log.Warn("second signal: exiting now")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_ = srv.Shutdown(ctx)
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer shutCancel()
+	if err := clientSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("client server shutdown", "err", err)
+	}
+	_ = adminSrv.Shutdown(shutCtx)
+	log.Info("stopped", "node", srv.NodeID())
+	return nil
+}
