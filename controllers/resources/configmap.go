@@ -1,0 +1,129 @@
+package resources
+
+import (
+	"path"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/broker/config"
+)
+
+// Broker ports and paths, as rendered into broker.yaml and used by the
+// Deployment and Services.
+const (
+	BrokerPort      = 8080
+	AdminPort       = 8081
+	BrokerPortName  = "bayeux"
+	AdminPortName   = "admin"
+	MountPath       = config.DefaultMountPath
+	ConfigKey       = "broker.yaml"
+	ConfigDir       = "/etc/cometd"
+	NATSCredsDir    = "/etc/cometd/nats"
+	PolicyDir       = "/etc/cometd/policy"
+	PolicyKey       = "policy.json"
+	drainHeadroom   = 5 * time.Second
+	minDrainPeriod  = time.Second
+	defaultGraceSec = 30
+)
+
+// ConfigPath is where the broker reads its configuration.
+var ConfigPath = path.Join(ConfigDir, ConfigKey)
+
+// BrokerConfigFile is the broker configuration the cluster's spec describes,
+// as the shared broker/config contract. Unset spec fields (possible only when
+// the API server's defaults were bypassed) fall back to the broker's defaults.
+func BrokerConfigFile(cc *v1.CometdCluster) config.File {
+	s := cc.Spec.Broker
+	f := config.File{
+		Cluster:     cc.Namespace + "/" + cc.Name,
+		Listen:      ":8080",
+		AdminListen: ":8081",
+		MountPath:   MountPath,
+	}
+	if s.Timeout != nil {
+		f.TimeoutMs = s.Timeout.Milliseconds()
+	}
+	if s.Interval != nil {
+		f.IntervalMs = s.Interval.Milliseconds()
+	}
+	if s.MaxInterval != nil {
+		f.MaxIntervalMs = s.MaxInterval.Milliseconds()
+	}
+	if s.MaxQueue != nil {
+		f.MaxQueue = int(*s.MaxQueue)
+	}
+	if s.MaxQueueSize != nil {
+		f.MaxQueueBytes = s.MaxQueueSize.Value()
+	}
+	if s.MaxMessageSize != nil {
+		f.MaxMessageSize = s.MaxMessageSize.Value()
+	}
+	for _, t := range s.Transports {
+		f.Transports = append(f.Transports, string(t))
+	}
+	f.AllowedOrigins = append(f.AllowedOrigins, s.AllowedOrigins...)
+	// The broker drains within the pod's grace period, keeping a little for
+	// the process to exit before the kubelet kills it.
+	drain := time.Duration(gracePeriod(cc))*time.Second - drainHeadroom
+	f.DrainGracePeriodMs = max(drain, minDrainPeriod).Milliseconds()
+
+	if n := cc.Spec.NATS; n != nil {
+		switch {
+		case n.URL != "":
+			f.NATS.URL = n.URL
+			if n.CredentialsSecret != nil {
+				f.NATS.CredsFile = path.Join(NATSCredsDir, credsKey(n.CredentialsSecret))
+			}
+		case n.Managed != nil:
+			f.NATS.URL = NATSURL(cc)
+		}
+	}
+	return f
+}
+
+// BrokerConfig renders BrokerConfigFile as broker.yaml, validated as the
+// broker will validate it.
+func BrokerConfig(cc *v1.CometdCluster) ([]byte, error) {
+	f := BrokerConfigFile(cc)
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return f.Marshal()
+}
+
+func gracePeriod(cc *v1.CometdCluster) int64 {
+	if p := cc.Spec.Pod.TerminationGracePeriodSeconds; p != nil {
+		return *p
+	}
+	return defaultGraceSec
+}
+
+func credsKey(r *v1.SecretKeyRef) string {
+	if r.Key == "" {
+		return "nats.creds"
+	}
+	return r.Key
+}
+
+// configMapBuilder builds the broker ConfigMap (broker.yaml).
+type configMapBuilder struct {
+	base
+	config []byte
+}
+
+func (b *configMapBuilder) Build() client.Object {
+	return &corev1.ConfigMap{ObjectMeta: b.meta(SuffixConfig)}
+}
+
+func (b *configMapBuilder) Update(obj client.Object) error {
+	cm := obj.(*corev1.ConfigMap)
+	mergeMeta(cm, BrokerLabels(b.cc), nil)
+	if cm.Data[ConfigKey] != string(b.config) || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
+		cm.Data = map[string]string{ConfigKey: string(b.config)}
+		cm.BinaryData = nil
+	}
+	return b.own(cm)
+}

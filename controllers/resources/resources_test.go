@@ -1,0 +1,468 @@
+package resources
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/broker/config"
+)
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// cluster is a CometdCluster as the API server returns it: defaults applied.
+func cluster(mut ...func(*v1.CometdCluster)) *v1.CometdCluster {
+	cc := &v1.CometdCluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: "ns1", UID: "uid-1"},
+		Spec: v1.CometdClusterSpec{
+			Replicas:        ptr.To[int32](3),
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Broker: v1.BrokerSettings{
+				Timeout:        &metav1.Duration{Duration: 30 * time.Second},
+				Interval:       &metav1.Duration{},
+				MaxInterval:    &metav1.Duration{Duration: 10 * time.Second},
+				MaxQueue:       ptr.To[int32](-1),
+				MaxQueueSize:   ptr.To(resource.MustParse("4Mi")),
+				MaxMessageSize: ptr.To(resource.MustParse("64Ki")),
+				Transports:     []v1.Transport{v1.TransportWebsocket, v1.TransportLongPolling, v1.TransportCallbackPolling},
+			},
+			NATS:             &v1.NATSSpec{URL: "nats://nats.infra:4222"},
+			Service:          v1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Port: 80},
+			Pod:              v1.PodOverrides{TerminationGracePeriodSeconds: ptr.To[int64](30)},
+			DisruptionBudget: v1.DisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+		},
+	}
+	for _, m := range mut {
+		m(cc)
+	}
+	return cc
+}
+
+func managed(cc *v1.CometdCluster) {
+	cc.Spec.NATS = &v1.NATSSpec{Managed: &v1.ManagedNATS{Replicas: ptr.To[int32](3), Cluster: v1.NATSClusterRoutes{Port: 6222}}}
+}
+
+// build runs every builder on a fresh object, as a create would.
+func build(t *testing.T, cc *v1.CometdCluster, opts Options) []client.Object {
+	t.Helper()
+	bs, err := Builders(cc, opts, testScheme(t))
+	if err != nil {
+		t.Fatalf("Builders: %v", err)
+	}
+	var objs []client.Object
+	for _, b := range bs {
+		o := b.Build()
+		if err := b.Update(o); err != nil {
+			t.Fatalf("Update %T: %v", o, err)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+func find[T client.Object](t *testing.T, objs []client.Object, name string) T {
+	t.Helper()
+	for _, o := range objs {
+		if x, ok := o.(T); ok && o.GetName() == name {
+			return x
+		}
+	}
+	var zero T
+	t.Fatalf("no %T named %s among the children", zero, name)
+	return zero
+}
+
+func TestBuildersNamesOrderAndOwners(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cc   *v1.CometdCluster
+		want []string
+	}{
+		{"external nats", cluster(), []string{
+			"ConfigMap/chat-config", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
+		{"managed nats", cluster(managed), []string{
+			"ConfigMap/chat-nats-config", "Service/chat-nats-headless", "Service/chat-nats", "StatefulSet/chat-nats",
+			"ConfigMap/chat-config", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := build(t, tc.cc, Options{})
+			var got []string
+			for _, o := range objs {
+				kind := strings.Split(typeName(o), ".")[1]
+				got = append(got, kind+"/"+o.GetName())
+				if o.GetNamespace() != "ns1" {
+					t.Errorf("%s in namespace %q, want ns1", o.GetName(), o.GetNamespace())
+				}
+				refs := o.GetOwnerReferences()
+				if len(refs) != 1 || refs[0].UID != "uid-1" || refs[0].Kind != "CometdCluster" ||
+					refs[0].Controller == nil || !*refs[0].Controller {
+					t.Errorf("%s owner references = %+v, want the cluster as controller", o.GetName(), refs)
+				}
+				if o.GetLabels()[LabelInstance] != "chat" || o.GetLabels()[LabelManagedBy] != ManagedBy {
+					t.Errorf("%s labels = %v", o.GetName(), o.GetLabels())
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("children = %v\nwant       %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func typeName(o client.Object) string {
+	switch o.(type) {
+	case *corev1.ConfigMap:
+		return "*v1.ConfigMap"
+	case *corev1.Service:
+		return "*v1.Service"
+	case *appsv1.Deployment:
+		return "*v1.Deployment"
+	case *appsv1.StatefulSet:
+		return "*v1.StatefulSet"
+	case *policyv1.PodDisruptionBudget:
+		return "*v1.PodDisruptionBudget"
+	}
+	return "*unknown.unknown"
+}
+
+func TestObsoleteOnlyWithoutManagedNATS(t *testing.T) {
+	if got := Obsolete(cluster(managed)); len(got) != 0 {
+		t.Fatalf("managed mode: obsolete = %d objects, want none", len(got))
+	}
+	got := Obsolete(cluster())
+	var names []string
+	for _, o := range got {
+		names = append(names, o.GetName())
+	}
+	if strings.Join(names, ",") != "chat-nats,chat-nats,chat-nats-headless,chat-nats-config" {
+		t.Fatalf("obsolete = %v", names)
+	}
+}
+
+func TestDeploymentPodSpec(t *testing.T) {
+	cc := cluster(func(cc *v1.CometdCluster) {
+		cc.Spec.NATS.CredentialsSecret = &v1.SecretKeyRef{Name: "creds", Key: "user.creds"}
+		cc.Spec.Pod.Labels = map[string]string{"team": "chat"}
+		cc.Spec.Pod.Annotations = map[string]string{"a": "b"}
+		cc.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists}}
+		cc.Spec.Pod.PriorityClassName = "high"
+	})
+	d := find[*appsv1.Deployment](t, build(t, cc, Options{BrokerImage: "reg/broker:1"}), "chat")
+	if *d.Spec.Replicas != 3 {
+		t.Errorf("replicas = %d, want 3", *d.Spec.Replicas)
+	}
+	if d.Spec.Selector.MatchLabels[LabelName] != AppBroker || len(d.Spec.Selector.MatchLabels) != 2 {
+		t.Errorf("selector = %v, want name+instance only", d.Spec.Selector.MatchLabels)
+	}
+	tpl := d.Spec.Template
+	if tpl.Labels["team"] != "chat" || tpl.Labels[LabelInstance] != "chat" {
+		t.Errorf("pod labels = %v", tpl.Labels)
+	}
+	if tpl.Annotations["a"] != "b" || len(tpl.Annotations[AnnotationConfigHash]) != 16 {
+		t.Errorf("pod annotations = %v, want user's plus a config hash", tpl.Annotations)
+	}
+	c := tpl.Spec.Containers[0]
+	if c.Image != "reg/broker:1" {
+		t.Errorf("image = %q, want the operator default", c.Image)
+	}
+	if strings.Join(c.Args, " ") != "--config /etc/cometd/broker.yaml" {
+		t.Errorf("args = %v", c.Args)
+	}
+	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.StrVal != AdminPortName {
+			t.Fatalf("probe %+v is not on the admin port", p)
+		}
+	}
+	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Errorf("probe paths = %s, %s", c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+	}
+	var podName bool
+	for _, e := range c.Env {
+		if e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			podName = true
+		}
+	}
+	if !podName {
+		t.Errorf("env %v lacks POD_NAME from the downward API", c.Env)
+	}
+	var creds bool
+	for _, m := range c.VolumeMounts {
+		creds = creds || m.MountPath == NATSCredsDir
+	}
+	if !creds || len(tpl.Spec.Volumes) != 2 || tpl.Spec.Volumes[1].Secret.SecretName != "creds" {
+		t.Errorf("NATS credentials not mounted: volumes %+v", tpl.Spec.Volumes)
+	}
+	if tpl.Spec.PriorityClassName != "high" || len(tpl.Spec.Tolerations) != 1 || *tpl.Spec.TerminationGracePeriodSeconds != 30 {
+		t.Errorf("pod overrides not applied: %+v", tpl.Spec)
+	}
+	if tpl.Spec.SecurityContext == nil || !*tpl.Spec.SecurityContext.RunAsNonRoot {
+		t.Errorf("default pod security context missing")
+	}
+}
+
+func TestBrokerConfigRendersSpec(t *testing.T) {
+	cc := cluster(func(cc *v1.CometdCluster) {
+		cc.Spec.Broker.Timeout.Duration = 25 * time.Second
+		cc.Spec.Broker.MaxQueue = ptr.To[int32](500)
+		cc.Spec.Broker.MaxMessageSize = ptr.To(resource.MustParse("128Ki"))
+		cc.Spec.Broker.Transports = []v1.Transport{v1.TransportWebsocket}
+		cc.Spec.Broker.AllowedOrigins = []string{"https://app.example.com"}
+		cc.Spec.NATS.CredentialsSecret = &v1.SecretKeyRef{Name: "creds"}
+		cc.Spec.Pod.TerminationGracePeriodSeconds = ptr.To[int64](60)
+	})
+	b, err := BrokerConfig(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := config.Parse(b) // what the broker will do with it
+	if err != nil {
+		t.Fatalf("the broker would refuse the rendered config: %v\n%s", err, b)
+	}
+	want := config.File{
+		Cluster: "ns1/chat", Listen: ":8080", AdminListen: ":8081", MountPath: "/cometd",
+		TimeoutMs: 25000, MaxIntervalMs: 10000, MaxQueue: 500, MaxQueueBytes: 4 << 20, MaxMessageSize: 128 << 10,
+		Transports: []string{"websocket"}, AllowedOrigins: []string{"https://app.example.com"},
+		DrainGracePeriodMs: 55000,
+		NATS:               config.NATS{URL: "nats://nats.infra:4222", CredsFile: "/etc/cometd/nats/nats.creds"},
+	}
+	if !equality.Semantic.DeepEqual(*f, want) {
+		t.Fatalf("rendered config = %+v\nwant %+v", *f, want)
+	}
+
+	m, err := BrokerConfig(cluster(managed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m), "url: nats://chat-nats.ns1.svc:4222") {
+		t.Fatalf("managed mode config does not point at the managed NATS:\n%s", m)
+	}
+}
+
+// The config hash changes with broker settings (rolling the pods) and only with them.
+func TestConfigHashFollowsSettings(t *testing.T) {
+	hash := func(cc *v1.CometdCluster) string {
+		d := find[*appsv1.Deployment](t, build(t, cc, Options{}), "chat")
+		return d.Spec.Template.Annotations[AnnotationConfigHash]
+	}
+	base := hash(cluster())
+	for _, tc := range []struct {
+		name    string
+		mut     func(*v1.CometdCluster)
+		changes bool
+	}{
+		{"timeout", func(cc *v1.CometdCluster) { cc.Spec.Broker.Timeout.Duration = time.Minute }, true},
+		{"transports", func(cc *v1.CometdCluster) { cc.Spec.Broker.Transports = []v1.Transport{"websocket"} }, true},
+		{"nats url", func(cc *v1.CometdCluster) { cc.Spec.NATS.URL = "nats://other:4222" }, true},
+		{"replicas", func(cc *v1.CometdCluster) { cc.Spec.Replicas = ptr.To[int32](7) }, false},
+		{"service port", func(cc *v1.CometdCluster) { cc.Spec.Service.Port = 8080 }, false},
+	} {
+		if got := hash(cluster(tc.mut)); (got != base) != tc.changes {
+			t.Errorf("%s: hash %s vs %s, want changed=%v", tc.name, got, base, tc.changes)
+		}
+	}
+}
+
+// Updating an object that is already as desired changes nothing, including
+// after the API server has defaulted and allocated fields; removing a field
+// from the spec, or editing an owned field by hand, is corrected.
+func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
+	s := testScheme(t)
+	cc := cluster(managed, func(cc *v1.CometdCluster) {
+		cc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
+		cc.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists}}
+	})
+	bs, err := Builders(cc, Options{}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		obj := b.Build()
+		if err := b.Update(obj); err != nil {
+			t.Fatal(err)
+		}
+		serverDefaults(obj)
+		before := obj.DeepCopyObject()
+		if err := b.Update(obj); err != nil {
+			t.Fatal(err)
+		}
+		if !equality.Semantic.DeepEqual(before, obj) {
+			t.Errorf("%T %s changed on a no-op update", obj, obj.GetName())
+		}
+	}
+
+	// Hand edit of an owned field.
+	d := find[*appsv1.Deployment](t, build(t, cc, Options{}), "chat")
+	serverDefaults(d)
+	d.Spec.Template.Spec.Containers[0].Image = "evil:latest"
+	bs, _ = Builders(cc, Options{}, s)
+	if err := bs[7].Update(d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Template.Spec.Containers[0].Image != DefaultBrokerImage {
+		t.Errorf("hand-edited image not restored: %s", d.Spec.Template.Spec.Containers[0].Image)
+	}
+	// Removing the toleration from the spec removes it from the Deployment.
+	cc.Spec.Pod.Tolerations = nil
+	bs, _ = Builders(cc, Options{}, s)
+	if err := bs[7].Update(d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Spec.Template.Spec.Tolerations) != 0 {
+		t.Errorf("removed toleration still present: %v", d.Spec.Template.Spec.Tolerations)
+	}
+	if d.Spec.RevisionHistoryLimit != nil {
+		t.Errorf("a replaced spec keeps no stale defaults (the API server re-defaults)")
+	}
+}
+
+// serverDefaults mimics what the API server does to a created object.
+func serverDefaults(obj client.Object) {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		o.Spec.RevisionHistoryLimit = ptr.To[int32](10)
+		o.Spec.ProgressDeadlineSeconds = ptr.To[int32](600)
+		o.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		o.Spec.Template.Spec.DNSPolicy = corev1.DNSClusterFirst
+		o.Spec.Template.Spec.SchedulerName = "default-scheduler"
+		c := &o.Spec.Template.Spec.Containers[0]
+		c.TerminationMessagePath = "/dev/termination-log"
+		c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+		o.Spec.Template.Spec.Volumes[0].ConfigMap.DefaultMode = ptr.To[int32](0o644)
+		o.Status.Replicas = 3
+	case *appsv1.StatefulSet:
+		o.Spec.RevisionHistoryLimit = ptr.To[int32](10)
+		o.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](0)}
+		o.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}
+	case *corev1.Service:
+		if o.Spec.ClusterIP == "" {
+			o.Spec.ClusterIP = "10.0.0.7"
+			o.Spec.ClusterIPs = []string{"10.0.0.7"}
+		}
+		o.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		o.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
+		o.Spec.SessionAffinity = corev1.ServiceAffinityNone
+		o.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+		if o.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			o.Spec.Ports[0].NodePort = 31234
+			o.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+			o.Spec.AllocateLoadBalancerNodePorts = ptr.To(true)
+		}
+	case *policyv1.PodDisruptionBudget:
+		o.Status.DesiredHealthy = 2
+	}
+	o := obj
+	o.SetResourceVersion("42")
+	o.SetCreationTimestamp(metav1.Now())
+}
+
+func TestServiceKeepsAllocatedValuesOnChange(t *testing.T) {
+	cc := cluster(func(cc *v1.CometdCluster) { cc.Spec.Service.Type = corev1.ServiceTypeNodePort })
+	svc := find[*corev1.Service](t, build(t, cc, Options{}), "chat")
+	serverDefaults(svc)
+	svc.Spec.Ports[0].NodePort = 30080
+	cc.Spec.Service.Port = 8080 // a real change
+	bs, _ := Builders(cc, Options{}, testScheme(t))
+	if err := bs[2].Update(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].NodePort != 30080 || svc.Spec.ClusterIP != "10.0.0.7" {
+		t.Fatalf("service after change = %+v, want new port, same node port and cluster IP", svc.Spec)
+	}
+}
+
+func TestHeadlessServices(t *testing.T) {
+	objs := build(t, cluster(managed), Options{})
+	for _, name := range []string{"chat-headless", "chat-nats-headless"} {
+		if svc := find[*corev1.Service](t, objs, name); svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			t.Errorf("%s clusterIP = %q, want None", name, svc.Spec.ClusterIP)
+		}
+	}
+	if !find[*corev1.Service](t, objs, "chat-nats-headless").Spec.PublishNotReadyAddresses {
+		t.Error("NATS peers must be published before they are ready, so routes can form")
+	}
+}
+
+func TestManagedNATS(t *testing.T) {
+	cc := cluster(managed, func(cc *v1.CometdCluster) {
+		cc.Spec.NATS.Managed.Replicas = ptr.To[int32](5)
+		cc.Spec.NATS.Managed.Cluster.Port = 7222
+	})
+	objs := build(t, cc, Options{NATSImage: "nats:test"})
+	sts := find[*appsv1.StatefulSet](t, objs, "chat-nats")
+	if *sts.Spec.Replicas != 5 || sts.Spec.ServiceName != "chat-nats-headless" ||
+		sts.Spec.Template.Spec.Containers[0].Image != "nats:test" {
+		t.Errorf("statefulset = replicas %d, service %s, image %s", *sts.Spec.Replicas, sts.Spec.ServiceName,
+			sts.Spec.Template.Spec.Containers[0].Image)
+	}
+	conf := find[*corev1.ConfigMap](t, objs, "chat-nats-config").Data["nats.conf"]
+	for i := range 5 {
+		route := "nats://chat-nats-" + string(rune('0'+i)) + ".chat-nats-headless.ns1.svc:7222"
+		if !strings.Contains(conf, route) {
+			t.Errorf("nats.conf lacks route %s:\n%s", route, conf)
+		}
+	}
+	if strings.Count(conf, "nats://") != 5 {
+		t.Errorf("nats.conf has %d routes, want 5", strings.Count(conf, "nats://"))
+	}
+}
+
+func TestDesiredReplicas(t *testing.T) {
+	as := func(lo, hi int32) *v1.AutoscalingSpec { return &v1.AutoscalingSpec{MinReplicas: &lo, MaxReplicas: hi} }
+	for _, tc := range []struct {
+		replicas *int32
+		auto     *v1.AutoscalingSpec
+		want     int32
+	}{
+		{nil, nil, 1},
+		{ptr.To[int32](4), nil, 4},
+		{ptr.To[int32](0), as(2, 5), 2},
+		{ptr.To[int32](9), as(2, 5), 5},
+		{ptr.To[int32](3), as(2, 5), 3},
+	} {
+		cc := cluster(func(cc *v1.CometdCluster) { cc.Spec.Replicas, cc.Spec.Autoscaling = tc.replicas, tc.auto })
+		if got := DesiredReplicas(cc); got != tc.want {
+			t.Errorf("DesiredReplicas(replicas %v, autoscaling %+v) = %d, want %d", tc.replicas, tc.auto, got, tc.want)
+		}
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	if got := Endpoint(cluster()); got != "http://chat.ns1.svc/cometd" {
+		t.Errorf("Endpoint = %s", got)
+	}
+	if got := Endpoint(cluster(func(cc *v1.CometdCluster) { cc.Spec.Service.Port = 8080 })); got != "http://chat.ns1.svc:8080/cometd" {
+		t.Errorf("Endpoint = %s", got)
+	}
+}
+
+func TestPDB(t *testing.T) {
+	cc := cluster(func(cc *v1.CometdCluster) { cc.Spec.DisruptionBudget.MaxUnavailable = ptr.To(intstr.FromString("25%")) })
+	pdb := find[*policyv1.PodDisruptionBudget](t, build(t, cc, Options{}), "chat")
+	if pdb.Spec.MaxUnavailable.StrVal != "25%" || pdb.Spec.Selector.MatchLabels[LabelName] != AppBroker {
+		t.Fatalf("pdb spec = %+v", pdb.Spec)
+	}
+}
