@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -136,6 +137,9 @@ func (wc *wsConn) readLoop(userAgent string) {
 		}
 		_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
 		msgs, err := bayeux.DecodeBatch(data)
+		if errors.Is(err, bayeux.ErrEmptyBatch) {
+			continue // an empty batch is a keep-alive
+		}
 		if err != nil {
 			reason := err.Error()
 			if len(reason) > 120 {
