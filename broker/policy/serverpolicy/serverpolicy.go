@@ -1,0 +1,196 @@
+// Package serverpolicy enforces a broker/policy document in a broker/server
+// Server: it is the server's SecurityPolicy, backed by the policy a Watcher
+// keeps in force, and it removes the subscriptions a reloaded policy forbids.
+//
+// It lives apart from broker/policy so that the operator, which imports
+// broker/policy for the document format, does not pull in the Bayeux server.
+package serverpolicy
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+	"github.com/cometd-operator/cometd-operator/broker/policy"
+	"github.com/cometd-operator/cometd-operator/broker/server"
+)
+
+// IdentityAttribute is the session attribute holding the session's
+// policy.Identity, set at handshake.
+const IdentityAttribute = "cometd.policy.identity"
+
+// Source yields the policy in force; *policy.Watcher is one.
+type Source interface {
+	Policy() *policy.Policy
+}
+
+// Config configures a Security.
+type Config struct {
+	// Source yields the policy in force. Required.
+	Source Source
+	// Logger receives denials and revocations (at Info). Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Security is a server.SecurityPolicy enforcing the policy of its Source. A
+// channel operation must be allowed by the policy and by the channel's
+// authorizers (server.Server.Authorize), so server-side authorizers still
+// apply. Local (in-process) sessions are always allowed.
+type Security struct {
+	src Source
+	log *slog.Logger
+}
+
+var _ server.SecurityPolicy = (*Security)(nil)
+
+// New returns a Security.
+func New(cfg Config) (*Security, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("serverpolicy: no policy source")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Security{src: cfg.Source, log: cfg.Logger}, nil
+}
+
+// IdentityOf returns the identity stored on a session at handshake, or
+// policy.Anonymous when there is none.
+func IdentityOf(ss *server.ServerSession) policy.Identity {
+	if v, ok := ss.Attribute(IdentityAttribute); ok {
+		if id, ok := v.(policy.Identity); ok {
+			return id
+		}
+	}
+	return policy.Anonymous
+}
+
+// CanHandshake reads the token in ext.auth.token, verifies it and applies the
+// handshake rules; the identity is stored on the session. A refusal makes the
+// server answer 403::handshake_denied with reconnect "none". A handshake whose
+// ext.auth is present but has no string token is refused, rather than treated
+// as anonymous.
+func (s *Security) CanHandshake(_ *server.Server, ss *server.ServerSession, m *server.ServerMessage) bool {
+	if ss.IsLocal() {
+		return true
+	}
+	p := s.src.Policy()
+	var auth struct {
+		Token *string `json:"token"`
+	}
+	token := ""
+	if present := hasExt(m.Message(), "auth"); present {
+		if !m.Message().ExtField("auth", &auth) || auth.Token == nil || *auth.Token == "" {
+			s.log.Info("handshake denied", "reason", "ext.auth without a token", "policy", p.Version())
+			return false
+		}
+		token = *auth.Token
+	}
+	id, d, err := p.Handshake(token)
+	if err != nil || !d.Allowed {
+		s.log.Info("handshake denied", "reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
+		return false
+	}
+	ss.SetAttribute(IdentityAttribute, id)
+	return true
+}
+
+func hasExt(m bayeux.Message, key string) bool {
+	var raw any
+	return m.ExtField(key, &raw)
+}
+
+// CanCreate applies the create action.
+func (s *Security) CanCreate(srv *server.Server, ss *server.ServerSession, ch bayeux.ChannelID, m *server.ServerMessage) bool {
+	return s.check(srv, ss, ch, m, policy.ActionCreate, server.OpCreate)
+}
+
+// CanSubscribe applies the subscribe action.
+func (s *Security) CanSubscribe(srv *server.Server, ss *server.ServerSession, ch bayeux.ChannelID, m *server.ServerMessage) bool {
+	return s.check(srv, ss, ch, m, policy.ActionSubscribe, server.OpSubscribe)
+}
+
+// CanPublish applies the publish action.
+func (s *Security) CanPublish(srv *server.Server, ss *server.ServerSession, ch bayeux.ChannelID, m *server.ServerMessage) bool {
+	return s.check(srv, ss, ch, m, policy.ActionPublish, server.OpPublish)
+}
+
+func (s *Security) check(srv *server.Server, ss *server.ServerSession, ch bayeux.ChannelID, m *server.ServerMessage, act policy.Action, op server.Operation) bool {
+	if ss == nil || ss.IsLocal() {
+		return true
+	}
+	p := s.src.Policy()
+	if d := p.Evaluate(IdentityOf(ss), act, ch.String()); !d.Allowed {
+		s.log.Info("operation denied", "session", ss.ID(), "action", string(act), "channel", ch.String(),
+			"reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
+		return false
+	}
+	return srv.Authorize(op, ch, ss, m)
+}
+
+// Revoked is a subscription removed because the policy no longer allows it.
+type Revoked struct {
+	Session  *server.ServerSession
+	Channel  string
+	Decision policy.Decision
+}
+
+// Recheck unsubscribes every remote session of srv from the channels p no
+// longer lets it subscribe to, and returns what it removed.
+func (s *Security) Recheck(srv *server.Server, p *policy.Policy) []Revoked {
+	var out []Revoked
+	for _, ss := range srv.Sessions() {
+		if ss.IsLocal() {
+			continue
+		}
+		id := IdentityOf(ss)
+		for _, c := range ss.Subscriptions() {
+			d := p.Evaluate(id, policy.ActionSubscribe, c.Name())
+			if d.Allowed {
+				continue
+			}
+			c.Unsubscribe(ss)
+			out = append(out, Revoked{Session: ss, Channel: c.Name(), Decision: d})
+			s.log.Info("subscription revoked", "session", ss.ID(), "channel", c.Name(),
+				"reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
+		}
+	}
+	return out
+}
+
+// NoticeChannel is where a client is told that a subscription was revoked. The
+// notice is delivered to the session alone (no subscription needed: a CometD
+// client sees it with addListener), with data
+// {"subscription": "/chat/x", "error": "403::subscription_revoked",
+// "reason": "denied by default", "policyVersion": "..."}.
+const NoticeChannel = "/service/policy/revoked"
+
+// ErrSubscriptionRevoked is the error string of a revocation notice.
+const ErrSubscriptionRevoked = "403::subscription_revoked"
+
+// Notice is the data of a revocation notice.
+type Notice struct {
+	Subscription  string `json:"subscription"`
+	Error         string `json:"error"`
+	Reason        string `json:"reason"`
+	PolicyVersion string `json:"policyVersion"`
+}
+
+// Attach makes every reload of w recheck srv's subscriptions: each one the new
+// policy forbids is removed and its session gets a notice on NoticeChannel.
+// onRevoke, when not nil, is then called for it (on the watcher's goroutine).
+// Sessions are never dropped by a reload.
+func (s *Security) Attach(w *policy.Watcher, srv *server.Server, onRevoke func(Revoked)) {
+	w.OnReload(func(_, p *policy.Policy) {
+		for _, r := range s.Recheck(srv, p) {
+			// A session that ended meanwhile has no one to tell.
+			_ = r.Session.Deliver(nil, NoticeChannel, Notice{
+				Subscription: r.Channel, Error: ErrSubscriptionRevoked,
+				Reason: r.Decision.Reason, PolicyVersion: p.Version(),
+			})
+			if onRevoke != nil {
+				onRevoke(r)
+			}
+		}
+	})
+}

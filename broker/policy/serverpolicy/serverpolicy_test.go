@@ -1,0 +1,366 @@
+package serverpolicy
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/policy"
+	"github.com/cometd-operator/cometd-operator/broker/server"
+)
+
+const testWait = 15 * time.Second
+
+var secret = []byte("serverpolicy-test-secret-of-at-least-32-bytes")
+
+type msg = map[string]any
+
+type broker struct {
+	srv     *server.Server
+	watcher *policy.Watcher
+	url     string
+	path    string
+	revoked chan Revoked
+}
+
+// writeDoc compiles rules and writes them where the watcher reads.
+func writeDoc(t *testing.T, path string, anon bool, rules ...policy.Rule) {
+	t.Helper()
+	doc, errs := policy.Compile([]policy.SourcePolicy{{Name: "ns/p", Rules: rules}}, policy.ClusterSettings{
+		Default: policy.Deny, AllowAnonymous: anon,
+		Auth: policy.Auth{Algorithm: policy.HS256, Issuer: "idp", Audience: "chat", Keys: []policy.Key{{File: "secret"}}},
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	b, err := policy.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "secret"), secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "policy.json")
+	writeDoc(t, path, anon, rules...)
+	w, err := policy.NewWatcher(policy.WatcherConfig{Path: path, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sec, err := New(Config{Source: w, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.NewServer(server.Config{Security: sec, Logger: log, Transports: []string{"long-polling"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &broker{srv: srv, watcher: w, path: path, revoked: make(chan Revoked, 16)}
+	sec.Attach(w, srv, func(r Revoked) { b.revoked <- r })
+	mux := http.NewServeMux()
+	mux.Handle("/cometd/", srv.Handler())
+	hs := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		hs.Close()
+	})
+	b.url = hs.URL + "/cometd/"
+	return b
+}
+
+func (b *broker) post(t *testing.T, batch ...msg) []msg {
+	t.Helper()
+	body, _ := json.Marshal(batch)
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.url, strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out []msg
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("reply %q: %v", raw, err)
+	}
+	return out
+}
+
+func token(t *testing.T, claims msg) string {
+	t.Helper()
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	c := msg{"sub": "alice", "iss": "idp", "aud": "chat", "exp": time.Now().Add(time.Hour).Unix(), "groups": []string{"staff"}}
+	for k, v := range claims {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	in := enc(msg{"alg": "HS256", "typ": "JWT"}) + "." + enc(c)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(in))
+	return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func handshakeMsg(ext msg) msg {
+	m := msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}}
+	if ext != nil {
+		m["ext"] = ext
+	}
+	return m
+}
+
+// handshake returns the reply to a handshake carrying ext.
+func (b *broker) handshake(t *testing.T, ext msg) msg {
+	t.Helper()
+	out := b.post(t, handshakeMsg(ext))
+	if len(out) != 1 {
+		t.Fatalf("handshake reply %v", out)
+	}
+	return out[0]
+}
+
+func (b *broker) login(t *testing.T, claims msg) string {
+	t.Helper()
+	r := b.handshake(t, msg{"auth": msg{"token": token(t, claims)}})
+	if r["successful"] != true {
+		t.Fatalf("handshake refused: %v", r)
+	}
+	id := r["clientId"].(string)
+	if out := b.post(t, msg{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}); out[len(out)-1]["successful"] != true {
+		t.Fatalf("first connect: %v", out)
+	}
+	return id
+}
+
+func (b *broker) subscribe(t *testing.T, id, ch string) msg {
+	t.Helper()
+	out := b.post(t, msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch})
+	return out[0]
+}
+
+func (b *broker) publish(t *testing.T, id, ch string) msg {
+	t.Helper()
+	out := b.post(t, msg{"channel": ch, "clientId": id, "data": msg{"text": "hi"}})
+	return out[0]
+}
+
+func allow(name string, acts []policy.Action, chans []string, principals ...string) policy.Rule {
+	return policy.Rule{Name: name, Effect: policy.Allow, Actions: acts, Channels: chans, Principals: principals}
+}
+
+var (
+	handshake = []policy.Action{policy.ActionHandshake}
+	subPubCr  = []policy.Action{policy.ActionSubscribe, policy.ActionPublish, policy.ActionCreate}
+)
+
+func TestHandshakeAuthentication(t *testing.T) {
+	b := newBroker(t, false, allow("join", handshake, nil, "authenticated"))
+	cases := []struct {
+		name string
+		ext  msg
+		ok   bool
+	}{
+		{"valid token", msg{"auth": msg{"token": token(t, nil)}}, true},
+		{"no token, anonymous not allowed", nil, false},
+		{"expired", msg{"auth": msg{"token": token(t, msg{"exp": time.Now().Add(-time.Hour).Unix()})}}, false},
+		{"wrong audience", msg{"auth": msg{"token": token(t, msg{"aud": "billing"})}}, false},
+		{"wrong issuer", msg{"auth": msg{"token": token(t, msg{"iss": "evil"})}}, false},
+		{"alg none", msg{"auth": msg{"token": "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"alice","exp":99999999999}`)) + "."}}, false},
+		{"garbage token", msg{"auth": msg{"token": "not-a-jwt"}}, false},
+		{"token not a string", msg{"auth": msg{"token": 42}}, false},
+		{"auth without token", msg{"auth": msg{}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := b.handshake(t, c.ext)
+			if ok := r["successful"] == true; ok != c.ok {
+				t.Fatalf("handshake = %v, want successful=%v", r, c.ok)
+			}
+			if c.ok {
+				ss := b.srv.Session(r["clientId"].(string))
+				if ss == nil || IdentityOf(ss).Subject != "alice" || !IdentityOf(ss).Authenticated {
+					t.Fatalf("identity not stored on the session")
+				}
+				return
+			}
+			if r["error"] != "403::handshake_denied" {
+				t.Fatalf("error = %v, want 403::handshake_denied", r["error"])
+			}
+			if adv, _ := r["advice"].(msg); adv["reconnect"] != "none" {
+				t.Fatalf("advice = %v, want reconnect none", r["advice"])
+			}
+		})
+	}
+}
+
+func TestAnonymousHandshake(t *testing.T) {
+	b := newBroker(t, true, allow("join", handshake, nil, "anonymous"), allow("pub", subPubCr, []string{"/public"}, "anonymous"))
+	r := b.handshake(t, nil)
+	if r["successful"] != true {
+		t.Fatalf("anonymous handshake refused: %v", r)
+	}
+	id := r["clientId"].(string)
+	if r := b.subscribe(t, id, "/public"); r["successful"] != true {
+		t.Fatalf("anonymous subscribe: %v", r)
+	}
+	// A token makes the client "authenticated", which this policy does not let in.
+	if r := b.handshake(t, msg{"auth": msg{"token": token(t, nil)}}); r["successful"] == true {
+		t.Fatalf("authenticated client let in without a rule: %v", r)
+	}
+}
+
+func TestChannelOperations(t *testing.T) {
+	b := newBroker(t, false,
+		allow("join", handshake, nil, "authenticated"),
+		allow("public", subPubCr, []string{"/chat/public"}, "authenticated"),
+		allow("own", subPubCr, []string{"/user/{sub}/**"}, "authenticated"))
+	id := b.login(t, nil)
+	cases := []struct {
+		op, ch string
+		ok     bool
+		err    string
+	}{
+		{"subscribe", "/chat/public", true, ""},
+		{"subscribe", "/chat/*", false, "403::"},
+		{"subscribe", "/**", false, "403::"},
+		{"subscribe", "/chat/private", false, "403::"},
+		{"subscribe", "/user/alice/inbox", true, ""},
+		{"subscribe", "/user/alice/**", true, ""},
+		{"subscribe", "/user/bob/inbox", false, "403::"},
+		{"subscribe", "/chat/%70ublic", false, "403::"},
+		{"publish", "/chat/public", true, ""},
+		{"publish", "/chat/private", false, "403::"},
+		{"publish", "/user/alice/x", true, ""},
+		{"publish", "/user/bob/x", false, "403::"},
+	}
+	for _, c := range cases {
+		t.Run(c.op+" "+c.ch, func(t *testing.T) {
+			var r msg
+			if c.op == "subscribe" {
+				r = b.subscribe(t, id, c.ch)
+			} else {
+				r = b.publish(t, id, c.ch)
+			}
+			if (r["successful"] == true) != c.ok {
+				t.Fatalf("%s %s = %v, want successful=%v", c.op, c.ch, r, c.ok)
+			}
+			if !c.ok && !strings.HasPrefix(fmt.Sprint(r["error"]), c.err) {
+				t.Fatalf("error = %v, want a %s error", r["error"], c.err)
+			}
+		})
+	}
+}
+
+// The policy file changes while a client is connected: the new rules apply,
+// the forbidden subscription is removed with a notice, and the session lives.
+func TestReloadWhileConnected(t *testing.T) {
+	b := newBroker(t, false,
+		allow("join", handshake, nil, "authenticated"),
+		allow("chat", subPubCr, []string{"/chat/**"}, "authenticated"))
+	alice := b.login(t, nil)
+	bob := b.login(t, msg{"sub": "bob"})
+	for _, ch := range []string{"/chat/public", "/chat/private"} {
+		if r := b.subscribe(t, alice, ch); r["successful"] != true {
+			t.Fatalf("subscribe %s: %v", ch, r)
+		}
+	}
+	oldVersion := b.watcher.Version()
+
+	writeDoc(t, b.path, false,
+		allow("join", handshake, nil, "authenticated"),
+		allow("chat", subPubCr, []string{"/chat/public"}, "authenticated"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.watcher.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	select {
+	case r := <-b.revoked:
+		if r.Session.ID() != alice || r.Channel != "/chat/private" {
+			t.Fatalf("revoked %s %s, want alice /chat/private", r.Session.ID(), r.Channel)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no revocation after the policy changed")
+	}
+	if b.watcher.Version() == oldVersion {
+		t.Fatal("version did not change")
+	}
+	// Check waits for a reload in progress (its callbacks run under the same
+	// lock), so every revocation of this reload has been reported by now.
+	if changed, err := b.watcher.Check(); changed || err != nil {
+		t.Fatalf("second check: changed=%v err=%v", changed, err)
+	}
+	if len(b.revoked) != 0 {
+		t.Fatalf("more revocations than expected: %v", <-b.revoked)
+	}
+
+	// The session survives, learns why, and keeps its allowed subscription.
+	ss := b.srv.Session(alice)
+	if ss == nil {
+		t.Fatal("the session was dropped by the reload")
+	}
+	var subs []string
+	for _, c := range ss.Subscriptions() {
+		subs = append(subs, c.Name())
+	}
+	if strings.Join(subs, ",") != "/chat/public" {
+		t.Fatalf("subscriptions after reload: %v", subs)
+	}
+	if r := b.publish(t, bob, "/chat/public"); r["successful"] != true {
+		t.Fatalf("publish on the still-allowed channel: %v", r)
+	}
+	if r := b.publish(t, bob, "/chat/private"); r["successful"] == true {
+		t.Fatalf("publish on the now-forbidden channel succeeded: %v", r)
+	}
+	out := b.post(t, msg{"channel": "/meta/connect", "clientId": alice, "connectionType": "long-polling"})
+	var notice, chat bool
+	for _, m := range out {
+		switch m["channel"] {
+		case NoticeChannel:
+			d, _ := m["data"].(msg)
+			notice = d["subscription"] == "/chat/private" && d["error"] == ErrSubscriptionRevoked && d["policyVersion"] == b.watcher.Version()
+		case "/chat/public":
+			chat = true
+		case "/meta/connect":
+			if m["successful"] != true {
+				t.Fatalf("connect after reload failed: %v", m)
+			}
+		}
+	}
+	if !notice || !chat {
+		t.Fatalf("after reload, connect delivered %v: want the revocation notice and the /chat/public message", out)
+	}
+	if r := b.subscribe(t, alice, "/chat/private"); r["successful"] == true {
+		t.Fatalf("resubscribing to the forbidden channel succeeded: %v", r)
+	}
+}
