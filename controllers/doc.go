@@ -2,5 +2,9 @@
 // by a pure function in controllers/resources; the reconcilers apply them.
 package controllers
 
-// +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

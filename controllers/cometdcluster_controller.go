@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/controllers/resources"
+)
+
+// CometdClusterReconciler makes a CometdCluster's children look like its spec
+// and reports their state in its status.
+type CometdClusterReconciler struct {
+	client.Client
+	Scheme *runtime.Scheme
+	// Recorder emits an Event for every child created or updated.
+	Recorder events.EventRecorder
+	// Options are the operator-wide defaults (images).
+	Options resources.Options
+}
+
+// CacheOptions restricts the manager's cache of the kinds the operator owns to
+// the objects it labels, so that it does not hold every ConfigMap and Service
+// of the cluster in memory. cmd/manager and the tests both use it.
+func CacheOptions() cache.Options {
+	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resources.LabelManagedBy: resources.ManagedBy})}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.Deployment{}:            managed,
+		&appsv1.StatefulSet{}:           managed,
+		&corev1.Service{}:               managed,
+		&corev1.ConfigMap{}:             managed,
+		&policyv1.PodDisruptionBudget{}: managed,
+	}}
+}
+
+// SetupWithManager registers the reconciler: it watches CometdClusters and
+// every kind of child it owns.
+func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.CometdCluster{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Named("cometdcluster").
+		Complete(r)
+}
+
+// observed is the state of the children the status is computed from.
+type observed struct {
+	deployment *appsv1.Deployment
+	nats       *appsv1.StatefulSet
+}
+
+// Reconcile applies the cluster's children in order, removes the ones its spec
+// no longer asks for, and updates its status. A reconcile with nothing to
+// change writes nothing.
+func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	cc := &v1.CometdCluster{}
+	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cc.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the garbage collector deletes the children
+	}
+	obs, applyErr := r.reconcileChildren(ctx, cc)
+	if applyErr == nil {
+		applyErr = r.pruneObsolete(ctx, cc)
+	}
+	if err := r.reconcileStatus(ctx, cc, obs, applyErr); err != nil {
+		if applyErr == nil {
+			return ctrl.Result{}, err
+		}
+		log.FromContext(ctx).Error(err, "update status")
+	}
+	return ctrl.Result{}, applyErr
+}
+
+// reconcileChildren creates or updates every child in the builders' order.
+func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.CometdCluster) (observed, error) {
+	var obs observed
+	builders, err := resources.Builders(cc, r.Options, r.Scheme)
+	if err != nil {
+		return obs, fmt.Errorf("render children: %w", err)
+	}
+	for _, b := range builders {
+		obj := b.Build()
+		var op controllerutil.OperationResult
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var err error
+			op, err = controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error { return b.Update(obj) })
+			return err
+		})
+		kind := r.kindOf(obj)
+		if err != nil {
+			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Apply",
+				"could not apply %s %s: %v", kind, obj.GetName(), err)
+			return obs, fmt.Errorf("%s %s: %w", kind, obj.GetName(), err)
+		}
+		if op != controllerutil.OperationResultNone {
+			log.FromContext(ctx).Info("applied child", "kind", kind, "name", obj.GetName(), "operation", op)
+			r.Recorder.Eventf(cc, obj, corev1.EventTypeNormal, eventReason(op), string(op),
+				"%s %s %s", op, kind, obj.GetName())
+		}
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			obs.deployment = o
+		case *appsv1.StatefulSet:
+			obs.nats = o
+		}
+	}
+	return obs, nil
+}
+
+// pruneObsolete deletes the children the spec no longer asks for (managed NATS
+// after spec.nats.managed is removed), when this cluster controls them.
+func (r *CometdClusterReconciler) pruneObsolete(ctx context.Context, cc *v1.CometdCluster) error {
+	for _, obj := range resources.Obsolete(cc) {
+		if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return err
+		}
+		if !metav1.IsControlledBy(obj, cc) {
+			continue
+		}
+		kind := r.kindOf(obj)
+		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete obsolete %s %s: %w", kind, obj.GetName(), err)
+		}
+		r.Recorder.Eventf(cc, obj, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s %s", kind, obj.GetName())
+	}
+	return nil
+}
+
+func (r *CometdClusterReconciler) kindOf(obj client.Object) string {
+	gvk, err := apiutil.GVKForObject(obj, r.Scheme)
+	if err != nil {
+		return fmt.Sprintf("%T", obj)
+	}
+	return gvk.Kind
+}
+
+func eventReason(op controllerutil.OperationResult) string {
+	switch op {
+	case controllerutil.OperationResultCreated:
+		return "Created"
+	case controllerutil.OperationResultUpdated:
+		return "Updated"
+	}
+	return "Applied"
+}

@@ -1,0 +1,61 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/controllers/resources"
+)
+
+// reconcileStatus writes the status computed from the children, and nothing
+// when it is unchanged.
+func (r *CometdClusterReconciler) reconcileStatus(ctx context.Context, cc *v1.CometdCluster, obs observed, applyErr error) error {
+	status := computeStatus(cc, obs, applyErr)
+	if equality.Semantic.DeepEqual(cc.Status, status) {
+		return nil
+	}
+	old := cc.DeepCopy()
+	cc.Status = status
+	return r.Status().Patch(ctx, cc, client.MergeFrom(old))
+}
+
+// computeStatus is the cluster's status given its children, as a pure function.
+// Conditions keep their transition time unless their status flips.
+func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.CometdClusterStatus {
+	st := *cc.Status.DeepCopy()
+	st.ObservedGeneration = cc.Generation
+	st.Selector = labels.SelectorFromSet(resources.BrokerSelector(cc)).String()
+	st.Endpoint = resources.Endpoint(cc)
+	if d := obs.deployment; d != nil {
+		st.Replicas, st.ReadyReplicas = d.Status.Replicas, d.Status.ReadyReplicas
+	}
+	b := brokerStateOf(obs.deployment, resources.DesiredReplicas(cc), st.Selector)
+	var n natsState
+	if cc.ManagedNATS() {
+		want := int32(3)
+		if r := cc.Spec.NATS.Managed.Replicas; r != nil {
+			want = *r
+		}
+		n = natsStateOf(obs.nats, true, want)
+	}
+	for _, c := range conditionsFor(b, n, st.Endpoint, applyErr) {
+		c.ObservedGeneration = cc.Generation
+		meta.SetStatusCondition(&st.Conditions, c)
+	}
+	return st
+}
+
+// conditionsFor computes the Available, Progressing and Degraded conditions.
+func conditionsFor(b brokerState, n natsState, endpoint string, applyErr error) []metav1.Condition {
+	return []metav1.Condition{
+		availableCondition(b, endpoint),
+		progressingCondition(b),
+		degradedCondition(b, n, applyErr),
+	}
+}

@@ -1,0 +1,119 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/cometd-operator/cometd-operator/controllers/resources"
+	"github.com/cometd-operator/cometd-operator/internal/testenv"
+)
+
+var (
+	// env is the real API server the manager runs against.
+	env *testenv.Env
+	// reconciler is the running manager's CometdCluster reconciler.
+	reconciler *CometdClusterReconciler
+)
+
+const testBrokerImage = "example.com/cometd-broker:test"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var err error
+	env, err = testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+		}
+	}()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Cache:                  CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptrTrue()},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create manager:", err)
+		return 1
+	}
+	reconciler = &CometdClusterReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("cometd-operator"),
+		Options:  resources.Options{BrokerImage: testBrokerImage},
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up reconciler:", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer syncCancel()
+	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+		fmt.Fprintln(os.Stderr, "manager cache did not sync")
+		return 1
+	}
+	return m.Run()
+}
+
+func ptrTrue() *bool { t := true; return &t }
+
+// newNamespace creates a fresh namespace so tests do not see each other's objects.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ctrl-test-"}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// waitTimeout bounds every wait: generous for a loaded 2-core machine.
+const waitTimeout = 20 * time.Second
+
+// eventually polls cond until it reports true, failing the test with cond's
+// last explanation after waitTimeout.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %s", what, why)
+		}
+		<-tick.C
+	}
+}
