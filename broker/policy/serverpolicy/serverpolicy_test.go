@@ -1,6 +1,7 @@
 package serverpolicy
 
 import (
+	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,13 +76,14 @@ func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewServer(server.Config{Security: sec, Logger: log, Transports: []string{"long-polling"}})
+	srv, err := server.NewServer(server.Config{Security: sec, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &broker{srv: srv, watcher: w, path: path, revoked: make(chan Revoked, 16)}
 	sec.Attach(w, srv, func(r Revoked) { b.revoked <- r })
 	mux := http.NewServeMux()
+	mux.Handle("/cometd", srv.Handler())
 	mux.Handle("/cometd/", srv.Handler())
 	hs := httptest.NewServer(mux)
 	t.Cleanup(func() {
@@ -362,5 +365,75 @@ func TestReloadWhileConnected(t *testing.T) {
 	}
 	if r := b.subscribe(t, alice, "/chat/private"); r["successful"] == true {
 		t.Fatalf("resubscribing to the forbidden channel succeeded: %v", r)
+	}
+}
+
+// The CometD JavaScript client, over each transport, goes through a policy
+// reload: it is told which subscription was revoked, keeps its session and its
+// other subscription, and the new rules apply to it.
+func TestReloadWithCometDClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is required: %v", err)
+	}
+	modules, err := filepath.Abs("../../../test/conformance/node_modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(modules, "cometd", "cometd.js")); err != nil {
+		t.Fatalf("the CometD npm client is required: %v", err)
+	}
+	for _, transport := range []string{"websocket", "long-polling"} {
+		t.Run(transport, func(t *testing.T) {
+			b := newBroker(t, false,
+				allow("join", handshake, nil, "authenticated"),
+				allow("chat", subPubCr, []string{"/chat/public", "/chat/private"}, "authenticated"))
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "testdata/reload.mjs", modules, strings.TrimSuffix(b.url, "/"), transport,
+				token(t, nil), token(t, msg{"exp": time.Now().Add(-time.Hour).Unix()}))
+			cmd.Stderr = os.Stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := make(chan string)
+			go func() {
+				defer close(lines)
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+			}()
+			wdone := make(chan struct{})
+			wctx, wcancel := context.WithCancel(ctx)
+			go func() { b.watcher.Run(wctx); close(wdone) }()
+			defer func() { wcancel(); <-wdone }()
+
+			var last string
+			for line := range lines {
+				last = line
+				if strings.Contains(line, `"event":"subscribed"`) {
+					writeDoc(t, b.path, false,
+						allow("join", handshake, nil, "authenticated"),
+						allow("chat", subPubCr, []string{"/chat/public"}, "authenticated"))
+				}
+			}
+			werr := cmd.Wait()
+			var res struct {
+				OK    bool     `json:"ok"`
+				Error string   `json:"error"`
+				Steps []string `json:"steps"`
+			}
+			if err := json.Unmarshal([]byte(last), &res); err != nil || !res.OK || werr != nil {
+				t.Fatalf("client run failed (%v): %s", werr, last)
+			}
+			if len(res.Steps) < 10 {
+				t.Fatalf("client ran only %v", res.Steps)
+			}
+		})
 	}
 }
