@@ -48,9 +48,11 @@ type Watcher struct {
 	cfg    WatcherConfig
 	active atomic.Pointer[Policy]
 
-	mu        sync.Mutex // serializes checks; guards the fields below
-	current   [32]byte   // fingerprint of the active policy's files
-	badPrint  [32]byte   // fingerprint of the last refused content
+	checkMu  sync.Mutex // serializes checks and their callbacks
+	current  [32]byte   // fingerprint of the active policy's files; checkMu
+	badPrint [32]byte   // fingerprint of the last refused content; checkMu
+
+	mu        sync.Mutex // guards lastErr and callbacks
 	lastErr   error
 	callbacks []func(old, new *Policy)
 }
@@ -91,8 +93,8 @@ func (w *Watcher) Err() error {
 }
 
 // OnReload registers fn, called after each swap with the previous and the new
-// policy, on the goroutine that checked, in registration order. fn must not
-// call Check.
+// policy, on the goroutine that checked, in registration order; the next
+// check waits for them. fn must not call Check.
 func (w *Watcher) OnReload(fn func(old, new *Policy)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -117,27 +119,29 @@ func (w *Watcher) Run(ctx context.Context) {
 // It reports whether the policy changed, and the load error when the new
 // content is refused (the old policy then stays in force).
 func (w *Watcher) Check() (changed bool, err error) {
-	w.mu.Lock()
+	w.checkMu.Lock()
+	defer w.checkMu.Unlock()
 	p, print, err := w.load()
 	if err != nil {
+		w.mu.Lock()
 		report := print != w.badPrint || w.lastErr == nil
-		w.badPrint, w.lastErr = print, err
-		onErr := w.cfg.OnError
+		w.lastErr = err
 		w.mu.Unlock()
-		if report && onErr != nil {
-			onErr(err)
+		w.badPrint = print
+		if report && w.cfg.OnError != nil {
+			w.cfg.OnError(err)
 		}
 		return false, err
 	}
+	w.mu.Lock()
 	w.lastErr = nil
+	cbs := w.callbacks
+	w.mu.Unlock()
 	if print == w.current {
-		w.mu.Unlock()
 		return false, nil
 	}
 	w.current = print
 	old := w.active.Swap(p)
-	cbs := w.callbacks
-	defer w.mu.Unlock() // callbacks run in order, before the next check
 	for _, fn := range cbs {
 		fn(old, p)
 	}

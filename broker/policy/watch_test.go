@@ -51,7 +51,13 @@ func TestWatcherReloadsOnChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloaded := make(chan [2]string, 4)
-	w.OnReload(func(old, new *Policy) { reloaded <- [2]string{old.Version(), new.Version()} })
+	w.OnReload(func(old, new *Policy) {
+		// The watcher's accessors are usable from a callback.
+		if w.Err() != nil || w.Version() != new.Version() {
+			t.Errorf("in callback: Err %v, Version %s, new %s", w.Err(), w.Version(), new.Version())
+		}
+		reloaded <- [2]string{old.Version(), new.Version()}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
