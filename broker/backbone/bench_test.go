@@ -49,3 +49,29 @@ func BenchmarkMemoryPublishDeliver(b *testing.B) {
 	defer sub.Close()
 	benchFanout(b, pub, sub, func() {})
 }
+
+func BenchmarkNATSPublishDeliver(b *testing.B) {
+	s := startNATS(b, 0, nil)
+	pub, err := NewNATS(NATSConfig{URL: s.ClientURL(), FailFast: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := NewNATS(NATSConfig{URL: s.ClientURL(), FailFast: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	benchFanout(b, pub, sub, func() {
+		if err := sub.flush(); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+func BenchmarkEncodeChannel(b *testing.B) {
+	b.ReportAllocs()
+	for range b.N {
+		_ = channelSubject("cometd.c.ch.", "/chat/room-42/with space")
+	}
+}

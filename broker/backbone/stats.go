@@ -19,6 +19,9 @@ type Stats struct {
 	// Duplicates counts received messages dropped because they were already
 	// delivered through another matching subscription.
 	Duplicates uint64
+	// Dropped counts received messages lost before the Handler: malformed
+	// envelopes, and messages dropped because the delivery buffer was full.
+	Dropped uint64
 	// Reconnects counts reconnections to the backbone (always 0 for Memory).
 	Reconnects uint64
 	// LastLag is the publish-to-delivery delay of the last received message.
@@ -42,6 +45,7 @@ type counters struct {
 	msgsOut, bytesOut atomic.Uint64
 	msgsIn, bytesIn   atomic.Uint64
 	dups, reconnects  atomic.Uint64
+	invalid           atomic.Uint64
 	lastLag, lagSumNs atomic.Int64
 	lagCounts         [16]atomic.Uint64 // len(LagBuckets)+1
 }
@@ -76,6 +80,7 @@ func (c *counters) snapshot() Stats {
 		BytesIn:     c.bytesIn.Load(),
 		Duplicates:  c.dups.Load(),
 		Reconnects:  c.reconnects.Load(),
+		Dropped:     c.invalid.Load(),
 		LastLag:     time.Duration(c.lastLag.Load()),
 		LagSum:      time.Duration(c.lagSumNs.Load()),
 		LagCounts:   make([]uint64, len(LagBuckets)+1),
