@@ -167,6 +167,8 @@ func TestParseDocument(t *testing.T) {
 		{"bad rule", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","rules":[{"name":"r","source":"s","effect":"allow","actions":["subscribe"],"channels":["/a/**/b"],"principals":["*"]}]}`, "policy s, rule r"},
 		{"auth without keys", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","auth":{"algorithm":"RS256"}}`, "key file"},
 		{"auth alg none", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","auth":{"algorithm":"none","keys":[{"file":"k"}]}}`, "not supported"},
+		{"key with file and dir", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","auth":{"algorithm":"HS256","keys":[{"file":"k","dir":"d"}]}}`, "exactly one"},
+		{"key with neither", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","auth":{"algorithm":"HS256","keys":[{"id":"x"}]}}`, "exactly one"},
 		{"negative leeway", `{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","auth":{"algorithm":"HS256","keys":[{"file":"k"}],"leewaySeconds":-1}}`, "negative"},
 	}
 	for _, c := range cases {

@@ -24,8 +24,8 @@
 //	    "issuer": "https://idp.example.com",          // "" = iss not checked
 //	    "audience": "chat",                           // "" = aud not checked
 //	    "keys": [                                     // key FILES, mounted from a Secret
-//	      {"file": "/etc/cometd/keys/current.pem", "id": "2026-11"},
-//	      {"file": "/etc/cometd/keys/previous.pem"}
+//	      {"dir": "/etc/cometd/jwt"},                 // every file; kid = name minus ".pem"
+//	      {"file": "/etc/cometd/old/previous.pem", "id": "2025-11"}
 //	    ],
 //	    "leewaySeconds": 30,                          // clock skew on exp/nbf; 0 = 30
 //	    "groupsClaim": "groups"                       // "" = "groups"
@@ -50,11 +50,12 @@
 //
 // Key material never appears in the document, so no secret ends up in a
 // ConfigMap: the operator mounts the key Secret into the broker pods and lists
-// the file paths (relative paths are relative to the document's directory). An
-// HS256 key file holds the secret's exact bytes (at least 32); an RS256 or ES256
-// file holds PEM blocks (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE), several
-// for key rotation. The Watcher re-reads key files too, so rotating the Secret
-// is picked up without a new document.
+// the paths (relative paths are relative to the document's directory): a file,
+// or a directory (the whole Secret mounted as a volume: every file not starting
+// with "."). An HS256 key file holds the secret's exact bytes (at least 32); an
+// RS256 or ES256 file holds PEM blocks (PUBLIC KEY, RSA PUBLIC KEY or
+// CERTIFICATE), several for key rotation. The Watcher re-reads key files and
+// directories too, so rotating the Secret is picked up without a new document.
 //
 // # Channel patterns
 //

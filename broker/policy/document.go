@@ -110,16 +110,25 @@ type Auth struct {
 	GroupsClaim string `json:"groupsClaim,omitempty"`
 }
 
-// Key names one key file.
+// Key names one key file, or a directory of key files. Exactly one of File and
+// Dir is set.
+//
+// For HS256 a file's bytes are the secret, exactly (no trimming), at least 32
+// bytes. For RS256 and ES256 a file holds one or more PEM blocks: PUBLIC KEY
+// (PKIX), RSA PUBLIC KEY (PKCS #1) or CERTIFICATE.
 type Key struct {
-	// File is the path of the key file; a relative path is relative to the
-	// document's directory. For HS256 the file's bytes are the secret, exactly
-	// (no trimming), at least 32 bytes. For RS256 and ES256 it holds one or more
-	// PEM blocks: PUBLIC KEY (PKIX), RSA PUBLIC KEY (PKCS #1) or CERTIFICATE.
-	File string `json:"file"`
-	// ID, when set, is the JWS "kid" of the key(s) in File. A token with a kid
-	// is checked only against the keys of that ID when any key has it; a token
-	// without a kid, or whose kid no key has, is checked against every key.
+	// File is the path of a key file; a relative path is relative to the
+	// document's directory.
+	File string `json:"file,omitempty"`
+	// Dir is a directory whose every file not starting with "." is a key file
+	// (in name order): the whole key Secret mounted as a volume, so keys can be
+	// added to and removed from the Secret without a new document. Relative
+	// like File.
+	Dir string `json:"dir,omitempty"`
+	// ID, when set, is the JWS "kid" of the key(s). Empty means, for a File,
+	// no ID; for a Dir, each file's name without a ".pem" suffix. A token with
+	// a kid is checked only against the keys of that ID when any key has it; a
+	// token without a kid, or whose kid no key has, is checked against every key.
 	ID string `json:"id,omitempty"`
 }
 
@@ -219,8 +228,8 @@ func ValidateAuth(a Auth) error {
 			return fmt.Errorf("auth: algorithm %s needs at least one key file", a.Algorithm)
 		}
 		for i, k := range a.Keys {
-			if k.File == "" {
-				return fmt.Errorf("auth: keys[%d] has no file", i)
+			if (k.File == "") == (k.Dir == "") {
+				return fmt.Errorf("auth: keys[%d] must have exactly one of file and dir", i)
 			}
 		}
 	default:

@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"math"
 	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -379,48 +377,4 @@ func ParsePublicKeys(data []byte) ([]crypto.PublicKey, error) {
 		return nil, errors.New("no PEM block")
 	}
 	return keys, nil
-}
-
-// LoadKeys reads the key files of auth, resolving relative paths against
-// baseDir, and returns them as verifier keys of auth.Algorithm's type.
-func LoadKeys(auth Auth, baseDir string) ([]VerifierKey, error) {
-	datas := make([][]byte, len(auth.Keys))
-	for i, k := range auth.Keys {
-		path := k.File
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(baseDir, path)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("policy: key file: %w", err)
-		}
-		datas[i] = data
-	}
-	return keysFromData(auth, datas)
-}
-
-// keysFromData decodes the contents of auth.Keys' files, in order.
-func keysFromData(auth Auth, datas [][]byte) ([]VerifierKey, error) {
-	var out []VerifierKey
-	for i, k := range auth.Keys {
-		data := datas[i]
-		if auth.Algorithm == HS256 {
-			if err := checkKey(HS256, data); err != nil {
-				return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
-			}
-			out = append(out, VerifierKey{ID: k.ID, Key: data})
-			continue
-		}
-		pubs, err := ParsePublicKeys(data)
-		if err != nil {
-			return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
-		}
-		for _, p := range pubs {
-			if err := checkKey(auth.Algorithm, p); err != nil {
-				return nil, fmt.Errorf("policy: key file %s: %w", k.File, err)
-			}
-			out = append(out, VerifierKey{ID: k.ID, Key: p})
-		}
-	}
-	return out, nil
 }

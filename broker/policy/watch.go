@@ -172,22 +172,16 @@ func (w *Watcher) load() (*Policy, [32]byte, error) {
 		return &Policy{acl: acl}, sum(h), nil
 	}
 	base := filepath.Dir(w.cfg.Path)
-	datas := make([][]byte, len(doc.Auth.Keys))
-	for i, k := range doc.Auth.Keys {
-		path := k.File
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(base, path)
-		}
-		kb, err := os.ReadFile(path)
-		if err != nil {
-			fmt.Fprintf(h, "key %d read error: %v", i, err)
-			return nil, sum(h), fmt.Errorf("policy: key file: %w", err)
-		}
-		fmt.Fprintf(h, "key %d %d:", i, len(kb))
-		h.Write(kb)
-		datas[i] = kb
+	files, err := readKeyFiles(doc.Auth, base)
+	if err != nil {
+		fmt.Fprintf(h, "keys error: %v", err)
+		return nil, sum(h), err
 	}
-	keys, err := keysFromData(doc.Auth, datas)
+	for _, f := range files {
+		fmt.Fprintf(h, "key %q %q %d:", f.id, f.path, len(f.data))
+		h.Write(f.data)
+	}
+	keys, err := keysFromFiles(doc.Auth.Algorithm, files)
 	if err != nil {
 		return nil, sum(h), err
 	}

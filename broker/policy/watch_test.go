@@ -356,3 +356,73 @@ func TestPolicyRecheckAfterReload(t *testing.T) {
 		t.Fatalf("revoked %q, want %q", strings.Join(got, ","), want)
 	}
 }
+
+// The whole key Secret mounted as a directory (the kubelet's layout: each key
+// a symlink through "..data"): keys are named by file, hidden entries are
+// skipped, and a key added to the Secret is picked up without a new document.
+func TestWatcherKeyDir(t *testing.T) {
+	k := getKeys(t)
+	dir := t.TempDir()
+	keyDir := filepath.Join(dir, "jwt")
+	if err := os.Mkdir(keyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	generation := 0
+	publish := func(files map[string][]byte) {
+		generation++
+		ts := filepath.Join(keyDir, "..gen"+string(rune('0'+generation)))
+		if err := os.Mkdir(ts, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(ts, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(keyDir, name)
+			if _, err := os.Lstat(link); err != nil {
+				if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		tmp := filepath.Join(keyDir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(keyDir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(map[string][]byte{"current.pem": k.rsaPEM})
+	path := filepath.Join(dir, "policy.json")
+	writeAtomic(t, path, docBytes(t, ClusterSettings{Default: Allow,
+		Auth: Auth{Algorithm: RS256, Keys: []Key{{Dir: "jwt"}}}}))
+	w, err := NewWatcher(WatcherConfig{Path: path, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sign(t, "RS256", k.rsa, map[string]any{"kid": "current"}, claims(nil))
+	second := sign(t, "RS256", k.rsa2, map[string]any{"kid": "next"}, claims(nil))
+	if _, err := w.Policy().Authenticate(first); err != nil {
+		t.Fatalf("key from the dir: %v", err)
+	}
+	if _, err := w.Policy().Authenticate(second); !errors.Is(err, ErrTokenSignature) {
+		t.Fatalf("a key not yet in the Secret: %v", err)
+	}
+	publish(map[string][]byte{"current.pem": k.rsaPEM, "next.pem": k.rsaPKCS1PEM})
+	if changed, err := w.Check(); !changed || err != nil {
+		t.Fatalf("key added: changed=%v err=%v", changed, err)
+	}
+	for _, tok := range []string{first, second} {
+		if _, err := w.Policy().Authenticate(tok); err != nil {
+			t.Fatalf("after rotation: %v", err)
+		}
+	}
+	// A kid names exactly its file's key: the first token claiming "next" fails.
+	if _, err := w.Policy().Authenticate(sign(t, "RS256", k.rsa, map[string]any{"kid": "next"}, claims(nil))); !errors.Is(err, ErrTokenSignature) {
+		t.Fatalf("kid did not select the key: %v", err)
+	}
+	if _, err := LoadKeys(Auth{Algorithm: RS256, Keys: []Key{{Dir: t.TempDir()}}}, ""); err == nil {
+		t.Fatal("an empty key dir was accepted")
+	}
+}
