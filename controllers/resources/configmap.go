@@ -14,16 +14,19 @@ import (
 // Broker ports and paths, as rendered into broker.yaml and used by the
 // Deployment and Services.
 const (
-	BrokerPort      = 8080
-	AdminPort       = 8081
-	BrokerPortName  = "bayeux"
-	AdminPortName   = "admin"
-	MountPath       = config.DefaultMountPath
-	ConfigKey       = "broker.yaml"
-	ConfigDir       = "/etc/cometd"
-	NATSCredsDir    = "/etc/cometd/nats"
+	BrokerPort     = 8080
+	AdminPort      = 8081
+	BrokerPortName = "bayeux"
+	AdminPortName  = "admin"
+	MountPath      = config.DefaultMountPath
+	ConfigKey      = "broker.yaml"
+	PolicyKey      = "policy.json"
+	// Each volume gets its own directory under /etc/cometd, side by side:
+	// ConfigMap and Secret volumes are read-only, so no mount may nest in one.
+	ConfigDir       = "/etc/cometd/config"
 	PolicyDir       = "/etc/cometd/policy"
-	PolicyKey       = "policy.json"
+	AuthKeysDir     = "/etc/cometd/keys"
+	NATSCredsDir    = "/etc/cometd/nats"
 	drainHeadroom   = 5 * time.Second
 	minDrainPeriod  = time.Second
 	defaultGraceSec = 30
