@@ -184,3 +184,33 @@ func TestParseDocument(t *testing.T) {
 		t.Fatalf("hand-written document: %v, version %q", err, d.Version)
 	}
 }
+
+// FuzzParse: Parse never panics, and whatever it accepts compiles, re-renders
+// and parses back to the same version.
+func FuzzParse(f *testing.F) {
+	doc, _ := Compile([]SourcePolicy{{Name: "n/p", Rules: []Rule{
+		{Name: "r", Effect: Allow, Actions: []Action{ActionSubscribe, ActionHandshake}, Channels: []string{"/a/*", "/u/{sub}/**"}, Principals: []string{"*", "group:g"}},
+	}}}, ClusterSettings{AllowAnonymous: true, Auth: Auth{Algorithm: ES256, Keys: []Key{{Dir: "k"}}}})
+	b, _ := Marshal(doc)
+	f.Add(b)
+	f.Add([]byte(`{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"allow"}`))
+	f.Add([]byte(`{"apiVersion":"cometd.bayeux.dev/policy/v1","default":"deny","rules":[{"name":"x","effect":"deny","actions":["publish"],"channels":["/**"],"principals":["anonymous"]}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if _, err := NewACL(d); err != nil {
+			t.Fatalf("parsed but does not compile: %v", err)
+		}
+		out, err := Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := Parse(out)
+		if err != nil || d2.Version != d.Version {
+			t.Fatalf("round trip: %v, %s vs %s", err, d2.Version, d.Version)
+		}
+	})
+}

@@ -16,6 +16,10 @@ import (
 // meaning gets a new version.
 const APIVersion = "cometd.bayeux.dev/policy/v1"
 
+// ConfigMapKey is the key of the document in the cluster's policy ConfigMap,
+// and so the file name under the directory where brokers mount it.
+const ConfigMapKey = "policy.json"
+
 // DefaultGroupsClaim is the token claim read for group membership when
 // Auth.GroupsClaim is empty.
 const DefaultGroupsClaim = "groups"
