@@ -128,15 +128,21 @@ func (s *Security) check(srv *server.Server, ss *server.ServerSession, ch bayeux
 	return srv.Authorize(op, ch, ss, m)
 }
 
-// Revoked is a subscription removed because the policy no longer allows it.
+// Revoked is a subscription, or a whole session, removed because the policy
+// no longer allows it.
 type Revoked struct {
-	Session  *server.ServerSession
+	Session *server.ServerSession
+	// Channel is the revoked subscription; empty when the session was
+	// disconnected because its identity may no longer handshake.
 	Channel  string
 	Decision policy.Decision
 }
 
-// Recheck unsubscribes every remote session of srv from the channels p no
-// longer lets it subscribe to, and returns what it removed.
+// Recheck applies p to the remote sessions of srv: a session whose identity p
+// no longer lets handshake is disconnected (its client is told to handshake
+// again, and is then refused with 403::handshake_denied); a session that stays
+// is unsubscribed from the channels p no longer lets it subscribe to. It
+// returns what it removed.
 func (s *Security) Recheck(srv *server.Server, p *policy.Policy) []Revoked {
 	var out []Revoked
 	for _, ss := range srv.Sessions() {
@@ -144,6 +150,13 @@ func (s *Security) Recheck(srv *server.Server, p *policy.Policy) []Revoked {
 			continue
 		}
 		id := IdentityOf(ss)
+		if d := p.Evaluate(id, policy.ActionHandshake, ""); !d.Allowed {
+			ss.Disconnect()
+			out = append(out, Revoked{Session: ss, Decision: d})
+			s.log.Info("session disconnected by policy", "session", ss.ID(),
+				"reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
+			continue
+		}
 		for _, c := range ss.Subscriptions() {
 			d := p.Evaluate(id, policy.ActionSubscribe, c.Name())
 			if d.Allowed {
@@ -176,13 +189,19 @@ type Notice struct {
 	PolicyVersion string `json:"policyVersion"`
 }
 
-// Attach makes every reload of w recheck srv's subscriptions: each one the new
-// policy forbids is removed and its session gets a notice on NoticeChannel.
-// onRevoke, when not nil, is then called for it (on the watcher's goroutine).
-// Sessions are never dropped by a reload.
+// Attach makes every reload of w Recheck srv: each subscription the new policy
+// forbids is removed and its session gets a notice on NoticeChannel; sessions
+// that may still handshake survive the reload, the others are disconnected.
+// onRevoke, when not nil, is then called for each (on the watcher's goroutine).
 func (s *Security) Attach(w *policy.Watcher, srv *server.Server, onRevoke func(Revoked)) {
 	w.OnReload(func(_, p *policy.Policy) {
 		for _, r := range s.Recheck(srv, p) {
+			if r.Channel == "" {
+				if onRevoke != nil {
+					onRevoke(r)
+				}
+				continue
+			}
 			// A session that ended meanwhile has no one to tell.
 			_ = r.Session.Deliver(nil, NoticeChannel, Notice{
 				Subscription: r.Channel, Error: ErrSubscriptionRevoked,

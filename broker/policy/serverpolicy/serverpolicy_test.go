@@ -437,3 +437,36 @@ func TestReloadWithCometDClient(t *testing.T) {
 		})
 	}
 }
+
+// A reload that bans a user ends that user's session; the others survive.
+func TestReloadBansUser(t *testing.T) {
+	rules := []policy.Rule{
+		allow("join", handshake, nil, "authenticated"),
+		allow("chat", subPubCr, []string{"/chat/**"}, "authenticated"),
+	}
+	b := newBroker(t, false, rules...)
+	alice := b.login(t, nil)
+	bob := b.login(t, msg{"sub": "bob"})
+	writeDoc(t, b.path, false, append(rules, policy.Rule{Name: "ban", Effect: policy.Deny, Actions: handshake, Principals: []string{"user:bob"}})...)
+	if changed, err := b.watcher.Check(); !changed || err != nil {
+		t.Fatalf("reload: changed=%v err=%v", changed, err)
+	}
+	select {
+	case r := <-b.revoked:
+		if r.Session.ID() != bob || r.Channel != "" || r.Decision.Rule != "ban" {
+			t.Fatalf("revoked %+v, want bob's session by rule ban", r)
+		}
+	default:
+		t.Fatal("bob's session was not revoked")
+	}
+	if b.srv.Session(bob) != nil || b.srv.Session(alice) == nil {
+		t.Fatal("want bob's session gone and alice's alive")
+	}
+	out := b.post(t, msg{"channel": "/meta/connect", "clientId": bob, "connectionType": "long-polling"})
+	if adv, _ := out[0]["advice"].(msg); out[0]["successful"] == true || adv["reconnect"] != "handshake" {
+		t.Fatalf("bob's connect after the ban: %v", out)
+	}
+	if r := b.handshake(t, msg{"auth": msg{"token": token(t, msg{"sub": "bob"})}}); r["error"] != "403::handshake_denied" {
+		t.Fatalf("bob's new handshake: %v", r)
+	}
+}
