@@ -85,4 +85,10 @@
 // applies (to handshakes too: with "default": "deny" a rule must allow the
 // handshake action); anonymous clients handshake only when allowAnonymous is
 // true; wildcard subscriptions are judged as the set of channels they name.
+//
+// The create action is asked whenever a client's subscribe or publish would
+// bring a channel into existence on a broker (the first subscriber, or a
+// publish to a channel nobody is subscribed to). So with "default": "deny",
+// grant create together with subscribe and publish on the same patterns, or
+// those operations fail with 403::create_denied.
 package policy

@@ -13,7 +13,7 @@ func ExampleCompile() {
 		Name: "default/chat",
 		Rules: []policy.Rule{
 			{Name: "join", Effect: policy.Allow, Actions: []policy.Action{policy.ActionHandshake}, Principals: []string{"authenticated"}},
-			{Name: "rooms", Effect: policy.Allow, Actions: []policy.Action{policy.ActionSubscribe, policy.ActionPublish},
+			{Name: "rooms", Effect: policy.Allow, Actions: []policy.Action{policy.ActionSubscribe, policy.ActionPublish, policy.ActionCreate},
 				Channels: []string{"/chat/*", "/user/{sub}/**"}, Principals: []string{"authenticated"}},
 			{Name: "announce", Effect: policy.Deny, Actions: []policy.Action{policy.ActionPublish},
 				Channels: []string{"/chat/announce"}, Principals: []string{"*"}},
@@ -48,7 +48,7 @@ func ExampleCompile() {
 	// Output:
 	// {
 	//   "apiVersion": "cometd.bayeux.dev/policy/v1",
-	//   "version": "b568050b4e633603",
+	//   "version": "28782853533bf581",
 	//   "default": "deny",
 	//   "auth": {
 	//     "algorithm": "RS256",
@@ -78,7 +78,8 @@ func ExampleCompile() {
 	//       "effect": "allow",
 	//       "actions": [
 	//         "subscribe",
-	//         "publish"
+	//         "publish",
+	//         "create"
 	//       ],
 	//       "channels": [
 	//         "/chat/*",
