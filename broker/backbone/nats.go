@@ -246,7 +246,10 @@ func (n *NATS) options(cfg NATSConfig) ([]nats.Option, error) {
 		nats.ReconnectJitter(wait/5, wait/5),
 		nats.Timeout(timeout),
 		nats.RetryOnFailedConnect(!cfg.FailFast),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() {
+				return // our own Close
+			}
 			n.log.Warn("NATS disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {

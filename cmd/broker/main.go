@@ -81,7 +81,10 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	for name, dst := range map[string]*string{
 		"COMETD_LISTEN": &f.Listen, "COMETD_ADMIN_LISTEN": &f.AdminListen,
 		"COMETD_MOUNT_PATH": &f.MountPath, "COMETD_CLUSTER": &f.Cluster, "COMETD_NATS_URL": &f.NATS.URL,
-		"COMETD_POLICY_FILE": &f.PolicyFile,
+		"COMETD_POLICY_FILE":     &f.PolicyFile,
+		"COMETD_NATS_CREDS_FILE": &f.NATS.CredsFile, "COMETD_NATS_TOKEN_FILE": &f.NATS.TokenFile,
+		"COMETD_NATS_CA_FILE": &f.NATS.CAFile, "COMETD_NATS_CERT_FILE": &f.NATS.CertFile,
+		"COMETD_NATS_KEY_FILE": &f.NATS.KeyFile, "COMETD_NATS_SUBJECT_PREFIX": &f.NATS.SubjectPrefix,
 	} {
 		if v := getenv(name); v != "" {
 			*dst = v
