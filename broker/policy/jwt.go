@@ -335,7 +335,8 @@ func hasAudience(aud any, want string) bool {
 }
 
 // ParsePublicKeys decodes every PEM block of data: PUBLIC KEY (PKIX), RSA
-// PUBLIC KEY (PKCS #1) or CERTIFICATE (its public key). Other block types and
+// PUBLIC KEY (PKCS #1) or CERTIFICATE (its public key; the certificate is a
+// key container only, its validity is not checked). Other block types and
 // trailing text are an error, so a private key put there by mistake is
 // reported rather than silently skipped.
 func ParsePublicKeys(data []byte) ([]crypto.PublicKey, error) {
