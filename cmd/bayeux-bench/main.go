@@ -17,11 +17,18 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
 
 func main() {
+	exit := 0
+	defer func() {
+		if exit != 0 {
+			os.Exit(exit)
+		}
+	}()
 	var o options
 	flag.StringVar(&o.URL, "url", "", "Bayeux server endpoint, e.g. http://127.0.0.1:8080/cometd (required)")
 	flag.StringVar(&o.Transport, "transport", "websocket", "websocket or long-polling")
@@ -36,19 +43,30 @@ func main() {
 	flag.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for in-flight deliveries after publishing stops")
 	flag.StringVar(&o.Prefix, "prefix", "/bench", "channel prefix")
 	flag.DurationVar(&o.Progress, "progress", time.Second, "progress line period on stderr; 0 disables")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bayeux-bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sum, err := run(ctx, o, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bayeux-bench:", err)
-		os.Exit(1)
+		exit = 1
+		return
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	enc.Encode(sum)
 	if sum.Losses > 0 || sum.Duplicates > 0 {
-		os.Exit(3)
+		exit = 3
 	}
 }

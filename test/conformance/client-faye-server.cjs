@@ -4,7 +4,8 @@
 // Usage: node client-faye-server.cjs [port] [connectTimeoutSeconds] [maxLifetimeSeconds]
 // Listens on 127.0.0.1 only (port 0 picks a free one), mounts Faye at /faye
 // and prints one line to stdout: {"port": N}. It exits when stdin closes (so
-// it never outlives the Go test that started it) or after maxLifetime.
+// it never outlives the Go test that started it; FAYE_KEEP_STDIN=1 turns
+// this off for shell use) or after maxLifetime.
 'use strict';
 
 const http = require('http');
@@ -26,7 +27,9 @@ server.listen(port, '127.0.0.1', () => {
   process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
 });
 
-process.stdin.on('end', () => process.exit(0));
-process.stdin.on('error', () => process.exit(0));
-process.stdin.resume();
+if (process.env.FAYE_KEEP_STDIN !== '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
 setTimeout(() => process.exit(0), lifetime * 1000).unref();
