@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,11 @@ const (
 	HeaderDeadline = "Cometd-Deadline"
 	// HeaderError marks a reply as an error; its value is the error text.
 	HeaderError = "Cometd-Error"
+	// HeaderRequestID names a request, so that its requester can cancel it.
+	HeaderRequestID = "Cometd-Req"
+	// HeaderCancel, on a message to a node's request subject, cancels the
+	// request it names (the requester's context ended before the reply came).
+	HeaderCancel = "Cometd-Cancel"
 )
 
 // Defaults for NATSConfig's zero values.
@@ -131,6 +137,9 @@ type NATS struct {
 	reqs    sync.WaitGroup
 	reqCtx  context.Context
 	reqStop context.CancelFunc
+	reqSeq  atomic.Uint64
+	// inflight maps the IDs of the requests being served to their cancel functions.
+	inflight map[string]context.CancelFunc
 
 	stats counters
 }
@@ -198,6 +207,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		subs:     make(map[string]*natsSub),
+		inflight: make(map[string]context.CancelFunc),
 	}
 	n.reqCtx, n.reqStop = context.WithCancel(context.Background())
 
@@ -510,22 +520,43 @@ func (n *NATS) HandleRequests(h RequestHandler) {
 // goroutine per request, since a handler may hold a request for long (a
 // forwarded /meta/connect).
 func (n *NATS) serveRequest(m *nats.Msg) {
+	if id := m.Header.Get(HeaderCancel); id != "" {
+		n.mu.Lock()
+		cancel := n.inflight[id]
+		n.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+		return
+	}
+	ctx, cancel := context.WithCancel(n.reqCtx)
+	if d, err := strconv.ParseInt(m.Header.Get(HeaderDeadline), 10, 64); err == nil {
+		cancel()
+		ctx, cancel = context.WithDeadline(n.reqCtx, time.Unix(0, d))
+	}
+	id := m.Header.Get(HeaderRequestID)
 	n.mu.Lock()
 	h := n.reqH
 	if n.closed {
 		n.mu.Unlock()
+		cancel()
 		return
+	}
+	if id != "" {
+		n.inflight[id] = cancel
 	}
 	n.reqs.Add(1)
 	n.mu.Unlock()
 	go func() {
 		defer n.reqs.Done()
-		ctx := n.reqCtx
-		if d, err := strconv.ParseInt(m.Header.Get(HeaderDeadline), 10, 64); err == nil {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, time.Unix(0, d))
-			defer cancel()
-		}
+		defer func() {
+			cancel()
+			if id != "" {
+				n.mu.Lock()
+				delete(n.inflight, id)
+				n.mu.Unlock()
+			}
+		}()
 		reply := &nats.Msg{Header: nats.Header{}}
 		if h == nil {
 			reply.Header.Set(HeaderError, "node handles no requests")
@@ -552,7 +583,8 @@ func callHandler(ctx context.Context, h RequestHandler, data []byte) (b []byte, 
 	return h(ctx, data)
 }
 
-// Request sends data to node and waits for its reply or ctx's end. It returns
+// Request sends data to node and waits for its reply or ctx's end; when ctx ends
+// first, the node is told to cancel the handler's context. It returns
 // ErrNoNode when no node of the cluster answers to that ID; an error the remote
 // handler returned comes back as an error with its text.
 func (n *NATS) Request(ctx context.Context, node string, data []byte) ([]byte, error) {
@@ -568,11 +600,20 @@ func (n *NATS) Request(ctx context.Context, node string, data []byte) ([]byte, e
 		}
 		return callHandler(ctx, h, data)
 	}
-	msg := &nats.Msg{Subject: n.ndPrefix + EncodeToken(node), Data: data, Header: nats.Header{}}
+	subject := n.ndPrefix + EncodeToken(node)
+	id := n.epoch + "-" + strconv.FormatUint(n.reqSeq.Add(1), 10)
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(HeaderRequestID, id)
 	if d, ok := ctx.Deadline(); ok {
 		msg.Header.Set(HeaderDeadline, strconv.FormatInt(d.UnixNano(), 10))
 	}
 	reply, err := n.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil && ctx.Err() != nil {
+		// Tell the node to stop serving a request nobody waits for (best effort).
+		c := &nats.Msg{Subject: subject, Header: nats.Header{}}
+		c.Header.Set(HeaderCancel, id)
+		_ = n.nc.PublishMsg(c)
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return nil, fmt.Errorf("%w: %q", ErrNoNode, node)

@@ -345,6 +345,7 @@ func runSuite(t *testing.T, mk cluster) {
 		ns := mk(t, 2)
 		a, b := ns[0], ns[1]
 		release := make(chan struct{})
+		watching, watchEnded := make(chan struct{}), make(chan struct{})
 		b.HandleRequests(func(ctx context.Context, data []byte) ([]byte, error) {
 			switch s := string(data); {
 			case s == "fail":
@@ -358,6 +359,11 @@ func runSuite(t *testing.T, mk cluster) {
 				}
 			case s == "panic":
 				panic("boom")
+			case s == "watch":
+				close(watching)
+				<-ctx.Done()
+				close(watchEnded)
+				return nil, ctx.Err()
 			default:
 				return append([]byte("re:"), data...), nil
 			}
@@ -407,6 +413,27 @@ func runSuite(t *testing.T, mk cluster) {
 		cancelShort()
 		if _, err := a.Request(short, b.NodeID(), []byte("hold")); !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled request: err = %v, want context.Canceled", err)
+		}
+		// A requester that gives up cancels the handler's context.
+		watchCtx, cancelWatch := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := a.Request(watchCtx, b.NodeID(), []byte("watch"))
+			errc <- err
+		}()
+		select {
+		case <-watching:
+		case <-time.After(waitTimeout):
+			t.Fatal("the watch request never reached the handler")
+		}
+		cancelWatch()
+		select {
+		case <-watchEnded:
+		case <-time.After(waitTimeout):
+			t.Fatal("the handler's context was not cancelled when the requester gave up")
+		}
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Errorf("watch request: err = %v, want context.Canceled", err)
 		}
 	})
 
