@@ -149,6 +149,9 @@ func decodeBatch(body []byte) ([]*Message, error) {
 	}
 	switch body[0] {
 	case '[':
+		if msgs, ok := fastDecodeBatch(body); ok {
+			return msgs, nil
+		}
 		var msgs []*Message
 		if err := json.Unmarshal(body, &msgs); err != nil {
 			return nil, fmt.Errorf("bayeux: invalid JSON from server: %w (body starts %q)", err, snippet(body))
