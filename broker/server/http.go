@@ -140,6 +140,9 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
+	if s.forward(w, r, msgs, body, "long-polling", "") {
+		return
+	}
 	s.respond(w, r, msgs, "long-polling", "")
 }
 
@@ -181,6 +184,9 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	msgs, err := bayeux.DecodeBatch([]byte(msg))
 	if err != nil {
 		s.badRequest(w, err)
+		return
+	}
+	if s.forward(w, r, msgs, []byte(msg), "callback-polling", cb) {
 		return
 	}
 	s.respond(w, r, msgs, "callback-polling", cb)

@@ -145,6 +145,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Backbone != nil {
 		cfg.Backbone.SetHandler(s.onRemote)
+		if rq, ok := cfg.Backbone.(backbone.Requester); ok {
+			rq.HandleRequests(s.serveNodeRequest) // forward.go
+		}
 	}
 	s.wg.Add(1)
 	go s.sweep()

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+)
+
+// Forwarding: any broker serves any session.
+//
+// A long-polling or callback-polling batch whose clientId names another node (see
+// OwnerOf) is sent to that node over the backbone's Requester and processed there,
+// as if it had arrived on the owner's own HTTP port; the owner's HTTP reply
+// (status, content type, body) comes back and is written out unchanged. This
+// covers held /meta/connects: the owner holds the request, and the forwarding node
+// waits for its reply. A client that gives up cancels the owner's hold, so the
+// messages it would have carried stay queued.
+//
+// A forwarded request is one line of JSON (forwardMeta) followed by '\n' and the
+// batch as the client sent it; the reply is one line of JSON (forwardReply), '\n'
+// and the body.
+
+// forwardMargin is added to the connect timeout to bound a forwarded request, so
+// that a held connect ends on the owner before the forwarding node gives up.
+const forwardMargin = 15 * time.Second
+
+// forwardKindPoll marks a forwarded polling batch (the only kind so far).
+const forwardKindPoll = "poll"
+
+type forwardMeta struct {
+	Kind      string `json:"k"`
+	Transport string `json:"t"`
+	Callback  string `json:"cb,omitempty"`
+	Browser   string `json:"b,omitempty"`
+	UserAgent string `json:"ua,omitempty"`
+}
+
+type forwardReply struct {
+	Status      int    `json:"s"`
+	ContentType string `json:"ct,omitempty"`
+	Cache       string `json:"cc,omitempty"`
+	Cookie      string `json:"sc,omitempty"`
+}
+
+// foreignOwner returns the other node that owns the sessions of msgs, or "" when
+// the batch is for this node: it holds a handshake, names no session, names one
+// this node holds, or names sessions of several nodes.
+func (s *Server) foreignOwner(msgs []*bayeux.Mutable) string {
+	owner := ""
+	for _, m := range msgs {
+		if m.Channel == bayeux.MetaHandshake {
+			return ""
+		}
+		if m.ClientID == "" {
+			continue
+		}
+		o := OwnerOf(m.ClientID)
+		if o == "" || o == s.nodeID || (owner != "" && o != owner) || s.Session(m.ClientID) != nil {
+			return ""
+		}
+		owner = o
+	}
+	return owner
+}
+
+// forward relays a polling batch to the node that owns its session and writes
+// that node's reply. It reports whether it answered the request; when it did not
+// (no backbone requests, the batch is this node's, or the owner is gone), the
+// caller processes the batch here, which answers an unknown session with
+// 402::session_unknown so that the client handshakes again.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string) bool {
+	req, ok := s.cfg.Backbone.(backbone.Requester)
+	if !ok {
+		return false
+	}
+	owner := s.foreignOwner(msgs)
+	if owner == "" {
+		return false
+	}
+	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent()}
+	if c, err := r.Cookie(BrowserCookie); err == nil {
+		meta.Browser = c.Value
+	}
+	head, _ := json.Marshal(meta) // plain strings: cannot fail
+	payload := make([]byte, 0, len(head)+1+len(raw))
+	payload = append(append(append(payload, head...), '\n'), raw...)
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout+forwardMargin)
+	defer cancel()
+	resp, err := req.Request(ctx, owner, payload)
+	switch {
+	case errors.Is(err, backbone.ErrNoNode):
+		s.log.Debug("session owner is gone; answering here", "owner", owner)
+		return false
+	case r.Context().Err() != nil:
+		return true // the client went away
+	case err != nil:
+		s.log.Warn("cannot forward a batch to its session's owner", "owner", owner, "err", err)
+		http.Error(w, "the broker that owns this session is unreachable; retry", http.StatusServiceUnavailable)
+		return true
+	}
+	var rep forwardReply
+	i := bytes.IndexByte(resp, '\n')
+	if i < 0 || json.Unmarshal(resp[:i], &rep) != nil || rep.Status < 100 || rep.Status > 999 {
+		s.log.Warn("malformed forwarded reply", "owner", owner)
+		http.Error(w, "malformed reply from the broker that owns this session", http.StatusBadGateway)
+		return true
+	}
+	h := w.Header()
+	if rep.ContentType != "" {
+		h.Set("Content-Type", rep.ContentType)
+	}
+	if rep.Cache != "" {
+		h.Set("Cache-Control", rep.Cache)
+	}
+	if rep.Cookie != "" {
+		h.Add("Set-Cookie", rep.Cookie)
+	}
+	w.WriteHeader(rep.Status)
+	_, _ = w.Write(resp[i+1:])
+	return true
+}
+
+// serveNodeRequest answers requests from other nodes (the backbone's
+// RequestHandler).
+func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, error) {
+	i := bytes.IndexByte(data, '\n')
+	if i < 0 {
+		return nil, errors.New("server: malformed node request")
+	}
+	var meta forwardMeta
+	if err := json.Unmarshal(data[:i], &meta); err != nil {
+		return nil, fmt.Errorf("server: malformed node request: %w", err)
+	}
+	if meta.Kind != forwardKindPoll {
+		return nil, fmt.Errorf("server: unknown node request kind %q", meta.Kind)
+	}
+	if meta.Transport != "long-polling" && meta.Transport != "callback-polling" ||
+		meta.Transport == "callback-polling" && !validCallback(meta.Callback) {
+		return nil, fmt.Errorf("server: bad forwarded transport %q", meta.Transport)
+	}
+	msgs, err := bayeux.DecodeBatch(data[i+1:])
+	if err != nil {
+		return nil, fmt.Errorf("server: forwarded batch: %w", err)
+	}
+	hr := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: "/"}, Header: http.Header{}}
+	if meta.UserAgent != "" {
+		hr.Header.Set("User-Agent", meta.UserAgent)
+	}
+	if meta.Browser != "" {
+		hr.AddCookie(&http.Cookie{Name: BrowserCookie, Value: meta.Browser})
+	}
+	rec := &replyRecorder{header: http.Header{}}
+	s.respond(rec, hr.WithContext(ctx), msgs, meta.Transport, meta.Callback)
+	if rec.status == 0 && rec.body.Len() == 0 {
+		// The hold ended because the requester gave up: nothing was taken.
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("server: forwarded batch produced no reply")
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	head, _ := json.Marshal(forwardReply{
+		Status:      rec.status,
+		ContentType: rec.header.Get("Content-Type"),
+		Cache:       rec.header.Get("Cache-Control"),
+		Cookie:      rec.header.Get("Set-Cookie"),
+	})
+	out := make([]byte, 0, len(head)+1+rec.body.Len())
+	return append(append(append(out, head...), '\n'), rec.body.Bytes()...), nil
+}
+
+// replyRecorder is the http.ResponseWriter a forwarded batch is answered into.
+type replyRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *replyRecorder) Header() http.Header { return r.header }
+
+func (r *replyRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *replyRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
