@@ -139,3 +139,18 @@ func TestRunAgainstBroker(t *testing.T) {
 		})
 	}
 }
+
+func TestParseWire(t *testing.T) {
+	for _, pad := range []string{"", "xxxx"} {
+		b := encodeData(3, 123456, 1763900000123456789, pad)
+		d, ok := parseWire(b)
+		if !ok || d.P != 3 || d.S != 123456 || d.T != 1763900000123456789 {
+			t.Fatalf("parseWire(%s) = %+v, %v", b, d, ok)
+		}
+	}
+	for _, bad := range []string{`{}`, `{"p":1}`, `{"p":1,"s":2,"t":x}`, `[1]`, `{"p":1,"s":2,"t":3,"q":1}`} {
+		if _, ok := parseWire([]byte(bad)); ok {
+			t.Errorf("parseWire accepted %s", bad)
+		}
+	}
+}
