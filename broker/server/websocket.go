@@ -75,8 +75,11 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	s.wsMu.Lock()
 	s.wsConns[wc] = struct{}{}
 	s.wsMu.Unlock()
+	// Both loops run on their own goroutines so the handler returns at once:
+	// net/http then releases the request and its buffers, which an idle
+	// connection would otherwise keep for its lifetime.
 	go wc.writeLoop()
-	wc.readLoop(r.UserAgent())
+	go wc.readLoop(r.UserAgent())
 }
 
 func (wc *wsConn) close() {
