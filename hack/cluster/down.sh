@@ -15,10 +15,7 @@ PURGE=0
 [[ ${1:-} == --purge ]] && PURGE=1
 
 # Stop the clients of the API server first, then the node, then the control plane.
-stop kube-proxy
-stop kubelet 20
-stop kube-scheduler
-stop kube-controller-manager
+stop kube-proxy kubelet kube-scheduler kube-controller-manager
 
 # Pod containers: kill every task in containerd's k8s.io namespace and remove the
 # containers, so that no shim or container outlives containerd.
@@ -44,8 +41,7 @@ for f in "${CONTAINERD_STATE}"/io.containerd.runtime.v2.task/*/*/shim.pid; do
     kill -KILL "${pid}" 2>/dev/null || true
   fi
 done
-stop containerd
-stop coredns
+stop containerd coredns
 stop kube-apiserver
 stop etcd
 

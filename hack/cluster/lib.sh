@@ -71,21 +71,27 @@ start() {
   disown || true
 }
 
-# stop NAME [TIMEOUT]: SIGTERM, then SIGKILL after TIMEOUT seconds (default 15).
+# stop NAME...: SIGTERM to every named process at once, then SIGKILL to those still
+# running after STOP_TIMEOUT seconds (default 20).
 stop() {
-  local name=$1 timeout=${2:-15} pid i
-  if pid=$(pid_of "${name}"); then
-    kill -TERM "${pid}" 2>/dev/null || true
+  local timeout=${STOP_TIMEOUT:-20} name pid i pids=()
+  for name in "$@"; do
+    if pid=$(pid_of "${name}"); then
+      kill -TERM "${pid}" 2>/dev/null || true
+      pids+=("${pid}")
+    fi
+  done
+  for pid in "${pids[@]}"; do
     for ((i = 0; i < timeout * 10; i++)); do
       [[ -d /proc/${pid} ]] || break
       sleep 0.1
     done
     if [[ -d /proc/${pid} ]]; then
-      log "${name} (pid ${pid}) did not stop in ${timeout}s; killing it"
+      log "pid ${pid} did not stop in ${timeout}s; killing it"
       kill -KILL "${pid}" 2>/dev/null || true
     fi
-  fi
-  rm -f "${RUN}/${name}.pid" "${RUN}/${name}.exe"
+  done
+  for name in "$@"; do rm -f "${RUN}/${name}.pid" "${RUN}/${name}.exe"; done
 }
 
 # wait_for WHAT TIMEOUT CMD...: polls CMD until it succeeds or TIMEOUT seconds pass.
@@ -97,6 +103,25 @@ wait_for() {
   done
   log "timed out after ${timeout}s waiting for ${what}; last output:"
   "$@" >&2 || true
+  return 1
+}
+
+# wait_up NAME TIMEOUT CMD...: like wait_for, for the process NAME that start()
+# launched; fails at once when it exits, and shows the end of its log on failure.
+wait_up() {
+  local name=$1 timeout=$2 i; shift 2
+  for ((i = 0; i < timeout * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    running "${name}" || break
+    sleep 0.2
+  done
+  if running "${name}"; then
+    log "timed out after ${timeout}s waiting for ${name}"
+  else
+    log "${name} exited"
+  fi
+  log "last lines of ${LOGS}/${name}.log:"
+  tail -n 30 "${LOGS}/${name}.log" >&2 || true
   return 1
 }
 

@@ -116,7 +116,7 @@ start_etcd() {
     --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
     --initial-cluster "cometd-local=http://127.0.0.1:${ETCD_PEER_PORT}" \
     --listen-metrics-urls "" --unsafe-no-fsync --quota-backend-bytes 2147483648
-  wait_for etcd 30 curl -fsS "http://127.0.0.1:${ETCD_PORT}/health"
+  wait_up etcd 30 curl -fsS "http://127.0.0.1:${ETCD_PORT}/health"
 }
 
 start_apiserver() {
@@ -134,7 +134,7 @@ start_apiserver() {
     --kubelet-client-certificate "${PKI}/admin.crt" --kubelet-client-key "${PKI}/admin.key" \
     --kubelet-preferred-address-types InternalIP \
     --allow-privileged=true --profiling=false --v=1
-  wait_for kube-apiserver 90 kubectl_admin get --raw /readyz
+  wait_up kube-apiserver 90 kubectl_admin get --raw /readyz
 }
 
 start_controllers() {
@@ -171,7 +171,7 @@ start_coredns() {
 }
 CF
   start coredns "${BIN}/coredns" -conf "${CL}/coredns/Corefile"
-  wait_for coredns 60 curl -fsS http://127.0.0.1:18181/ready
+  wait_up coredns 60 curl -fsS http://127.0.0.1:18181/ready
 }
 
 # --- node ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "${CL}/cni/net.d"
 TOML
   start containerd /usr/bin/containerd --config "${CL}/containerd/config.toml"
-  wait_for containerd 30 ctr --address "${CONTAINERD_SOCK}" version
+  wait_up containerd 30 ctr --address "${CONTAINERD_SOCK}" version
 }
 
 start_kubelet() {
@@ -272,7 +272,7 @@ serverTLSBootstrap: false
 KY
   start kubelet "${K8S_BIN}/kubelet" --config "${CL}/kubelet.yaml" --kubeconfig "${KUBECONFIG_ADMIN}" \
     --root-dir "${KUBELET_ROOT}" --hostname-override "${NODE_NAME}" --node-ip "${GATEWAY}" --v=1
-  wait_for "node ${NODE_NAME} Ready" 120 \
+  wait_up kubelet 120 \
     kubectl_admin wait --for=condition=Ready "node/${NODE_NAME}" --timeout=2s
 }
 
@@ -291,7 +291,7 @@ nodePortAddresses: ["${GATEWAY}/32"]
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 KP
   start kube-proxy "${K8S_BIN}/kube-proxy" --config "${CL}/kube-proxy.yaml" --v=1
-  wait_for kube-proxy 60 curl -fsS http://127.0.0.1:10256/healthz
+  wait_up kube-proxy 60 curl -fsS http://127.0.0.1:10256/healthz
 }
 
 main() {
