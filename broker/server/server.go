@@ -274,6 +274,7 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 	}
 	registered := ss.handshook
 	rm := ss.rmListen
+	ws := ss.ws
 	dropped := len(ss.queue)
 	ss.queue, ss.queueBytes = nil, 0
 	if ss.lazyTimer != nil {
@@ -282,6 +283,9 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 	}
 	ss.mu.Unlock()
 	close(ss.done)
+	if ws != nil {
+		ws.kick()
+	}
 	if reason == ErrSlowConsumer {
 		s.stats.slow.Add(1)
 	} else if dropped > 0 && reason != ErrClientDisconnect {
@@ -605,6 +609,15 @@ func (s *Server) Drain() {
 	s.drainOnce.Do(func() {
 		s.draining.Store(true)
 		close(s.drainCh)
+		s.wsMu.Lock()
+		conns := make([]*wsConn, 0, len(s.wsConns))
+		for c := range s.wsConns {
+			conns = append(conns, c)
+		}
+		s.wsMu.Unlock()
+		for _, c := range conns {
+			c.kick()
+		}
 	})
 }
 

@@ -286,9 +286,10 @@ func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
 	if lazy && ss.lazyTimer == nil {
 		ss.lazyTimer = time.AfterFunc(cfg.MaxLazyTimeout, ss.lazyFire)
 	}
+	ws := ss.ws
 	ss.mu.Unlock()
 	if !lazy {
-		ss.signal()
+		ss.signal(ws)
 	}
 	return true
 }
@@ -297,14 +298,20 @@ func (ss *ServerSession) lazyFire() {
 	ss.mu.Lock()
 	ss.lazyTimer = nil
 	ss.lazyDue = true
+	ws := ss.ws
 	ss.mu.Unlock()
-	ss.signal()
+	ss.signal(ws)
 }
 
-func (ss *ServerSession) signal() {
+// signal wakes whoever waits for the session's messages: a held long-poll, or
+// the writer of its websocket (ws, which may be nil).
+func (ss *ServerSession) signal(ws *wsConn) {
 	select {
 	case ss.wake <- struct{}{}:
 	default:
+	}
+	if ws != nil {
+		ws.kick()
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
-// Websocket deadlines.
+// Websocket deadlines and limits.
 const (
 	// writeWait bounds the write of one frame.
 	writeWait = 10 * time.Second
@@ -21,8 +21,9 @@ const (
 	pongWait = 60 * time.Second
 	// pingPeriod is how often the writer pings; shorter than pongWait.
 	pingPeriod = pongWait * 9 / 10
-	// wsInQueue is how many processed batches the reader may get ahead of the writer.
-	wsInQueue = 4
+	// wsMaxPending is how many processed batches the reader may get ahead of
+	// the writer before it stops reading.
+	wsMaxPending = 8
 )
 
 // wsItem is what the reader hands the writer after processing one frame.
@@ -32,17 +33,35 @@ type wsItem struct {
 	session *ServerSession
 }
 
-// wsConn is one websocket connection: the handler goroutine reads, one writer
-// goroutine sends every frame (pings included).
+// wsConn is one websocket connection. One reader goroutine reads frames and
+// processes them; one writer sends every frame, pings included. The writer is a
+// goroutine started when there is something to do (a processed batch, queued
+// messages, a connect timeout, a ping, the end of the session or of the
+// connection) and exiting when it is done, so an idle connection costs one
+// goroutine, not two; at most one writer runs at a time.
 type wsConn struct {
-	s          *Server
-	c          *websocket.Conn
-	in         chan wsItem
-	writerDone chan struct{}
-	closeOnce  sync.Once
+	s         *Server
+	c         *websocket.Conn
+	closeOnce sync.Once
+	dead      chan struct{} // closed by the writer when a write failed
+	space     chan struct{} // a token when the writer took pending batches
+	finished  chan struct{} // closed when the writer has cleaned up for good
 
 	mu      sync.Mutex
 	session *ServerSession
+	pending []wsItem
+	running bool // a writer goroutine is active
+	dirty   bool // work arrived while the writer ran
+	closed  bool // the reader has exited
+	done    bool // the final clean-up ran
+
+	// Owned by the active writer.
+	sess      *ServerSession
+	held      *pendingConnect
+	heldTimer *time.Timer
+	pingTimer *time.Timer
+	nextPing  time.Time
+	broken    bool
 }
 
 var wsWriteBufferPool sync.Pool
@@ -62,7 +81,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	up := websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512,
 		WriteBufferSize: 1024,
 		WriteBufferPool: &wsWriteBufferPool,
 		CheckOrigin:     s.checkOrigin,
@@ -71,14 +90,20 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade has answered the request
 	}
-	wc := &wsConn{s: s, c: c, in: make(chan wsItem, wsInQueue), writerDone: make(chan struct{})}
+	wc := &wsConn{
+		s: s, c: c,
+		dead:     make(chan struct{}),
+		space:    make(chan struct{}, 1),
+		finished: make(chan struct{}),
+		nextPing: time.Now().Add(pingPeriod),
+	}
+	wc.pingTimer = time.AfterFunc(pingPeriod, wc.kick)
 	s.wsMu.Lock()
 	s.wsConns[wc] = struct{}{}
 	s.wsMu.Unlock()
-	// Both loops run on their own goroutines so the handler returns at once:
+	// The reader runs on its own goroutine so the handler returns at once:
 	// net/http then releases the request and its buffers, which an idle
 	// connection would otherwise keep for its lifetime.
-	go wc.writeLoop()
 	go wc.readLoop(r.UserAgent())
 }
 
@@ -115,11 +140,31 @@ func (wc *wsConn) current() *ServerSession {
 	return wc.session
 }
 
+// kick makes sure a writer runs soon.
+func (wc *wsConn) kick() {
+	wc.mu.Lock()
+	if wc.done {
+		wc.mu.Unlock()
+		return
+	}
+	if wc.running {
+		wc.dirty = true
+		wc.mu.Unlock()
+		return
+	}
+	wc.running = true
+	wc.mu.Unlock()
+	go wc.writer()
+}
+
 func (wc *wsConn) readLoop(userAgent string) {
 	s := wc.s
 	defer func() {
-		close(wc.in)
-		<-wc.writerDone
+		wc.mu.Lock()
+		wc.closed = true
+		wc.mu.Unlock()
+		wc.kick()
+		<-wc.finished
 		if ss := wc.current(); ss != nil {
 			ss.detach(wc)
 		}
@@ -153,152 +198,178 @@ func (wc *wsConn) readLoop(userAgent string) {
 			return
 		}
 		res := s.process(msgs, reqInfo{transport: "websocket", userAgent: userAgent, ws: wc})
-		item := wsItem{replies: res.replies, connect: res.connect, session: wc.current()}
-		select {
-		case wc.in <- item:
-		case <-wc.writerDone:
-			if res.connect != nil {
-				s.finish(res.connect, false)
+		wc.mu.Lock()
+		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
+		n := len(wc.pending)
+		wc.mu.Unlock()
+		wc.kick()
+		for n > wsMaxPending {
+			select {
+			case <-wc.space:
+			case <-wc.dead:
+				return
 			}
-			return
+			wc.mu.Lock()
+			n = len(wc.pending)
+			wc.mu.Unlock()
 		}
 	}
 }
 
-func (wc *wsConn) writeLoop() {
-	s := wc.s
-	ping := time.NewTicker(pingPeriod)
-	var (
-		sess   *ServerSession
-		wake   <-chan struct{}
-		done   <-chan struct{}
-		held   *pendingConnect
-		timer  *time.Timer
-		timerC <-chan time.Time
-		drain  = s.drainCh
-		broken bool
-	)
-	defer func() {
-		ping.Stop()
-		if timer != nil {
-			timer.Stop()
-		}
-		if held != nil {
-			s.finish(held, false)
-		}
-		close(wc.writerDone)
-		wc.close()
-		// Drain what the reader may still hand over, so it never blocks.
-		for it := range wc.in {
-			if it.connect != nil {
-				s.finish(it.connect, false)
-			}
-		}
-	}()
-	answer := func() {
-		if held == nil {
-			return
-		}
-		if timer != nil {
-			timer.Stop()
-			timerC = nil
-		}
-		msgs, reply := s.finish(held, true)
-		held = nil
-		if reply != nil {
-			msgs = append(msgs, reply)
-		}
-		if !wc.writeBatches(msgs) {
-			broken = true
-		}
-	}
-	flush := func() {
-		if sess == nil {
-			return
-		}
-		sess.mu.Lock()
-		only := sess.deliverOnly
-		sess.mu.Unlock()
-		if !only {
-			if q := sess.takeQueue(); len(q) > 0 && !wc.writeBatches(q) {
-				broken = true
-				return
-			}
-		}
-		if held != nil && held.ready() {
-			answer()
-		}
-	}
-	for !broken {
+// writer runs until no work is left.
+func (wc *wsConn) writer() {
+	for {
+		wc.mu.Lock()
+		items := wc.pending
+		wc.pending = nil
+		closed := wc.closed
+		wc.dirty = false
+		wc.mu.Unlock()
 		select {
-		case it, ok := <-wc.in:
-			if !ok {
-				return
+		case wc.space <- struct{}{}:
+		default:
+		}
+		if closed {
+			wc.cleanup(items)
+			return
+		}
+		wc.step(items)
+		wc.mu.Lock()
+		if !wc.dirty {
+			wc.running = false
+			wc.mu.Unlock()
+			return
+		}
+		wc.mu.Unlock()
+	}
+}
+
+// cleanup answers nothing more: it releases held connects (their messages stay
+// queued for the session's next connection) and stops the timers.
+func (wc *wsConn) cleanup(items []wsItem) {
+	s := wc.s
+	for _, it := range items {
+		if it.connect != nil {
+			s.finish(it.connect, false)
+		}
+	}
+	if wc.held != nil {
+		s.finish(wc.held, false)
+		wc.held = nil
+	}
+	if wc.heldTimer != nil {
+		wc.heldTimer.Stop()
+	}
+	wc.pingTimer.Stop()
+	wc.mu.Lock()
+	wc.done = true
+	wc.running = false
+	wc.mu.Unlock()
+	close(wc.finished)
+}
+
+func (wc *wsConn) fail() {
+	if !wc.broken {
+		wc.broken = true
+		close(wc.dead)
+		wc.close()
+	}
+}
+
+// step does one round of the writer's work.
+func (wc *wsConn) step(items []wsItem) {
+	s := wc.s
+	for _, it := range items {
+		if it.session != nil {
+			wc.sess = it.session
+		}
+		if len(it.replies) > 0 {
+			wc.writeFrame(it.replies)
+		}
+		if it.connect != nil {
+			if wc.held != nil {
+				wc.answer() // released by the newer connect
 			}
-			if it.session != sess && it.session != nil {
-				sess, wake, done = it.session, it.session.wake, it.session.done
-			}
-			if len(it.replies) > 0 && !wc.writeFrame(it.replies) {
-				return
-			}
-			if it.connect != nil {
-				if held != nil {
-					answer() // released by the newer connect
-				}
-				held = it.connect
-				if held.timeout <= 0 {
-					answer()
-				} else {
-					if timer == nil {
-						timer = time.NewTimer(held.timeout)
-					} else {
-						timer.Reset(held.timeout)
-					}
-					timerC = timer.C
-				}
-			}
-			flush()
-		case <-wake:
-			flush()
-		case <-timerC:
-			timerC = nil
-			answer()
-		case <-done:
-			answer()
-			sess, wake, done = nil, nil, nil
-		case <-drain:
-			drain = nil
-			answer()
-		case <-ping.C:
-			_ = wc.c.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := wc.c.WriteMessage(websocket.PingMessage, nil); err != nil {
-				return
+			wc.held = it.connect
+			if wc.held.timeout <= 0 {
+				wc.answer()
+			} else if wc.heldTimer == nil {
+				wc.heldTimer = time.AfterFunc(wc.held.timeout, wc.kick)
+			} else {
+				wc.heldTimer.Reset(wc.held.timeout)
 			}
 		}
 	}
+	if ss := wc.sess; ss != nil {
+		select {
+		case <-ss.done:
+			wc.answer()
+			wc.sess = nil
+		default:
+			ss.mu.Lock()
+			only := ss.deliverOnly
+			ss.mu.Unlock()
+			if !only {
+				if q := ss.takeQueue(); len(q) > 0 {
+					wc.writeBatches(q)
+				}
+			}
+		}
+	}
+	if h := wc.held; h != nil && (h.ready() || !time.Now().Before(h.deadline) || s.draining.Load()) {
+		wc.answer()
+	}
+	if now := time.Now(); !now.Before(wc.nextPing) {
+		wc.nextPing = now.Add(pingPeriod)
+		wc.pingTimer.Reset(pingPeriod)
+		if !wc.broken {
+			_ = wc.c.SetWriteDeadline(now.Add(writeWait))
+			if err := wc.c.WriteMessage(websocket.PingMessage, nil); err != nil {
+				wc.fail()
+			}
+		}
+	}
+}
+
+// answer replies to the held connect with the messages that go with it.
+func (wc *wsConn) answer() {
+	h := wc.held
+	if h == nil {
+		return
+	}
+	wc.held = nil
+	if wc.heldTimer != nil {
+		wc.heldTimer.Stop()
+	}
+	msgs, reply := wc.s.finish(h, !wc.broken)
+	if reply != nil {
+		msgs = append(msgs, reply)
+	}
+	wc.writeBatches(msgs)
 }
 
 // writeBatches writes msgs in frames of at most WSMessagesPerFrame messages.
-func (wc *wsConn) writeBatches(msgs []*ServerMessage) bool {
+func (wc *wsConn) writeBatches(msgs []*ServerMessage) {
 	n := wc.s.cfg.WSMessagesPerFrame
 	for len(msgs) > 0 {
 		k := min(n, len(msgs))
 		if len(msgs) == k+1 && msgs[k].IsMeta() {
 			k++ // keep the connect reply in the frame of the last messages
 		}
-		if !wc.writeFrame(msgs[:k]) {
-			return false
-		}
+		wc.writeFrame(msgs[:k])
 		msgs = msgs[k:]
 	}
-	return true
 }
 
-func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
+func (wc *wsConn) writeFrame(msgs []*ServerMessage) {
+	if wc.broken {
+		return
+	}
 	_ = wc.c.SetWriteDeadline(time.Now().Add(writeWait))
 	w, err := wc.c.NextWriter(websocket.TextMessage)
 	if err != nil {
-		return false
+		wc.fail()
+		return
 	}
 	_, _ = w.Write([]byte{'['})
 	for i, m := range msgs {
@@ -309,8 +380,8 @@ func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
 	}
 	_, _ = w.Write([]byte{']'})
 	if err := w.Close(); err != nil {
-		return false
+		wc.fail()
+		return
 	}
 	wc.s.stats.messagesOut.Add(uint64(len(msgs)))
-	return true
 }
