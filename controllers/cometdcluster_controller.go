@@ -3,14 +3,17 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,7 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
@@ -33,7 +38,16 @@ type CometdClusterReconciler struct {
 	Recorder events.EventRecorder
 	// Options are the operator-wide defaults (images).
 	Options resources.Options
+	// BrokerStatus reads which policy version each ready broker enforces.
+	// Nil means PolicyApplied is never checked against the brokers (Unknown).
+	BrokerStatus BrokerStatusClient
+	// PolicyRecheckInterval is how soon a cluster whose brokers do not all
+	// enforce the latest policy is checked again. 0 means 5 s.
+	PolicyRecheckInterval time.Duration
 }
+
+// defaultPolicyRecheck is PolicyRecheckInterval's default.
+const defaultPolicyRecheck = 5 * time.Second
 
 // CacheOptions restricts the manager's cache of the kinds the operator owns to
 // the objects it labels, so that it does not hold every ConfigMap and Service
@@ -46,11 +60,21 @@ func CacheOptions() cache.Options {
 		&corev1.Service{}:               managed,
 		&corev1.ConfigMap{}:             managed,
 		&policyv1.PodDisruptionBudget{}: managed,
+		&corev1.Pod{}:                   managed,
 	}}
 }
 
-// SetupWithManager registers the reconciler: it watches CometdClusters and
-// every kind of child it owns.
+// IndexChannelPolicies registers the index of ChannelPolicies by cluster name
+// that both reconcilers use. Call it once per manager, before SetupWithManager.
+func IndexChannelPolicies(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &v1.ChannelPolicy{}, policyClusterIndex, func(o client.Object) []string {
+		return []string{o.(*v1.ChannelPolicy).Spec.ClusterName}
+	})
+}
+
+// SetupWithManager registers the reconciler: it watches CometdClusters, every
+// kind of child it owns, the ChannelPolicies that select a cluster and the
+// broker pods (whose readiness decides which brokers must enforce the policy).
 func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.CometdCluster{}).
@@ -59,6 +83,18 @@ func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&v1.ChannelPolicy{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{
+				Namespace: o.GetNamespace(), Name: o.(*v1.ChannelPolicy).Spec.ClusterName}}}
+		})).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			l := o.GetLabels()
+			if l[resources.LabelName] != resources.AppBroker || l[resources.LabelInstance] == "" {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{
+				Namespace: o.GetNamespace(), Name: l[resources.LabelInstance]}}}
+		})).
 		Named("cometdcluster").
 		Complete(r)
 }
@@ -67,6 +103,9 @@ func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 type observed struct {
 	deployment *appsv1.Deployment
 	nats       *appsv1.StatefulSet
+	policy     compiledPolicy
+	// brokers are the ready brokers' policy reports.
+	brokers []brokerReport
 }
 
 // Reconcile applies the cluster's children in order, removes the ones its spec
@@ -80,9 +119,18 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if !cc.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector deletes the children
 	}
-	obs, applyErr := r.reconcileChildren(ctx, cc)
+	pol, err := r.compilePolicy(ctx, cc)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	obs, applyErr := r.reconcileChildren(ctx, cc, pol)
 	if applyErr == nil {
 		applyErr = r.pruneObsolete(ctx, cc)
+	}
+	if applyErr == nil {
+		if obs.brokers, err = r.brokerReports(ctx, cc); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if err := r.reconcileStatus(ctx, cc, obs, applyErr); err != nil {
 		if applyErr == nil {
@@ -90,13 +138,29 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		log.FromContext(ctx).Error(err, "update status")
 	}
-	return ctrl.Result{}, applyErr
+	if applyErr != nil {
+		return ctrl.Result{}, applyErr
+	}
+	return ctrl.Result{RequeueAfter: r.policyRecheck(cc)}, nil
+}
+
+// policyRecheck is how soon to ask the brokers again: while a ready broker does
+// not enforce the latest policy, soon; otherwise never (events trigger it).
+func (r *CometdClusterReconciler) policyRecheck(cc *v1.CometdCluster) time.Duration {
+	c := meta.FindStatusCondition(cc.Status.Conditions, v1.ConditionPolicyApplied)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason == ReasonPolicyRejected {
+		return 0
+	}
+	if r.PolicyRecheckInterval > 0 {
+		return r.PolicyRecheckInterval
+	}
+	return defaultPolicyRecheck
 }
 
 // reconcileChildren creates or updates every child in the builders' order.
-func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.CometdCluster) (observed, error) {
-	var obs observed
-	builders, err := resources.Builders(cc, r.Options, r.Scheme)
+func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.CometdCluster, pol compiledPolicy) (observed, error) {
+	obs := observed{policy: pol}
+	builders, err := resources.Builders(cc, r.Options, r.Scheme, pol.doc)
 	if err != nil {
 		return obs, fmt.Errorf("render children: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +35,7 @@ type child struct {
 func brokerChildren(name string) []child {
 	return []child{
 		{name + "-config", &corev1.ConfigMap{}},
+		{name + "-policy", &corev1.ConfigMap{}},
 		{name + "-headless", &corev1.Service{}},
 		{name, &corev1.Service{}},
 		{name, &appsv1.Deployment{}},
@@ -297,11 +299,19 @@ func progressing(status corev1.ConditionStatus, reason, msg string) appsv1.Deplo
 // and reason, for the current generation.
 func waitConditions(t *testing.T, cc *v1.CometdCluster, want map[string]string) *v1.CometdCluster {
 	t.Helper()
+	return waitConditionsSaying(t, cc, want, "")
+}
+
+// waitConditionsSaying is waitConditions where, in addition, some wanted
+// condition's message contains says.
+func waitConditionsSaying(t *testing.T, cc *v1.CometdCluster, want map[string]string, says string) *v1.CometdCluster {
+	t.Helper()
 	got := &v1.CometdCluster{}
 	eventually(t, fmt.Sprintf("conditions %v", want), func() (bool, string) {
 		get(t, cc.Namespace, cc.Name, got)
 		var have []string
 		ok := got.Status.ObservedGeneration == got.Generation
+		said := says == ""
 		for typ, w := range want {
 			c := meta.FindStatusCondition(got.Status.Conditions, typ)
 			if c == nil {
@@ -312,8 +322,9 @@ func waitConditions(t *testing.T, cc *v1.CometdCluster, want map[string]string) 
 			if string(c.Status)+"/"+c.Reason != w || c.ObservedGeneration != got.Generation {
 				ok = false
 			}
+			said = said || strings.Contains(c.Message, says)
 		}
-		return ok, strings.Join(have, "; ")
+		return ok && said, strings.Join(have, "; ")
 	})
 	return got
 }
@@ -395,12 +406,17 @@ func TestScaleSubresourceScalesTheDeployment(t *testing.T) {
 	ns := newNamespace(t)
 	cc := create(t, newCluster(ns, "chat", 2, true))
 	waitForChildren(t, cc, brokerChildren("chat"))
-	scale := &autoscalingv1.Scale{}
-	if err := env.Client.SubResource("scale").Get(context.Background(), cc, scale); err != nil {
-		t.Fatalf("get scale: %v", err)
-	}
-	scale.Spec.Replicas = 5
-	if err := env.Client.SubResource("scale").Update(context.Background(), cc, client.WithSubResourceBody(scale)); err != nil {
+	// Like kubectl scale: read the scale, write it back; the status may change
+	// in between, so retry on conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		scale := &autoscalingv1.Scale{}
+		if err := env.Client.SubResource("scale").Get(context.Background(), cc, scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 5
+		return env.Client.SubResource("scale").Update(context.Background(), cc, client.WithSubResourceBody(scale))
+	})
+	if err != nil {
 		t.Fatalf("kubectl scale: %v", err)
 	}
 	eventually(t, "deployment scaled to 5", func() (bool, string) {

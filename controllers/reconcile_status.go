@@ -44,7 +44,12 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 		}
 		n = natsStateOf(obs.nats, true, want)
 	}
-	for _, c := range conditionsFor(b, n, st.Endpoint, applyErr) {
+	conds := conditionsFor(b, n, st.Endpoint, applyErr)
+	if obs.policy.version != "" {
+		st.PolicyVersion = obs.policy.version
+		conds = append(conds, policyAppliedCondition(obs.policy.version, obs.policy.err, obs.brokers))
+	}
+	for _, c := range conds {
 		c.ObservedGeneration = cc.Generation
 		meta.SetStatusCondition(&st.Conditions, c)
 	}

@@ -55,16 +55,29 @@ func run(m *testing.M) int {
 		return 1
 	}
 	reconciler = &CometdClusterReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("cometd-operator"),
-		Options:  resources.Options{BrokerImage: testBrokerImage},
+		Client:                mgr.GetClient(),
+		Scheme:                mgr.GetScheme(),
+		Recorder:              mgr.GetEventRecorder("cometd-operator"),
+		Options:               resources.Options{BrokerImage: testBrokerImage},
+		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakeBrokerAddress},
+		PolicyRecheckInterval: 100 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := IndexChannelPolicies(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "index:", err)
+		cancel()
+		return 1
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up reconciler:", err)
+		cancel()
 		return 1
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	if err := (&ChannelPolicyReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up policy reconciler:", err)
+		cancel()
+		return 1
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

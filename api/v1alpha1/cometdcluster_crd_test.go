@@ -58,6 +58,8 @@ func TestCometdClusterDefaults(t *testing.T) {
 		{"service.port=80", s.Service.Port == 80},
 		{"disruptionBudget.maxUnavailable=1", s.DisruptionBudget.MaxUnavailable != nil && *s.DisruptionBudget.MaxUnavailable == intstr.FromInt32(1)},
 		{"nats unset (embedded, single broker)", s.NATS == nil},
+		{"access.default=allow", s.Access.Default == v1.EffectAllow},
+		{"access.allowAnonymous=true", s.Access.AllowAnonymous != nil && *s.Access.AllowAnonymous},
 	}
 	for _, c := range checks {
 		if !c.ok {

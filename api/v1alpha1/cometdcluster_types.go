@@ -94,6 +94,97 @@ type CometdClusterSpec struct {
 	// spec.replicas.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Access configures the cluster's channel policy: the default for
+	// operations no ChannelPolicy rule matches, anonymous clients, and the
+	// verification of handshake tokens. The defaults keep a cluster without
+	// ChannelPolicies open to everyone.
+	// +kubebuilder:default={}
+	// +optional
+	Access AccessSpec `json:"access,omitempty"`
+}
+
+// AccessSpec is the cluster-wide part of the channel policy. Changing it
+// changes the policy document, which brokers reload without a restart.
+// +kubebuilder:validation:XValidation:rule="!has(self.allowAnonymous) || self.allowAnonymous || has(self.auth)",message="spec.access: with allowAnonymous false, set spec.access.auth, or no client can handshake"
+type AccessSpec struct {
+	// Default applies to operations no ChannelPolicy rule matches (handshakes
+	// included): allow or deny.
+	// +kubebuilder:default=allow
+	// +optional
+	Default PolicyEffect `json:"default,omitempty"`
+
+	// AllowAnonymous lets clients handshake without a token, as the
+	// "anonymous" principal.
+	// +kubebuilder:default=true
+	// +optional
+	AllowAnonymous *bool `json:"allowAnonymous,omitempty"`
+
+	// Auth verifies the JWT clients send in the handshake's ext.auth.token.
+	// Unset means tokens are not accepted.
+	// +optional
+	Auth *AuthSpec `json:"auth,omitempty"`
+}
+
+// AuthSpec configures handshake token (JWT) verification. The algorithm is
+// fixed here, so a token cannot choose another (no "none", no HS/RS confusion).
+type AuthSpec struct {
+	// Algorithm is the only signature algorithm accepted: HS256 (a shared
+	// secret), RS256 or ES256 (public keys).
+	// +kubebuilder:validation:Enum=HS256;RS256;ES256
+	Algorithm string `json:"algorithm"`
+
+	// Issuer, when set, must equal the token's iss claim.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+
+	// Audience, when set, must be (one of) the token's aud claim.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Audience string `json:"audience,omitempty"`
+
+	// KeysSecret is the Secret, in the cluster's namespace, holding the
+	// verification keys: the HS256 secret's exact bytes (at least 32), or PEM
+	// public keys or certificates. It is mounted into the broker pods, never
+	// copied; rotating its content needs no restart.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	KeysSecret string `json:"keysSecret"`
+
+	// Keys lists the Secret's keys to verify with, each with an optional key
+	// ID (the token header's kid).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=key
+	Keys []AuthKey `json:"keys"`
+
+	// LeewaySeconds is the clock skew tolerated on exp and nbf.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=600
+	// +optional
+	LeewaySeconds *int32 `json:"leewaySeconds,omitempty"`
+
+	// GroupsClaim names the claim holding the token's groups, for "group:"
+	// principals.
+	// +kubebuilder:default=groups
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	GroupsClaim string `json:"groupsClaim,omitempty"`
+}
+
+// AuthKey is one key of the keys Secret.
+type AuthKey struct {
+	// Key is the Secret's key (file name).
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+	// ID, when set, is the JWS kid of the key(s) in this file.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	ID string `json:"id,omitempty"`
 }
 
 // BrokerSettings are the Bayeux server settings. Durations are Go duration
@@ -358,6 +449,9 @@ const (
 	// ConditionDegraded is True when fewer brokers are ready than desired, or
 	// the operator cannot apply the spec.
 	ConditionDegraded = "Degraded"
+	// ConditionPolicyApplied is True when every ready broker enforces the
+	// latest compiled channel policy (status.policyVersion).
+	ConditionPolicyApplied = "PolicyApplied"
 )
 
 // CometdClusterStatus is the observed state of a CometdCluster.
@@ -382,6 +476,11 @@ type CometdClusterStatus struct {
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
+	// PolicyVersion is the version of the channel policy document the
+	// operator last wrote to the cluster's policy ConfigMap.
+	// +optional
+	PolicyVersion string `json:"policyVersion,omitempty"`
+
 	// Conditions describe the cluster's state.
 	// +listType=map
 	// +listMapKey=type
@@ -398,6 +497,7 @@ type CometdClusterStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.status.policyVersion`,priority=1
 type CometdCluster struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

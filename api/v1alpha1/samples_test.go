@@ -27,8 +27,20 @@ func TestSamplesAreValid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var typed v1.CometdCluster
-			if err := yaml.UnmarshalStrict(b, &typed); err != nil {
+			var kind struct{ Kind string }
+			if err := yaml.Unmarshal(b, &kind); err != nil {
+				t.Fatal(err)
+			}
+			var typed any
+			switch kind.Kind {
+			case "CometdCluster":
+				typed = &v1.CometdCluster{}
+			case "ChannelPolicy":
+				typed = &v1.ChannelPolicy{}
+			default:
+				t.Fatalf("unexpected kind %q", kind.Kind)
+			}
+			if err := yaml.UnmarshalStrict(b, typed); err != nil {
 				t.Fatalf("sample has fields the API does not know: %v", err)
 			}
 			u := &unstructured.Unstructured{}

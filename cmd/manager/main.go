@@ -65,13 +65,23 @@ func main() {
 		log.Error(err, "create manager")
 		os.Exit(1)
 	}
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.IndexChannelPolicies(ctx, mgr); err != nil {
+		log.Error(err, "index ChannelPolicies")
+		os.Exit(1)
+	}
 	if err := (&controllers.CometdClusterReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder(controllerName),
-		Options:  resources.Options{BrokerImage: brokerImage, NATSImage: natsImage},
+		Client:       mgr.GetClient(),
+		Scheme:       mgr.GetScheme(),
+		Recorder:     mgr.GetEventRecorder(controllerName),
+		Options:      resources.Options{BrokerImage: brokerImage, NATSImage: natsImage},
+		BrokerStatus: &controllers.HTTPBrokerStatusClient{},
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "set up controller", "controller", "CometdCluster")
+		os.Exit(1)
+	}
+	if err := (&controllers.ChannelPolicyReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "set up controller", "controller", "ChannelPolicy")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -83,7 +93,7 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("starting manager", "brokerImage", brokerImage, "natsImage", natsImage, "leaderElection", leaderElect)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}

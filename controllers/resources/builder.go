@@ -64,10 +64,11 @@ type Builder interface {
 }
 
 // Builders returns the cluster's children in the order they are applied:
-// the backbone first (managed NATS), then configuration, Services, the broker
+// the backbone first (managed NATS), then configuration (broker.yaml and the
+// compiled channel policy policyDoc, see broker/policy), Services, the broker
 // Deployment and its disruption budget. The scheme resolves the owner's kind
 // for controller references.
-func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme) ([]Builder, error) {
+func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme, policyDoc []byte) ([]Builder, error) {
 	base := base{cc: cc, opts: opts, scheme: scheme}
 	var bs []Builder
 	if cc.ManagedNATS() {
@@ -84,6 +85,7 @@ func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme) ([]Bui
 	}
 	bs = append(bs,
 		&configMapBuilder{base: base, config: cfg},
+		&policyConfigMapBuilder{base: base, doc: policyDoc},
 		&headlessServiceBuilder{base},
 		&serviceBuilder{base},
 		&deploymentBuilder{base: base, configHash: Hash(cfg)},

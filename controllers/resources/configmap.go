@@ -45,6 +45,7 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 		Listen:      ":8080",
 		AdminListen: ":8081",
 		MountPath:   MountPath,
+		PolicyFile:  PolicyPath,
 	}
 	if s.Timeout != nil {
 		f.TimeoutMs = s.Timeout.Milliseconds()

@@ -17,6 +17,8 @@ import (
 const (
 	BrokerContainer  = "broker"
 	configVolume     = "config"
+	policyVolume     = "policy"
+	authKeysVolume   = "auth-keys"
 	natsCredsVolume  = "nats-credentials"
 	brokerRunAsUser  = 65532
 	probePeriod      = 10
@@ -96,7 +98,27 @@ func (b *deploymentBuilder) podSpec() corev1.PodSpec {
 			LocalObjectReference: corev1.LocalObjectReference{Name: cc.ChildName(SuffixConfig)},
 		}},
 	}}
-	mounts := []corev1.VolumeMount{{Name: configVolume, MountPath: ConfigDir, ReadOnly: true}}
+	// The policy ConfigMap is mounted whole (no subPath), so that the kubelet
+	// updates the file in place and brokers reload it.
+	volumes = append(volumes, corev1.Volume{
+		Name: policyVolume,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cc.ChildName(SuffixPolicy)},
+		}},
+	})
+	mounts := []corev1.VolumeMount{
+		{Name: configVolume, MountPath: ConfigDir, ReadOnly: true},
+		{Name: policyVolume, MountPath: PolicyDir, ReadOnly: true},
+	}
+	if au := cc.Spec.Access.Auth; au != nil {
+		// The whole Secret: the policy document names the files, so changing
+		// which keys are used, or rotating them, needs no new pod.
+		volumes = append(volumes, corev1.Volume{
+			Name:         authKeysVolume,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: au.KeysSecret}},
+		})
+		mounts = append(mounts, corev1.VolumeMount{Name: authKeysVolume, MountPath: AuthKeysDir, ReadOnly: true})
+	}
 	if n := cc.Spec.NATS; n != nil && n.URL != "" && n.CredentialsSecret != nil {
 		volumes = append(volumes, corev1.Volume{
 			Name: natsCredsVolume,

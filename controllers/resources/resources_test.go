@@ -68,7 +68,7 @@ func managed(cc *v1.CometdCluster) {
 // build runs every builder on a fresh object, as a create would.
 func build(t *testing.T, cc *v1.CometdCluster, opts Options) []client.Object {
 	t.Helper()
-	bs, err := Builders(cc, opts, testScheme(t))
+	bs, err := Builders(cc, opts, testScheme(t), []byte(`{"policy":1}`))
 	if err != nil {
 		t.Fatalf("Builders: %v", err)
 	}
@@ -102,10 +102,10 @@ func TestBuildersNamesOrderAndOwners(t *testing.T) {
 		want []string
 	}{
 		{"external nats", cluster(), []string{
-			"ConfigMap/chat-config", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
+			"ConfigMap/chat-config", "ConfigMap/chat-policy", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
 		{"managed nats", cluster(managed), []string{
 			"ConfigMap/chat-nats-config", "Service/chat-nats-headless", "Service/chat-nats", "StatefulSet/chat-nats",
-			"ConfigMap/chat-config", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
+			"ConfigMap/chat-config", "ConfigMap/chat-policy", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := build(t, tc.cc, Options{})
@@ -212,7 +212,7 @@ func TestDeploymentPodSpec(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		creds = creds || m.MountPath == NATSCredsDir
 	}
-	if !creds || len(tpl.Spec.Volumes) != 2 || tpl.Spec.Volumes[1].Secret.SecretName != "creds" {
+	if !creds || len(tpl.Spec.Volumes) != 3 || tpl.Spec.Volumes[2].Secret.SecretName != "creds" {
 		t.Errorf("NATS credentials not mounted: volumes %+v", tpl.Spec.Volumes)
 	}
 	if tpl.Spec.PriorityClassName != "high" || len(tpl.Spec.Tolerations) != 1 || *tpl.Spec.TerminationGracePeriodSeconds != 30 {
@@ -245,8 +245,8 @@ func TestBrokerConfigRendersSpec(t *testing.T) {
 		Cluster: "ns1/chat", Listen: ":8080", AdminListen: ":8081", MountPath: "/cometd",
 		TimeoutMs: 25000, MaxIntervalMs: 10000, MaxQueue: 500, MaxQueueBytes: 4 << 20, MaxMessageSize: 128 << 10,
 		Transports: []string{"websocket"}, AllowedOrigins: []string{"https://app.example.com"},
-		DrainGracePeriodMs: 55000,
-		NATS:               config.NATS{URL: "nats://nats.infra:4222", CredsFile: "/etc/cometd/nats/nats.creds"},
+		DrainGracePeriodMs: 55000, PolicyFile: "/etc/cometd/policy/policy.json",
+		NATS: config.NATS{URL: "nats://nats.infra:4222", CredsFile: "/etc/cometd/nats/nats.creds"},
 	}
 	if !equality.Semantic.DeepEqual(*f, want) {
 		t.Fatalf("rendered config = %+v\nwant %+v", *f, want)
@@ -294,7 +294,7 @@ func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
 		cc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
 		cc.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists}}
 	})
-	bs, err := Builders(cc, Options{}, s)
+	bs, err := Builders(cc, Options{}, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +317,8 @@ func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
 	d := find[*appsv1.Deployment](t, build(t, cc, Options{}), "chat")
 	serverDefaults(d)
 	d.Spec.Template.Spec.Containers[0].Image = "evil:latest"
-	bs, _ = Builders(cc, Options{}, s)
-	if err := bs[7].Update(d); err != nil {
+	bs, _ = Builders(cc, Options{}, s, nil)
+	if err := bs[8].Update(d); err != nil {
 		t.Fatal(err)
 	}
 	if d.Spec.Template.Spec.Containers[0].Image != DefaultBrokerImage {
@@ -326,8 +326,8 @@ func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
 	}
 	// Removing the toleration from the spec removes it from the Deployment.
 	cc.Spec.Pod.Tolerations = nil
-	bs, _ = Builders(cc, Options{}, s)
-	if err := bs[7].Update(d); err != nil {
+	bs, _ = Builders(cc, Options{}, s, nil)
+	if err := bs[8].Update(d); err != nil {
 		t.Fatal(err)
 	}
 	if len(d.Spec.Template.Spec.Tolerations) != 0 {
@@ -385,8 +385,8 @@ func TestServiceKeepsAllocatedValuesOnChange(t *testing.T) {
 	serverDefaults(svc)
 	svc.Spec.Ports[0].NodePort = 30080
 	cc.Spec.Service.Port = 8080 // a real change
-	bs, _ := Builders(cc, Options{}, testScheme(t))
-	if err := bs[2].Update(svc); err != nil {
+	bs, _ := Builders(cc, Options{}, testScheme(t), nil)
+	if err := bs[3].Update(svc); err != nil {
 		t.Fatal(err)
 	}
 	if svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].NodePort != 30080 || svc.Spec.ClusterIP != "10.0.0.7" {
@@ -464,5 +464,71 @@ func TestPDB(t *testing.T) {
 	pdb := find[*policyv1.PodDisruptionBudget](t, build(t, cc, Options{}), "chat")
 	if pdb.Spec.MaxUnavailable.StrVal != "25%" || pdb.Spec.Selector.MatchLabels[LabelName] != AppBroker {
 		t.Fatalf("pdb spec = %+v", pdb.Spec)
+	}
+}
+
+// A policy change rewrites the policy ConfigMap only: the Deployment, its
+// config hash included, stays the same, so no pod rolls.
+func TestPolicyChangeDoesNotRollPods(t *testing.T) {
+	s := testScheme(t)
+	objs := func(doc string) []client.Object {
+		bs, err := Builders(cluster(), Options{}, s, []byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []client.Object
+		for _, b := range bs {
+			o := b.Build()
+			if err := b.Update(o); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, o)
+		}
+		return out
+	}
+	a, b := objs(`{"version":"a"}`), objs(`{"version":"b"}`)
+	if !equality.Semantic.DeepEqual(find[*appsv1.Deployment](t, a, "chat"), find[*appsv1.Deployment](t, b, "chat")) {
+		t.Error("the Deployment depends on the policy document")
+	}
+	if !equality.Semantic.DeepEqual(find[*corev1.ConfigMap](t, a, "chat-config"), find[*corev1.ConfigMap](t, b, "chat-config")) {
+		t.Error("broker.yaml depends on the policy document")
+	}
+	if got := find[*corev1.ConfigMap](t, b, "chat-policy").Data["policy.json"]; got != `{"version":"b"}` {
+		t.Errorf("policy ConfigMap = %q", got)
+	}
+	d := find[*appsv1.Deployment](t, a, "chat")
+	var mounted bool
+	for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounted = mounted || (m.MountPath == PolicyDir && m.SubPath == "")
+	}
+	if !mounted {
+		t.Error("the policy ConfigMap is not mounted as a directory (a subPath mount never updates)")
+	}
+}
+
+func TestPolicySettingsAndKeyMount(t *testing.T) {
+	cc := cluster(func(cc *v1.CometdCluster) {
+		cc.Spec.Access = v1.AccessSpec{Default: v1.EffectDeny, AllowAnonymous: ptr.To(false), Auth: &v1.AuthSpec{
+			Algorithm: "RS256", Issuer: "https://idp", Audience: "chat", KeysSecret: "jwt",
+			Keys:          []v1.AuthKey{{Key: "current.pem", ID: "k1"}, {Key: "old.pem"}},
+			LeewaySeconds: ptr.To[int32](10), GroupsClaim: "roles",
+		}}
+	})
+	s := PolicySettings(cc)
+	if s.Default != "deny" || s.AllowAnonymous || s.Auth.Algorithm != "RS256" || s.Auth.Issuer != "https://idp" ||
+		s.Auth.Audience != "chat" || s.Auth.LeewaySeconds != 10 || s.Auth.GroupsClaim != "roles" ||
+		len(s.Auth.Keys) != 2 || s.Auth.Keys[0].File != "/etc/cometd/keys/current.pem" || s.Auth.Keys[0].ID != "k1" {
+		t.Fatalf("PolicySettings = %+v", s)
+	}
+	if d := PolicySettings(cluster()); d.Default != "allow" || !d.AllowAnonymous || d.Auth.Algorithm != "" {
+		t.Fatalf("default settings = %+v, want an open cluster", d)
+	}
+	tpl := find[*appsv1.Deployment](t, build(t, cc, Options{}), "chat").Spec.Template.Spec
+	var secret bool
+	for _, v := range tpl.Volumes {
+		secret = secret || (v.Secret != nil && v.Secret.SecretName == "jwt" && len(v.Secret.Items) == 0)
+	}
+	if !secret {
+		t.Errorf("keys Secret not mounted whole: %+v", tpl.Volumes)
 	}
 }

@@ -1,0 +1,334 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/broker/policy"
+	"github.com/cometd-operator/cometd-operator/controllers/resources"
+)
+
+// fakeBroker serves a broker's admin /status from an httptest server: pods do
+// not run in envtest, so the test plays the broker.
+type fakeBroker struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	version string
+	fail    bool
+}
+
+func (f *fakeBroker) set(version string, fail bool) {
+	f.mu.Lock()
+	f.version, f.fail = version, fail
+	f.mu.Unlock()
+}
+
+var fakeBrokers sync.Map // "namespace/pod" -> *fakeBroker
+
+// fakeBrokerAddress is the suite's HTTPBrokerStatusClient.Address: the fake
+// broker registered for the pod, or a closed port.
+func fakeBrokerAddress(pod *corev1.Pod) string {
+	if f, ok := fakeBrokers.Load(pod.Namespace + "/" + pod.Name); ok {
+		return f.(*fakeBroker).srv.Listener.Addr().String()
+	}
+	return "127.0.0.1:1"
+}
+
+// startBrokerPod creates a ready broker Pod of the cluster and its fake admin endpoint.
+func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker {
+	t.Helper()
+	f := &fakeBroker{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		v, fail := f.version, f.fail
+		f.mu.Unlock()
+		if r.URL.Path != "/status" || fail {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v})
+	}))
+	t.Cleanup(f.srv.Close)
+	fakeBrokers.Store(cc.Namespace+"/"+name, f)
+	t.Cleanup(func() { fakeBrokers.Delete(cc.Namespace + "/" + name) })
+
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cc.Namespace, Labels: resources.BrokerLabels(cc)},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "broker", Image: testBrokerImage}}},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: "10.1.0.7", PodIPs: []corev1.PodIP{{IP: "10.1.0.7"}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
+	}
+	if err := env.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatalf("set pod ready: %v", err)
+	}
+	return f
+}
+
+func newPolicy(ns, name, cluster string, rules ...v1.ChannelRule) *v1.ChannelPolicy {
+	return &v1.ChannelPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.ChannelPolicySpec{ClusterName: cluster, Rules: rules}}
+}
+
+func allow(name string, actions []v1.PolicyAction, channels []v1.ChannelPattern, principals ...v1.Principal) v1.ChannelRule {
+	return v1.ChannelRule{Name: name, Effect: v1.EffectAllow, Actions: actions, Channels: channels, Principals: principals}
+}
+
+// policyDoc reads and parses the cluster's policy ConfigMap as a broker would.
+func policyDoc(t *testing.T, cc *v1.CometdCluster) (policy.Document, bool) {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if !get(t, cc.Namespace, cc.Name+"-policy", cm) {
+		return policy.Document{}, false
+	}
+	doc, err := policy.Parse([]byte(cm.Data["policy.json"]))
+	if err != nil {
+		t.Fatalf("the broker would refuse the policy ConfigMap: %v\n%s", err, cm.Data["policy.json"])
+	}
+	return doc, true
+}
+
+func waitAccepted(t *testing.T, p *v1.ChannelPolicy, status metav1.ConditionStatus, reason string) *v1.ChannelPolicy {
+	t.Helper()
+	got := &v1.ChannelPolicy{}
+	eventually(t, fmt.Sprintf("policy %s Accepted=%s/%s", p.Name, status, reason), func() (bool, string) {
+		get(t, p.Namespace, p.Name, got)
+		c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted)
+		if c == nil {
+			return false, "no condition"
+		}
+		return c.Status == status && c.Reason == reason && c.ObservedGeneration == got.Generation,
+			fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+	})
+	return got
+}
+
+func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 2, false))
+	waitForChildren(t, cc, brokerChildren("chat"))
+	eventually(t, "open default policy", func() (bool, string) {
+		doc, ok := policyDoc(t, cc)
+		return ok && doc.Default == policy.Allow && doc.AllowAnonymous && len(doc.Rules) == 0, fmt.Sprintf("%+v", doc)
+	})
+	dep0 := getDeployment(t, cc)
+
+	members := newPolicy(ns, "members", "chat",
+		allow("read", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/chat/**"}, "authenticated"),
+		allow("inbox", []v1.PolicyAction{v1.ActionSubscribe, v1.ActionPublish}, []v1.ChannelPattern{"/user/{sub}/**"}, "authenticated"))
+	banned := newPolicy(ns, "banned", "chat", v1.ChannelRule{Name: "no-publish", Effect: v1.EffectDeny,
+		Actions: []v1.PolicyAction{v1.ActionPublish}, Channels: []v1.ChannelPattern{"/**"}, Principals: []v1.Principal{"group:banned"}})
+	other := newPolicy(ns, "other", "another-cluster",
+		allow("x", []v1.PolicyAction{v1.ActionPublish}, []v1.ChannelPattern{"/x"}, "*"))
+	for _, p := range []*v1.ChannelPolicy{members, banned, other} {
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatalf("create policy %s: %v", p.Name, err)
+		}
+	}
+	var doc policy.Document
+	eventually(t, "both policies compiled", func() (bool, string) {
+		doc, _ = policyDoc(t, cc)
+		return len(doc.Rules) == 3, fmt.Sprintf("%+v", doc.Rules)
+	})
+	sources := map[string]bool{}
+	for _, r := range doc.Rules {
+		sources[r.Source+"#"+r.Name] = true
+	}
+	for _, want := range []string{ns + "/members#read", ns + "/members#inbox", ns + "/banned#no-publish"} {
+		if !sources[want] {
+			t.Errorf("compiled rules lack %s: %v", want, sources)
+		}
+	}
+	// The document really decides: the deny wins for a banned member.
+	acl, err := policy.NewACL(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := policy.Identity{Authenticated: true, Subject: "bob", Groups: []string{"banned"}}
+	if d := acl.Evaluate(id, policy.ActionPublish, "/user/bob/x"); d.Allowed {
+		t.Errorf("banned user may publish: %+v", d)
+	}
+	if d := acl.Evaluate(id, policy.ActionSubscribe, "/chat/room"); !d.Allowed {
+		t.Errorf("member may not subscribe to /chat/room: %+v", d)
+	}
+
+	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "Unknown/" + ReasonNoReadyBroker})
+	eventually(t, "status.policyVersion = the ConfigMap's", func() (bool, string) {
+		cur := &v1.CometdCluster{}
+		get(t, ns, "chat", cur)
+		return cur.Status.PolicyVersion == doc.Version, fmt.Sprintf("status %q, ConfigMap %q", cur.Status.PolicyVersion, doc.Version)
+	})
+	waitAccepted(t, members, metav1.ConditionTrue, ReasonAccepted)
+	waitAccepted(t, other, metav1.ConditionFalse, ReasonClusterNotFound)
+
+	// Editing a policy changes the document, not the pods.
+	updatePolicy(t, banned, func(p *v1.ChannelPolicy) { p.Spec.Rules[0].Channels = []v1.ChannelPattern{"/chat/**"} })
+	eventually(t, "edited policy compiled", func() (bool, string) {
+		d, _ := policyDoc(t, cc)
+		return d.Version != doc.Version, "version still " + d.Version
+	})
+	dep1 := getDeployment(t, cc)
+	if dep1.ResourceVersion != dep0.ResourceVersion || dep1.Generation != dep0.Generation {
+		t.Errorf("a policy change touched the Deployment (generation %d -> %d): pods would roll", dep0.Generation, dep1.Generation)
+	}
+	// Deleting a policy removes its rules.
+	if err := env.Client.Delete(ctx, members); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted policy gone", func() (bool, string) {
+		d, _ := policyDoc(t, cc)
+		return len(d.Rules) == 1, fmt.Sprintf("%+v", d.Rules)
+	})
+}
+
+func updatePolicy(t *testing.T, p *v1.ChannelPolicy, mut func(*v1.ChannelPolicy)) {
+	t.Helper()
+	for range 10 {
+		cur := &v1.ChannelPolicy{}
+		get(t, p.Namespace, p.Name, cur)
+		mut(cur)
+		err := env.Client.Update(context.Background(), cur)
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			t.Fatalf("update policy: %v", err)
+		}
+	}
+	t.Fatal("update policy: too many conflicts")
+}
+
+func TestPolicyForAMissingClusterIsAcceptedOnceItExists(t *testing.T) {
+	ns := newNamespace(t)
+	p := newPolicy(ns, "early", "late", allow("r", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/a"}, "*"))
+	if err := env.Client.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	got := waitAccepted(t, p, metav1.ConditionFalse, ReasonClusterNotFound)
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted); !strings.Contains(c.Message, `"late"`) {
+		t.Errorf("message does not name the missing cluster: %q", c.Message)
+	}
+	cc := create(t, newCluster(ns, "late", 1, false))
+	waitAccepted(t, p, metav1.ConditionTrue, ReasonAccepted)
+	eventually(t, "late cluster's document has the early policy", func() (bool, string) {
+		d, _ := policyDoc(t, cc)
+		return len(d.Rules) == 1 && d.Rules[0].Source == ns+"/early", fmt.Sprintf("%+v", d.Rules)
+	})
+}
+
+func TestAccessSettingsReachTheDocumentAndPods(t *testing.T) {
+	ns := newNamespace(t)
+	cc := newCluster(ns, "secure", 1, false)
+	cc.Spec.Access = v1.AccessSpec{Default: v1.EffectDeny, AllowAnonymous: ptr.To(false), Auth: &v1.AuthSpec{
+		Algorithm: "ES256", Issuer: "https://idp.example.com", Audience: "chat", KeysSecret: "jwt-keys",
+		Keys: []v1.AuthKey{{Key: "current.pem", ID: "2026-11"}}}}
+	create(t, cc)
+	waitForChildren(t, cc, brokerChildren("secure"))
+	eventually(t, "locked-down document", func() (bool, string) {
+		d, ok := policyDoc(t, cc)
+		return ok && d.Default == policy.Deny && !d.AllowAnonymous && d.Auth.Algorithm == policy.ES256 &&
+			d.Auth.Issuer == "https://idp.example.com" && len(d.Auth.Keys) == 1 &&
+			d.Auth.Keys[0].File == "/etc/cometd/keys/current.pem" && d.Auth.LeewaySeconds == 30, fmt.Sprintf("%+v", d)
+	})
+	var mounted bool
+	for _, v := range getDeployment(t, cc).Spec.Template.Spec.Volumes {
+		mounted = mounted || (v.Secret != nil && v.Secret.SecretName == "jwt-keys")
+	}
+	if !mounted {
+		t.Error("the keys Secret is not mounted into the broker pods")
+	}
+}
+
+func TestPolicyAppliedFollowsWhatBrokersEnforce(t *testing.T) {
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 2, false))
+	waitForChildren(t, cc, brokerChildren("chat"))
+	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
+
+	// Brokers that enforce no policy yet.
+	got := waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonPolicyPropagating})
+	v1Version := got.Status.PolicyVersion
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionPolicyApplied); !strings.Contains(c.Message, "chat-a (none)") {
+		t.Errorf("message does not say which broker lags: %q", c.Message)
+	}
+	// One catches up: still not applied.
+	a.set(v1Version, false)
+	waitConditionsSaying(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonPolicyPropagating},
+		"1 of 2 ready brokers enforce")
+	// Both: applied.
+	b.set(v1Version, false)
+	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced})
+
+	// A new policy: not applied until the brokers report its version.
+	p := newPolicy(ns, "p", "chat", allow("r", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/chat/*"}, "*"))
+	if err := env.Client.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	got = waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonPolicyPropagating})
+	v2 := got.Status.PolicyVersion
+	if v2 == v1Version || v2 == "" {
+		t.Fatalf("policy version did not change: %q", v2)
+	}
+	a.set(v2, false)
+	b.set(v2, true) // its admin endpoint fails
+	waitConditionsSaying(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonBrokerUnreachable}, "chat-b")
+	b.set(v2, false)
+	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced})
+}
+
+func TestPolicyAppliedCondition(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		reports []brokerReport
+		status  metav1.ConditionStatus
+		reason  string
+	}{
+		{"rejected", errors.New("bad"), []brokerReport{{Pod: "a", Version: "v"}}, metav1.ConditionFalse, ReasonPolicyRejected},
+		{"no brokers", nil, nil, metav1.ConditionUnknown, ReasonNoReadyBroker},
+		{"all", nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "v"}}, metav1.ConditionTrue, ReasonPolicyEnforced},
+		{"one behind", nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "old"}}, metav1.ConditionFalse, ReasonPolicyPropagating},
+		{"unreachable", nil, []brokerReport{{Pod: "a", Err: errors.New("refused")}, {Pod: "b", Version: "v"}}, metav1.ConditionFalse, ReasonBrokerUnreachable},
+	} {
+		c := policyAppliedCondition("v", tc.err, tc.reports)
+		if c.Status != tc.status || c.Reason != tc.reason || c.Message == "" {
+			t.Errorf("%s: %s/%s %q, want %s/%s", tc.name, c.Status, c.Reason, c.Message, tc.status, tc.reason)
+		}
+	}
+}
+
+func TestAcceptedConditionReportsValidationErrors(t *testing.T) {
+	// What the API server would refuse, in case a policy got past it (an older
+	// CRD, a direct etcd write): the condition carries broker/policy's errors.
+	p := newPolicy("ns", "p", "chat", v1.ChannelRule{Name: "r", Effect: v1.EffectAllow,
+		Actions: []v1.PolicyAction{v1.ActionSubscribe}, Channels: []v1.ChannelPattern{"/meta/**"}, Principals: []v1.Principal{"bob"}})
+	c := acceptedCondition(p, true)
+	if c.Status != metav1.ConditionFalse || c.Reason != ReasonInvalid ||
+		!strings.Contains(c.Message, "ns/p") || !strings.Contains(c.Message, "principals") {
+		t.Fatalf("Accepted = %s/%s %q", c.Status, c.Reason, c.Message)
+	}
+	if c := acceptedCondition(newPolicy("ns", "ok", "chat", allow("r", []v1.PolicyAction{v1.ActionSubscribe},
+		[]v1.ChannelPattern{"/a"}, "*")), true); c.Status != metav1.ConditionTrue {
+		t.Fatalf("valid policy: %+v", c)
+	}
+}
