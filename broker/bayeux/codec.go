@@ -14,6 +14,7 @@ type SyntaxError struct {
 	Msg    string
 }
 
+// Error describes the syntax error.
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("bayeux: malformed JSON at offset %d: %s", e.Offset, e.Msg)
 }
@@ -24,6 +25,7 @@ type FieldError struct {
 	Want  string
 }
 
+// Error describes the type error.
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("bayeux: field %q must be %s", e.Field, e.Want)
 }

@@ -30,6 +30,7 @@ const (
 	OpPublish
 )
 
+// String names the operation.
 func (o Operation) String() string {
 	switch o {
 	case OpCreate:

@@ -17,6 +17,7 @@ type DisconnectReason struct {
 	Reconnect string
 }
 
+// Error describes the reason.
 func (r *DisconnectReason) Error() string { return "session ended: " + r.Code }
 
 // Disconnect reasons.
