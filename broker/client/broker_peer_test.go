@@ -58,8 +58,8 @@ func startBrokerConfig(t testing.TB, addr string, cfg server.Config, ack bool) *
 
 // stop closes the server and its connections, as a crash would.
 func (b *projectBroker) stop() {
+	b.hs.Close() // no new connections first
 	b.srv.Close()
-	b.hs.Close()
 	<-b.done
 }
 

@@ -29,11 +29,11 @@ func validChannel(name string, wild bool) error {
 	return nil
 }
 
-// matchPatterns calls fn with each subscription pattern that can match the
-// concrete channel name: the name itself, then "<parent>/*" for the direct
-// parent, then "<ancestor>/**" for every ancestor, deepest first.
-func matchPatterns(name string, fn func(pattern string)) {
-	fn(name)
+// matchPatterns calls fn with each wildcard subscription pattern that can
+// match the concrete channel name: "<parent>/*" for the direct parent, then
+// "<ancestor>/**" for every ancestor, deepest first. The slice is only valid
+// during the call (index maps with string(pattern): no allocation).
+func matchPatterns(name string, fn func(pattern []byte)) {
 	last := strings.LastIndexByte(name, '/')
 	if last < 0 {
 		return
@@ -41,11 +41,11 @@ func matchPatterns(name string, fn func(pattern string)) {
 	var buf [128]byte
 	b := append(buf[:0], name[:last]...)
 	b = append(b, "/*"...)
-	fn(string(b))
+	fn(b)
 	for i := last; i >= 0; i = strings.LastIndexByte(name[:i], '/') {
 		b = append(b[:0], name[:i]...)
 		b = append(b, "/**"...)
-		fn(string(b))
+		fn(b)
 		if i == 0 {
 			break
 		}

@@ -55,6 +55,7 @@ type Client struct {
 	interval   time.Duration // delay between connects, from advice
 	pending    map[string]chan *Message
 	subs       map[string][]*Subscription
+	wild       int // patterns in subs that end in /* or /**
 	ackEnabled bool
 	ackID      int64
 	loopCancel context.CancelFunc
@@ -168,8 +169,9 @@ func (c *Client) Handshake(ctx context.Context) error {
 }
 
 // handshake performs one /meta/handshake and negotiates the transport.
+// A live websocket is kept across a re-handshake (requests of the old
+// session still in flight on it get their replies).
 func (c *Client) handshake(ctx context.Context) error {
-	c.dropWebsocket(errors.New("bayeux: re-handshaking"))
 	m := &Message{
 		Channel:                  ChannelHandshake,
 		Version:                  "1.0",
@@ -215,6 +217,9 @@ func (c *Client) handshake(ctx context.Context) error {
 	c.ackID = -1
 	c.applyAdviceLocked(r.Advice)
 	c.mu.Unlock()
+	if chosen != TransportWebSocket {
+		c.dropWebsocket(errors.New("bayeux: websocket no longer in use"))
+	}
 	if chosen == TransportWebSocket && via != TransportWebSocket {
 		if _, err := c.websocket(ctx); err != nil {
 			if c.allowed(TransportLongPolling) && contains(offered, TransportLongPolling) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -53,6 +54,9 @@ func (c *Client) Subscribe(ctx context.Context, channel string, h Handler) (*Sub
 	c.mu.Lock()
 	first := len(c.subs[channel]) == 0
 	c.subs[channel] = append(c.subs[channel], s)
+	if first && isWild(channel) {
+		c.wild++
+	}
 	c.mu.Unlock()
 	if !first {
 		return s, nil
@@ -78,6 +82,10 @@ func (c *Client) SubscribeChan(ctx context.Context, channel string, ch chan<- *M
 	return c.Subscribe(ctx, channel, func(m *Message) { ch <- m })
 }
 
+func isWild(channel string) bool {
+	return strings.HasSuffix(channel, "/*") || strings.HasSuffix(channel, "/**")
+}
+
 // removeLocal drops a handle and reports whether its pattern has no handles
 // left.
 func (c *Client) removeLocal(s *Subscription) bool {
@@ -93,6 +101,9 @@ func (c *Client) removeLocal(s *Subscription) bool {
 	}
 	if len(list) == 0 {
 		delete(c.subs, s.channel)
+		if isWild(s.channel) {
+			c.wild--
+		}
 		return true
 	}
 	c.subs[s.channel] = list
@@ -245,11 +256,15 @@ func (q *deliveryQueue) stop(ctx context.Context) error {
 // dispatch hands m to every active handle whose pattern matches its channel,
 // once per handle.
 func (c *Client) dispatch(m *Message) {
-	var hs []*Subscription
+	var arr [4]*Subscription
+	hs := arr[:0]
 	c.mu.Lock()
-	matchPatterns(m.Channel, func(p string) {
-		hs = append(hs, c.subs[p]...)
-	})
+	hs = append(hs, c.subs[m.Channel]...)
+	if c.wild > 0 {
+		matchPatterns(m.Channel, func(p []byte) {
+			hs = append(hs, c.subs[string(p)]...)
+		})
+	}
 	c.mu.Unlock()
 	for _, s := range hs {
 		if s.active.Load() {
