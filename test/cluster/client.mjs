@@ -1,0 +1,141 @@
+// A third-party Bayeux client driven line by line, for the cluster tests.
+//
+// Usage: node client.mjs <cometd|faye> <url> <transport>
+// with CLUSTER_NODE_MODULES set to the node_modules directory holding the npm
+// clients (the Go test passes test/conformance/node_modules, so one install
+// serves both suites).
+//
+// stdin takes one JSON command per line:
+//   {"op":"subscribe","channel":"/a/*"}
+//   {"op":"publish","channel":"/a/b","data":{...}}
+//   {"op":"disconnect"}
+// stdout reports one JSON event per line:
+//   {"ev":"ready","clientId":"..."}                 after the first handshake
+//   {"ev":"handshake","clientId":"..."}            on every successful handshake
+//   {"ev":"subscribed","channel":"..."}            or {"ev":"error",...}
+//   {"ev":"published","channel":"..."}
+//   {"ev":"message","sub":"<pattern>","channel":"...","data":...}
+//   {"ev":"meta-error","channel":"...","error":"..."} for every unsuccessful meta reply
+//   {"ev":"disconnected"}
+// The process exits when stdin closes.
+import {createInterface} from "node:readline";
+import {join} from "node:path";
+import {pathToFileURL} from "node:url";
+import {createRequire} from "node:module";
+
+const [kind, url, transport] = process.argv.slice(2);
+const modules = process.env.CLUSTER_NODE_MODULES;
+if (!modules) {
+    throw new Error("CLUSTER_NODE_MODULES is not set");
+}
+
+function emit(ev) {
+    process.stdout.write(JSON.stringify(ev) + "\n");
+}
+
+async function cometdClient() {
+    const {adapt} = await import(pathToFileURL(join(modules, "cometd-nodejs-client", "cometd-nodejs-client.js")).href);
+    const {CometD} = await import(pathToFileURL(join(modules, "cometd", "cometd.js")).href);
+    adapt();
+    if (transport === "callback-polling") {
+        const {installScriptShim} = await import(pathToFileURL(join(modules, "..", "jsonp-shim.mjs")).href);
+        installScriptShim(global.window);
+    }
+    const cometd = new CometD();
+    for (const t of cometd.getTransportTypes()) {
+        if (t !== transport) {
+            cometd.unregisterTransport(t);
+        }
+    }
+    cometd.configure({url, logLevel: "warn", maxNetworkDelay: 10000});
+    cometd.registerExtension("spy", {
+        incoming(m) {
+            if (m.channel && m.channel.startsWith("/meta/") && m.successful === false) {
+                emit({ev: "meta-error", channel: m.channel, error: m.error || ""});
+            }
+            if (m.channel === "/meta/handshake" && m.successful) {
+                emit({ev: "handshake", clientId: m.clientId});
+            }
+            return m;
+        },
+    });
+    await new Promise((resolve, reject) => cometd.handshake((r) => r.successful ? resolve(r) : reject(new Error(JSON.stringify(r)))));
+    return {
+        clientId: () => cometd.getClientId(),
+        subscribe(channel) {
+            return new Promise((resolve, reject) => cometd.subscribe(channel,
+                (m) => emit({ev: "message", sub: channel, channel: m.channel, data: m.data}),
+                (r) => r.successful ? resolve() : reject(new Error(JSON.stringify(r)))));
+        },
+        publish(channel, data) {
+            return new Promise((resolve, reject) => cometd.publish(channel, data,
+                (r) => r.successful ? resolve() : reject(new Error(JSON.stringify(r)))));
+        },
+        disconnect() {
+            return new Promise((resolve) => cometd.disconnect(() => resolve()));
+        },
+    };
+}
+
+async function fayeClient() {
+    const require = createRequire(join(modules, "faye", "package.json"));
+    const faye = require("faye");
+    const client = new faye.Client(url, {timeout: 30, retry: 1});
+    if (transport === "long-polling") {
+        client.disable("websocket");
+    }
+    client.addExtension({
+        incoming(m, callback) {
+            if (m.channel && m.channel.startsWith("/meta/") && m.successful === false) {
+                emit({ev: "meta-error", channel: m.channel, error: m.error || ""});
+            }
+            if (m.channel === "/meta/handshake" && m.successful) {
+                emit({ev: "handshake", clientId: m.clientId});
+            }
+            callback(m);
+        },
+    });
+    await new Promise((resolve) => client.connect(resolve));
+    return {
+        clientId: () => client._dispatcher.clientId,
+        subscribe(channel) {
+            return client.subscribe(channel, (data) => emit({ev: "message", sub: channel, channel: null, data}));
+        },
+        publish(channel, data) {
+            return client.publish(channel, data);
+        },
+        disconnect() {
+            client.disconnect();
+            return Promise.resolve();
+        },
+    };
+}
+
+const client = await (kind === "cometd" ? cometdClient() : fayeClient());
+emit({ev: "ready", clientId: client.clientId()});
+
+const rl = createInterface({input: process.stdin});
+rl.on("line", (line) => {
+    if (!line.trim()) {
+        return;
+    }
+    const cmd = JSON.parse(line);
+    switch (cmd.op) {
+    case "subscribe":
+        Promise.resolve(client.subscribe(cmd.channel)).then(
+            () => emit({ev: "subscribed", channel: cmd.channel}),
+            (e) => emit({ev: "error", op: "subscribe", channel: cmd.channel, error: String(e && e.message || e)}));
+        break;
+    case "publish":
+        Promise.resolve(client.publish(cmd.channel, cmd.data)).then(
+            () => emit({ev: "published", channel: cmd.channel}),
+            (e) => emit({ev: "error", op: "publish", channel: cmd.channel, error: String(e && e.message || e)}));
+        break;
+    case "disconnect":
+        client.disconnect().then(() => emit({ev: "disconnected"}));
+        break;
+    default:
+        emit({ev: "error", error: "unknown op " + cmd.op});
+    }
+});
+rl.on("close", () => process.exit(0));
