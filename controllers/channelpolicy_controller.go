@@ -11,8 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
@@ -39,7 +42,9 @@ type ChannelPolicyReconciler struct {
 func (r *ChannelPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ChannelPolicy{}).
-		Watches(&v1.CometdCluster{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfCluster)).
+		// Only a cluster's creation or deletion changes its policies' Accepted.
+		Watches(&v1.CometdCluster{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfCluster),
+			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
 		Named("channelpolicy").
 		Complete(r)
 }

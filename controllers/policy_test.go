@@ -234,6 +234,10 @@ func TestPolicyForAMissingClusterIsAcceptedOnceItExists(t *testing.T) {
 		d, _ := policyDoc(t, cc)
 		return len(d.Rules) == 1 && d.Rules[0].Source == ns+"/early", fmt.Sprintf("%+v", d.Rules)
 	})
+	if err := env.Client.Delete(context.Background(), cc); err != nil {
+		t.Fatal(err)
+	}
+	waitAccepted(t, p, metav1.ConditionFalse, ReasonClusterNotFound)
 }
 
 func TestAccessSettingsReachTheDocumentAndPods(t *testing.T) {

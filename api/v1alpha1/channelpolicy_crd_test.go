@@ -70,7 +70,7 @@ func TestChannelPolicyAcceptsValidRules(t *testing.T) {
 		rule(func(r map[string]any) {
 			r["name"] = "own-inbox"
 			r["actions"] = []any{"subscribe", "publish", "create"}
-			r["channels"] = []any{"/user/{sub}/**", "/team/{claim:team_id}/*", "/a/*/b"}
+			r["channels"] = []any{"/user/{sub}/**", "/team/{claim:team_id}/*", "/a/*/b", strings.Repeat("/a", 31) + "/**"}
 			r["principals"] = []any{"user:alice@example.com", "group:admins", "*", "anonymous"}
 		}),
 		rule(func(r map[string]any) {
@@ -83,6 +83,28 @@ func TestChannelPolicyAcceptsValidRules(t *testing.T) {
 	}})
 	if err != nil {
 		t.Fatalf("valid policy refused: %v", err)
+	}
+	// What the API server accepts, broker/policy compiles.
+	var p v1.ChannelPolicy
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "chat"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	sp := policy.SourcePolicy{Name: ns + "/chat"}
+	for _, r := range p.Spec.Rules {
+		pr := policy.Rule{Name: r.Name, Effect: policy.Effect(r.Effect)}
+		for _, a := range r.Actions {
+			pr.Actions = append(pr.Actions, policy.Action(a))
+		}
+		for _, c := range r.Channels {
+			pr.Channels = append(pr.Channels, string(c))
+		}
+		for _, x := range r.Principals {
+			pr.Principals = append(pr.Principals, string(x))
+		}
+		sp.Rules = append(sp.Rules, pr)
+	}
+	if errs := policy.ValidatePolicy(sp); len(errs) > 0 {
+		t.Fatalf("the API server accepted a policy broker/policy refuses: %v", errs)
 	}
 }
 
@@ -113,6 +135,8 @@ func TestChannelPolicyValidation(t *testing.T) {
 			"spec.rules[0].channels[0]"},
 		{"half template", withRule(rule(func(r map[string]any) { r["channels"] = []any{"/user/{sub}x/**"} })),
 			"spec.rules[0].channels[0]"},
+		{"too deep", withRule(rule(func(r map[string]any) { r["channels"] = []any{strings.Repeat("/a", 33)} })),
+			"a channel pattern has at most 32 segments"},
 		{"principal without kind", withRule(rule(func(r map[string]any) { r["principals"] = []any{"alice"} })),
 			"spec.rules[0].principals[0]"},
 		{"empty user", withRule(rule(func(r map[string]any) { r["principals"] = []any{"user:"} })),

@@ -34,6 +34,7 @@ const (
 // +kubebuilder:validation:MaxLength=512
 // +kubebuilder:validation:Pattern=`^(/([A-Za-z0-9_.~!$@()+=,:-]*[A-Za-z0-9_~!$@()+=,:-][A-Za-z0-9_.~!$@()+=,:-]*|\{sub\}|\{claim:[A-Za-z0-9_.-]+\}|\*))*(/([A-Za-z0-9_.~!$@()+=,:-]*[A-Za-z0-9_~!$@()+=,:-][A-Za-z0-9_.~!$@()+=,:-]*|\{sub\}|\{claim:[A-Za-z0-9_.-]+\}|\*|\*\*))$`
 // +kubebuilder:validation:XValidation:rule="!(self == '/meta' || self.startsWith('/meta/'))",message="meta channels (/meta/**) are never under a policy's control"
+// +kubebuilder:validation:XValidation:rule="self.split('/').size() <= 33",message="a channel pattern has at most 32 segments"
 type ChannelPattern string
 
 // Principal names who a rule applies to: "*" (everyone), "anonymous" (no
