@@ -245,16 +245,26 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// maxAdvice caps advised timeouts and intervals, so that a hostile or
+// broken value can neither overflow a Duration nor park the client forever.
+const maxAdvice = time.Hour
+
 // applyAdviceLocked records interval and timeout advice. Lock must be held.
 func (c *Client) applyAdviceLocked(a *Advice) {
 	if a == nil {
 		return
 	}
+	ms := func(v int64) time.Duration {
+		if v > int64(maxAdvice/time.Millisecond) {
+			return maxAdvice
+		}
+		return time.Duration(v) * time.Millisecond
+	}
 	if a.Timeout != nil && *a.Timeout >= 0 {
-		c.timeout = time.Duration(*a.Timeout) * time.Millisecond
+		c.timeout = ms(*a.Timeout)
 	}
 	if a.Interval != nil && *a.Interval >= 0 {
-		c.interval = time.Duration(*a.Interval) * time.Millisecond
+		c.interval = ms(*a.Interval)
 	}
 }
 

@@ -470,3 +470,40 @@ func TestWebsocketGarbageFrame(t *testing.T) {
 	})
 	log.waitFor(t, ctx, mark, "reconnected on a new websocket", func(e stateEvent) bool { return e.s == client.StateConnected })
 }
+
+// TestRepliesWithoutIDs: a lenient server that omits message ids in its
+// long-polling replies still has them paired with their requests, and huge
+// advice values are clamped rather than overflowing.
+func TestRepliesWithoutIDs(t *testing.T) {
+	var s *scripted
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		var out reply
+		switch m.Channel {
+		case client.ChannelHandshake:
+			out = handshakeOK(m, "c1", nil)
+			out["advice"] = reply{"reconnect": "retry", "interval": 0, "timeout": int64(1) << 53}
+		case client.ChannelConnect:
+			if m.Advice == nil { // not the first connect: hold it
+				s.hold(r)
+			}
+			out = ok(m, nil)
+		case "/refused":
+			out = reply{"channel": m.Channel, "successful": false, "error": "403::no"}
+		default:
+			out = ok(m, nil)
+		}
+		delete(out, "id")
+		return 200, []reply{out}
+	})
+	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	ctx := ctxT(t)
+	log.waitFor(t, ctx, 0, "connected", func(e stateEvent) bool { return e.s == client.StateConnected })
+	if err := c.Publish(ctx, "/fine", 1); err != nil {
+		t.Fatalf("publish acknowledged without id: %v", err)
+	}
+	var be *client.Error
+	if err := c.Publish(ctx, "/refused", 1); !errors.As(err, &be) || be.Code != 403 {
+		t.Fatalf("refusal without id: %v", err)
+	}
+}
