@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
@@ -216,4 +217,23 @@ func TestNegotiation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBrokerBinary runs the peer suite and the restart test against the
+// cmd/broker binary itself (with its embedded NATS backbone).
+func TestBrokerBinary(t *testing.T) {
+	bin := clienttest.BuildBroker(t)
+	b := clienttest.StartBroker(t, bin, "127.0.0.1:0")
+	runPeerSuite(t, b.URL)
+	t.Run("ReconnectAfterRestart", func(t *testing.T) {
+		for _, tr := range transports {
+			t.Run(tr, func(t *testing.T) {
+				b := clienttest.StartBroker(t, bin, "127.0.0.1:0")
+				testReconnectAfterRestart(t, b.URL, tr, func() {
+					b.Kill()
+					clienttest.StartBroker(t, bin, b.Addr)
+				})
+			})
+		}
+	})
 }
