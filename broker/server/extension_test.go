@@ -282,3 +282,21 @@ func TestLazyChannel(t *testing.T) {
 		t.Fatalf("lazy message %v after %v", ev, time.Since(start))
 	}
 }
+
+func TestAckUnacknowledgedCountsAgainstQueueCap(t *testing.T) {
+	ts := newTestServer(t, Config{Timeout: 100 * time.Millisecond, MaxQueueBytes: 4096})
+	ts.AddExtension(AckExtension{})
+	id := ts.must(t, `[{"channel":"/meta/handshake","ext":{"ack":true}}]`)[0]["clientId"].(string)
+	ts.subscribe(t, id, "/x")
+	body := fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"long-polling","ext":{"ack":0}}]`, id)
+	// The client receives batches but never acknowledges them.
+	for i := 0; i < 100 && ts.Session(id) != nil; i++ {
+		if err := ts.Publish("/x", strings.Repeat("y", 200)); err != nil {
+			t.Fatal(err)
+		}
+		ts.must(t, body)
+	}
+	if ss := ts.Session(id); ss != nil {
+		t.Fatalf("session kept %d unacknowledged messages past the queue cap", ss.Unacknowledged())
+	}
+}

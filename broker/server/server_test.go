@@ -437,3 +437,44 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Fatalf("GET without jsonp: %d", resp.StatusCode)
 	}
 }
+
+func TestDrainAnswersHeldConnectsAndRefusesHandshakes(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	lp := ts.connected(t)
+	held := ts.connectAsync(lp)
+	ts.waitHeld(t, lp)
+	ws := ts.dialWS(t)
+	wsID := ws.handshake()
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, wsID))
+	ts.waitHeld(t, wsID)
+	ts.Drain()
+	if c := last(recv(t, held)); c["successful"] != true || c["advice"].(msg)["reconnect"] != "retry" {
+		t.Fatalf("long-poll connect at drain: %v", c)
+	}
+	if c := ws.readUntil("/meta/connect"); c["successful"] != true || c["advice"].(msg)["reconnect"] != "retry" {
+		t.Fatalf("websocket connect at drain: %v", c)
+	}
+	r := ts.must(t, `[{"channel":"/meta/handshake"}]`)[0]
+	if r["successful"] != false || r["error"] != bayeux.ErrServerDraining {
+		t.Fatalf("handshake while draining: %v", r)
+	}
+	// Connects during the drain are answered at once.
+	start := time.Now()
+	ts.connect(t, lp)
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("connect held while draining")
+	}
+}
+
+func TestWebsocketSessionExpiresAfterConnectionLoss(t *testing.T) {
+	ts := newTestServer(t, Config{MaxInterval: 100 * time.Millisecond})
+	ws := ts.dialWS(t)
+	id := ws.handshake()
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
+	ts.waitHeld(t, id)
+	ws.c.Close()
+	waitFor(t, "the session to expire", func() bool { return ts.Session(id) == nil })
+	if ts.Stats().Sessions != 0 {
+		t.Fatal("session count not updated")
+	}
+}

@@ -48,6 +48,7 @@ type heldConnect struct {
 type ackState struct {
 	batch   int64
 	unacked []ackEntry
+	bytes   int64 // encoded size of unacked, counted against MaxQueueBytes
 }
 
 type ackEntry struct {
@@ -273,7 +274,11 @@ func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
 		return false
 	}
 	cfg := &ss.srv.cfg
-	if (cfg.MaxQueueBytes > 0 && ss.queueBytes+size > cfg.MaxQueueBytes) ||
+	pending := ss.queueBytes
+	if ss.ack != nil {
+		pending += ss.ack.bytes // a client that never acknowledges is a slow consumer too
+	}
+	if (cfg.MaxQueueBytes > 0 && pending+size > cfg.MaxQueueBytes) ||
 		(cfg.MaxQueue > 0 && len(ss.queue) >= cfg.MaxQueue) {
 		dropped := len(ss.queue) + 1
 		ss.mu.Unlock()
@@ -355,6 +360,7 @@ func (ss *ServerSession) takeForConnect() ([]*ServerMessage, int64) {
 		ss.ack.batch++
 		for _, m := range q {
 			ss.ack.unacked = append(ss.ack.unacked, ackEntry{ss.ack.batch, m})
+			ss.ack.bytes += m.size()
 		}
 	}
 	out := make([]*ServerMessage, len(ss.ack.unacked))
@@ -373,6 +379,7 @@ func (ss *ServerSession) acknowledge(batch int64) {
 	}
 	i := 0
 	for i < len(ss.ack.unacked) && ss.ack.unacked[i].batch <= batch {
+		ss.ack.bytes -= ss.ack.unacked[i].msg.size()
 		i++
 	}
 	ss.ack.unacked = append(ss.ack.unacked[:0], ss.ack.unacked[i:]...)
