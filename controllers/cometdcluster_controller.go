@@ -174,6 +174,11 @@ func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.
 		})
 		kind := r.kindOf(obj)
 		if err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// The cache only holds objects with the operator's labels.
+				err = fmt.Errorf("a %s named %s already exists and is not managed by this operator "+
+					"(no %s=%s label): rename or delete it", kind, obj.GetName(), resources.LabelManagedBy, resources.ManagedBy)
+			}
 			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Apply",
 				"could not apply %s %s: %v", kind, obj.GetName(), err)
 			return obs, fmt.Errorf("%s %s: %w", kind, obj.GetName(), err)

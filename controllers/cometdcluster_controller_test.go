@@ -611,3 +611,25 @@ func (s *statusCounter) Patch(ctx context.Context, obj client.Object, p client.P
 	s.w.note("status patch", obj)
 	return s.SubResourceWriter.Patch(ctx, obj, p, opts...)
 }
+
+// A name collision with an object the operator does not manage is reported
+// as Degraded with a message that says what to do, and heals once it is gone.
+func TestForeignObjectIsReportedAsDegraded(t *testing.T) {
+	ns := newNamespace(t)
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "chat-config", Namespace: ns},
+		Data: map[string]string{"mine": "yes"}}
+	if err := env.Client.Create(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	cc := create(t, newCluster(ns, "chat", 1, false))
+	got := waitConditions(t, cc, map[string]string{v1.ConditionDegraded: "True/" + ReasonApplyFailed})
+	c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionDegraded)
+	if !strings.Contains(c.Message, "ConfigMap named chat-config already exists and is not managed by this operator") {
+		t.Errorf("Degraded message is not actionable: %q", c.Message)
+	}
+	if err := env.Client.Delete(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	waitForChildren(t, cc, brokerChildren("chat"))
+	waitConditions(t, cc, map[string]string{v1.ConditionDegraded: "False/" + ReasonAsExpected})
+}

@@ -36,14 +36,7 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 		st.Replicas, st.ReadyReplicas = d.Status.Replicas, d.Status.ReadyReplicas
 	}
 	b := brokerStateOf(obs.deployment, resources.DesiredReplicas(cc), st.Selector)
-	var n natsState
-	if cc.ManagedNATS() {
-		want := int32(3)
-		if r := cc.Spec.NATS.Managed.Replicas; r != nil {
-			want = *r
-		}
-		n = natsStateOf(obs.nats, true, want)
-	}
+	n := natsStateOf(obs.nats, cc.ManagedNATS(), resources.NATSReplicas(cc))
 	conds := conditionsFor(b, n, st.Endpoint, applyErr)
 	if obs.policy.version != "" {
 		st.PolicyVersion = obs.policy.version

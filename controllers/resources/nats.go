@@ -31,6 +31,15 @@ func NATSURL(cc *v1.CometdCluster) string {
 	return fmt.Sprintf("nats://%s.%s.svc:%d", cc.ChildName(SuffixNATS), cc.Namespace, NATSClientPort)
 }
 
+// NATSReplicas is the number of managed NATS servers the cluster asks for (0
+// without managed NATS).
+func NATSReplicas(cc *v1.CometdCluster) int32 {
+	if !cc.ManagedNATS() {
+		return 0
+	}
+	return natsReplicas(cc.Spec.NATS.Managed)
+}
+
 func natsReplicas(m *v1.ManagedNATS) int32 {
 	if m.Replicas != nil {
 		return *m.Replicas
