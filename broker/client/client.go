@@ -11,7 +11,9 @@
 //
 // Received messages are delivered on one goroutine per Client, in arrival
 // order, decoupled from the network: a slow subscriber delays later
-// deliveries but never stalls the connection.
+// deliveries but never stalls the connection. The queue between the two is
+// unbounded, so a subscriber that never keeps up grows memory; the server's
+// own per-session queue cap is the backstop.
 package client
 
 import (

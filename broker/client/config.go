@@ -62,9 +62,11 @@ type Config struct {
 	// incoming message before it is processed, in order. Nil means none.
 	Extensions []Extension
 
-	// OnState, if set, is called on each state change with the reason (nil
-	// when there is none). It runs on the client's connect goroutine and must
-	// not block or call back into the Client synchronously.
+	// OnState, if set, is called on each state change, and on each failure
+	// that keeps the state, with the reason (nil when there is none). It runs
+	// on the goroutine making the change (the connect loop, or the caller of
+	// Handshake or Disconnect), so it must return quickly and must not call
+	// Handshake or Disconnect. Nil means no notifications.
 	OnState func(state State, err error)
 
 	// MaxMessageSize bounds one websocket frame read from the server. Zero
