@@ -283,6 +283,15 @@ func testSubscribeChan(t *testing.T, url, tr string) {
 			t.Fatal("no message on the Go channel")
 		}
 	}
+	if err := c.Disconnect(ctx); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	if st := c.State(); st != client.StateDisconnected {
+		t.Fatalf("state after Disconnect: %v", st)
+	}
+	if err := c.Publish(ctx, "/c/x", payload{0}); !errors.Is(err, client.ErrDisconnected) {
+		t.Fatalf("publish after Disconnect: %v", err)
+	}
 }
 
 // testReconnectAfterRestart publishes, restarts the server on the same
