@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/gorilla/websocket"
@@ -20,6 +21,9 @@ import (
 type scripted struct {
 	// refuseUpgrade answers websocket upgrades with 400.
 	refuseUpgrade atomic.Bool
+	// onHTTP, if set before the first request, sees every request first
+	// and may set response headers.
+	onHTTP func(w http.ResponseWriter, r *http.Request)
 
 	srv  *httptest.Server
 	stop chan struct{} // closed at test end: releases held requests
@@ -32,6 +36,9 @@ type reply map[string]any
 func newScripted(t *testing.T, handle func(r *http.Request, batch []*client.Message) (int, any)) *scripted {
 	s := &scripted{stop: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.onHTTP != nil {
+			s.onHTTP(w, r)
+		}
 		if websocket.IsWebSocketUpgrade(r) {
 			if s.refuseUpgrade.Load() {
 				http.Error(w, "no websocket here", http.StatusBadRequest)
@@ -505,5 +512,79 @@ func TestRepliesWithoutIDs(t *testing.T) {
 	var be *client.Error
 	if err := c.Publish(ctx, "/refused", 1); !errors.As(err, &be) || be.Code != 403 {
 		t.Fatalf("refusal without id: %v", err)
+	}
+}
+
+// TestHeadersAndCookies: configured headers go with every HTTP request and
+// the websocket upgrade, and a cookie set by the server comes back on each
+// later request, over both transports.
+func TestHeadersAndCookies(t *testing.T) {
+	for _, custom := range []bool{false, true} {
+		for _, tr := range transports {
+			name := tr
+			if custom {
+				name += "/custom http.Client without jar"
+			}
+			t.Run(name, func(t *testing.T) { testHeadersAndCookies(t, tr, custom) })
+		}
+	}
+}
+
+func testHeadersAndCookies(t *testing.T, tr string, custom bool) {
+	var (
+		mu      sync.Mutex
+		missing []string
+		seen    int
+	)
+	var s *scripted
+	check := func(r *http.Request, needCookie bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen++
+		if r.Header.Get("X-Tenant") != "acme" {
+			missing = append(missing, r.Method+" without X-Tenant")
+		}
+		if ck, err := r.Cookie("BAYEUX_BROWSER"); needCookie && (err != nil || ck.Value != "b1") {
+			missing = append(missing, r.Method+" without the cookie")
+		}
+	}
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		if m.Channel == client.ChannelHandshake {
+			check(r, false)
+			out := handshakeOK(m, "c1", nil)
+			out["supportedConnectionTypes"] = []string{tr}
+			return 200, []reply{out}
+		}
+		if tr == client.TransportLongPolling {
+			check(r, true)
+		}
+		if m.Channel == client.ChannelConnect && m.Advice == nil {
+			s.hold(r)
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	s.onHTTP = func(w http.ResponseWriter, r *http.Request) {
+		if websocket.IsWebSocketUpgrade(r) {
+			check(r, true)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: "BAYEUX_BROWSER", Value: "b1", Path: "/"})
+	}
+	c, _ := newTestClient(t, s.url(), tr, func(cfg *client.Config) {
+		cfg.Header = http.Header{"X-Tenant": {"acme"}}
+		// Handshake over HTTP (which sets the cookie), then use tr.
+		cfg.Transports = []string{tr, client.TransportLongPolling}
+		if custom {
+			cfg.HTTPClient = &http.Client{Timeout: time.Minute}
+		}
+	})
+	if err := c.Publish(ctxT(t), "/x", 1); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(missing) > 0 || seen < 2 {
+		t.Fatalf("%d requests checked; problems: %v", seen, missing)
 	}
 }
