@@ -34,14 +34,8 @@ const (
 	waitTimeout = 20 * time.Second
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
-
 // repoRoot is the module root: the test runs in test/cluster.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	wd, err := os.Getwd()
 	if err != nil {
@@ -55,7 +49,7 @@ func repoRoot(t *testing.T) string {
 }
 
 // nodeModules is where the npm clients are installed (shared with test/conformance).
-func nodeModules(t *testing.T) string {
+func nodeModules(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(repoRoot(t), "test", "conformance", "node_modules")
 	if _, err := exec.LookPath("node"); err != nil {
@@ -69,40 +63,56 @@ func nodeModules(t *testing.T) string {
 	return dir
 }
 
-// brokerBinary builds cmd/broker once per test process.
-func brokerBinary(t *testing.T) string {
+// builds caches the binaries this test process built, by package and flags.
+var (
+	buildMu sync.Mutex
+	builds  = map[string]string{}
+)
+
+// binary builds a command of this module once per test process.
+func binary(t testing.TB, pkg string, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cluster-broker-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildPath = filepath.Join(dir, "broker")
-		ctx, cancel := context.WithTimeout(context.Background(), startWait)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-race", "-o", buildPath, "./cmd/broker")
-		cmd.Dir = repoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/broker: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := fmt.Sprint(pkg, race)
+	if p, ok := builds[key]; ok {
+		return p
 	}
-	return buildPath
+	// One directory for the whole process: the binaries outlive the test that
+	// built them.
+	dir, err := os.MkdirTemp("", "cluster-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, fmt.Sprintf("%s-race%v", filepath.Base(pkg), race))
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startWait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+	cmd.Dir = repoRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	builds[key] = out
+	return out
 }
+
+// brokerBinary is cmd/broker built with the race detector, for the tests.
+func brokerBinary(t testing.TB) string { return binary(t, "./cmd/broker", true) }
 
 // natsServer is a real NATS server embedded in the test process.
 type natsServer struct {
-	t    *testing.T
+	t    testing.TB
 	port int
 	mu   sync.Mutex
 	srv  *natsserver.Server
 }
 
 // startNATS runs NATS on a random loopback port.
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t testing.TB) *natsServer {
 	n := &natsServer{t: t}
 	n.start()
 	t.Cleanup(n.stop)
@@ -175,9 +185,14 @@ var addrRE = regexp.MustCompile(`msg="serving (bayeux|admin)" addr=(\S+)`)
 
 // startBroker runs one broker of cluster, joined to NATS at natsURL, on loopback
 // ports chosen by the kernel, and waits until it is ready.
-func startBroker(t *testing.T, cluster, node, natsURL string) *broker {
+func startBroker(t testing.TB, cluster, node, natsURL string) *broker {
 	t.Helper()
-	bin := brokerBinary(t)
+	return startBrokerBin(t, brokerBinary(t), cluster, node, natsURL)
+}
+
+// startBrokerBin is startBroker with a given broker binary.
+func startBrokerBin(t testing.TB, bin, cluster, node, natsURL string) *broker {
+	t.Helper()
 	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--node", node, "--nats-url", natsURL)
 	cmd.Env = append(os.Environ(), "COMETD_CLUSTER="+cluster, "COMETD_DRAIN_GRACE_PERIOD_MS=2000")
@@ -225,7 +240,7 @@ func startBroker(t *testing.T, cluster, node, natsURL string) *broker {
 }
 
 // startCluster starts n brokers named b0…b(n-1) of cluster.
-func startCluster(t *testing.T, cluster string, n int, nats *natsServer) []*broker {
+func startCluster(t testing.TB, cluster string, n int, nats *natsServer) []*broker {
 	t.Helper()
 	bs := make([]*broker, n)
 	for i := range bs {
@@ -246,13 +261,13 @@ func (b *broker) ready() bool {
 }
 
 // waitReady waits until /readyz says want.
-func (b *broker) waitReady(t *testing.T, want bool) {
+func (b *broker) waitReady(t testing.TB, want bool) {
 	t.Helper()
 	waitCond(t, fmt.Sprintf("%s ready=%v", b.name, want), func() bool { return b.ready() == want })
 }
 
 // stop sends SIGTERM and waits for the process; it kills it if it hangs.
-func (b *broker) stop(t *testing.T) {
+func (b *broker) stop(t testing.TB) {
 	_ = b.cmd.Process.Signal(syscall.SIGTERM) // fails harmlessly once exited
 	select {
 	case <-b.exited:
@@ -267,7 +282,7 @@ func (b *broker) stop(t *testing.T) {
 }
 
 // waitCond polls cond until it holds or waitTimeout passes.
-func waitCond(t *testing.T, what string, cond func() bool) {
+func waitCond(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -300,7 +315,7 @@ type payload struct {
 
 // client is a node process running client.mjs.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	stdin  io.WriteCloser
 	stderr *syncBuffer
@@ -312,7 +327,7 @@ type client struct {
 
 // startClient runs a third-party client (kind "cometd" or "faye") against url
 // over transport, and waits until it has handshaken.
-func startClient(t *testing.T, kind, url, transport string) *client {
+func startClient(t testing.TB, kind, url, transport string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(repoRoot(t), "test", "cluster", "client.mjs"), kind, url, transport)
