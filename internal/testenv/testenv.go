@@ -71,6 +71,18 @@ func Start() (*Env, error) {
 	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
 }
 
+// KubeConfigFor returns a kubeconfig for a new user of the control plane,
+// authenticated by a client certificate, with no permissions beyond what its
+// groups grant: for running a process under the RBAC rules it would have in a
+// cluster.
+func (e *Env) KubeConfigFor(user string, groups ...string) ([]byte, error) {
+	u, err := e.env.AddUser(envtest.User{Name: user, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add user %s: %w", user, err)
+	}
+	return u.KubeConfig()
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.env.Stop() }
 
