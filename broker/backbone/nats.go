@@ -678,8 +678,8 @@ func (n *NATS) Close() error {
 	close(n.quit)
 	// Withdraw from node requests first, and wait for the server to have processed
 	// that, so a request sent after Close returns finds no responder at once.
-	if err := n.reqSub.Unsubscribe(); err == nil {
-		_ = n.nc.FlushTimeout(time.Second) // best effort: NATS may be down
+	if err := n.reqSub.Unsubscribe(); err == nil && n.nc.IsConnected() {
+		_ = n.nc.FlushTimeout(time.Second) // best effort
 	}
 	n.reqStop()
 	n.reqs.Wait() // replies go out before the connection closes

@@ -111,6 +111,15 @@ func TestNATSRestart(t *testing.T) {
 	waitCond(t, "a to notice the outage", func() bool { return a.Healthy() != nil })
 	waitCond(t, "b to notice the outage", func() bool { return b.Healthy() != nil })
 
+	// A node started and closed during the outage comes and goes cleanly.
+	c := newNATS(t, NATSConfig{URL: s.ClientURL(), NodeID: "c", ReconnectWait: 50 * time.Millisecond})
+	if c.Healthy() == nil {
+		t.Error("a node started during the outage reports healthy")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
 	startNATS(t, port, nil)
 	waitCond(t, "a to reconnect", func() bool { return a.Healthy() == nil })
 	waitCond(t, "b to reconnect", func() bool { return b.Healthy() == nil })
