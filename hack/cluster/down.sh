@@ -63,7 +63,7 @@ clean_iptables() {
   local save=$1 restore=$2 table
   command -v "${save}" >/dev/null || return 0
   for table in filter nat mangle raw; do
-    "${save}" -t "${table}" 2>/dev/null | grep -qE '(KUBE-|CNI-)' || continue
+    "${save}" -t "${table}" 2>/dev/null | grep -E '(KUBE-|CNI-)' >/dev/null || continue
     "${save}" -t "${table}" | grep -vE '(KUBE-|CNI-)' | "${restore}" -T "${table}" 2>/dev/null ||
       "${save}" -t "${table}" | grep -vE '(KUBE-|CNI-)' | "${restore}"
   done

@@ -35,12 +35,12 @@ image() {
   [[ ${IMPORT} == 1 ]] || { log "built ${OUT}/${name}.tar (${ref})"; return 0; }
   local sum stampf=${OUT}/${name}.imported
   sum=$(sha256sum "${OUT}/${name}.tar" | cut -d' ' -f1)
-  if [[ -f ${stampf} && "$(cat "${stampf}")" == "${sum}" ]] && ctr_k8s images ls -q "name==${ref}" | grep -qx "${ref}"; then
+  if [[ -f ${stampf} && "$(cat "${stampf}")" == "${sum}" ]] && ctr_k8s images ls -q "name==${ref}" | grep -x "${ref}" >/dev/null; then
     return 0
   fi
   ctr --address "${CONTAINERD_SOCK}" version >/dev/null 2>&1 || die "containerd is not running: run hack/cluster/up.sh first"
   ctr_k8s images import "${OUT}/${name}.tar" >/dev/null
-  ctr_k8s images ls -q "name==${ref}" | grep -qx "${ref}" || die "import of ${ref} did not produce the image"
+  ctr_k8s images ls -q "name==${ref}" | grep -x "${ref}" >/dev/null || die "import of ${ref} did not produce the image"
   echo "${sum}" > "${stampf}"
   log "imported ${ref}"
 }

@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_packages() {
   local pkgs=(containerd runc containernetworking-plugins iptables openssl) missing=() p
   for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")
+    dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("${p}")
   done
   (( ${#missing[@]} )) || return 0
   log "apt-get install ${missing[*]}"
@@ -100,7 +100,9 @@ ensure_network() {
   if ! ip link show "${BRIDGE}" >/dev/null 2>&1; then
     ip link add "${BRIDGE}" type bridge
   fi
-  ip addr show dev "${BRIDGE}" | grep -q "inet ${GATEWAY}/" || ip addr add "${GATEWAY}/24" dev "${BRIDGE}"
+  local addrs
+  addrs=$(ip -4 -o addr show dev "${BRIDGE}")
+  [[ ${addrs} == *"inet ${GATEWAY}/"* ]] || ip addr add "${GATEWAY}/24" dev "${BRIDGE}"
   ip link set "${BRIDGE}" up
   sysctl -qw net.ipv4.ip_forward=1
   # Pod -> Service -> pod on the same bridge needs the bridge to pass through iptables.
