@@ -237,3 +237,77 @@ func TestBrokerBinary(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentUse drives one client from many goroutines at once
+// (publishing, subscribing and unsubscribing) under the race detector: every
+// publish is acknowledged and the steady subscription gets every message
+// exactly once.
+func TestConcurrentUse(t *testing.T) {
+	b := startBroker(t, "127.0.0.1:0", false)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ctx := ctxT(t)
+			c, _ := newTestClient(t, b.URL, tr)
+			const workers, each = 8, 25
+			var mu sync.Mutex
+			seen := map[int]int{}
+			done := make(chan struct{})
+			if _, err := c.Subscribe(ctx, "/load/**", func(m *client.Message) {
+				mu.Lock()
+				defer mu.Unlock()
+				seen[decodeN(t, m)]++
+				if len(seen) == workers*each {
+					close(done)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, workers*2)
+			for w := range workers {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						if err := c.Publish(ctx, "/load/w", payload{w*each + i}); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+				go func() { // churn other subscriptions meanwhile
+					defer wg.Done()
+					for range 5 {
+						s, err := c.Subscribe(ctx, "/churn/*", func(*client.Message) {})
+						if err != nil {
+							errs <- err
+							return
+						}
+						if err := s.Unsubscribe(ctx); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+			case <-ctx.Done():
+				mu.Lock()
+				t.Fatalf("received %d of %d distinct messages", len(seen), workers*each)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for n, k := range seen {
+				if k != 1 {
+					t.Fatalf("message %d delivered %d times", n, k)
+				}
+			}
+		})
+	}
+}
