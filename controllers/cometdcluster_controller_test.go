@@ -508,6 +508,7 @@ func TestNoOpReconcileWritesNothing(t *testing.T) {
 	ns := newNamespace(t)
 	cc := newCluster(ns, "chat", 3, true)
 	cc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer // allocated node ports
+	cc.Spec.Service.Annotations = map[string]string{"lb.example.com/scheme": "internal", "a": "b"}
 	cc.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists}}
 	cc.Spec.Broker.AllowedOrigins = []string{"https://app.example.com"}
 	create(t, cc)

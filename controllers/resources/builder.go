@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -168,6 +171,27 @@ func mergeMeta(obj metav1.Object, labels, annotations map[string]string) {
 		a[k] = v
 	}
 	obj.SetAnnotations(a)
+}
+
+// syncUserAnnotations sets the user's annotations on obj and removes the
+// ones a previous spec set that the current one no longer has.
+func syncUserAnnotations(obj metav1.Object, user map[string]string) {
+	a := obj.GetAnnotations()
+	for _, k := range strings.Split(a[AnnotationManagedAnnotations], ",") {
+		if _, keep := user[k]; !keep && k != "" {
+			delete(a, k)
+		}
+	}
+	keys := slices.Sorted(maps.Keys(user))
+	want := map[string]string{}
+	maps.Copy(want, user)
+	if len(keys) > 0 {
+		want[AnnotationManagedAnnotations] = strings.Join(keys, ",")
+	} else {
+		delete(a, AnnotationManagedAnnotations)
+	}
+	obj.SetAnnotations(a)
+	mergeMeta(obj, nil, want)
 }
 
 // specChanged reports whether a child's spec must be replaced by desired. It

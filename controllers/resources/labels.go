@@ -44,6 +44,10 @@ const (
 	// AnnotationSpecHash on a child is the hash of the spec the operator last
 	// wrote, so that a spec the API server has defaulted is not rewritten.
 	AnnotationSpecHash = "cometd.bayeux.dev/spec-hash"
+	// AnnotationManagedAnnotations on a child lists (comma-separated) the
+	// annotation keys copied from the spec, so that a key removed from the
+	// spec is removed from the child, while keys others set are kept.
+	AnnotationManagedAnnotations = "cometd.bayeux.dev/managed-annotations"
 )
 
 // BrokerSelector is the broker pods' selector: stable labels only, never

@@ -532,3 +532,37 @@ func TestPolicySettingsAndKeyMount(t *testing.T) {
 		t.Errorf("keys Secret not mounted whole: %+v", tpl.Volumes)
 	}
 }
+
+// Service annotations follow the spec: added, changed and removed, while
+// annotations someone else set stay.
+func TestServiceAnnotationsFollowTheSpec(t *testing.T) {
+	s := testScheme(t)
+	update := func(cc *v1.CometdCluster, svc *corev1.Service) {
+		bs, err := Builders(cc, Options{}, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[3].Update(svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := cluster(func(cc *v1.CometdCluster) { cc.Spec.Service.Annotations = map[string]string{"a": "1", "b": "2"} })
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: "ns1"}}
+	update(cc, svc)
+	svc.Annotations["other-controller"] = "x"
+	cc.Spec.Service.Annotations = map[string]string{"b": "3"}
+	update(cc, svc)
+	if _, ok := svc.Annotations["a"]; ok || svc.Annotations["b"] != "3" || svc.Annotations["other-controller"] != "x" {
+		t.Fatalf("annotations = %v, want a removed, b=3, other-controller kept", svc.Annotations)
+	}
+	cc.Spec.Service.Annotations = nil
+	update(cc, svc)
+	if len(svc.Annotations) != 2 || svc.Annotations["other-controller"] != "x" {
+		t.Fatalf("annotations = %v, want only other-controller and the spec hash", svc.Annotations)
+	}
+	before := svc.DeepCopy()
+	update(cc, svc)
+	if !equality.Semantic.DeepEqual(before, svc) {
+		t.Fatal("a no-op update changed the annotations")
+	}
+}

@@ -38,7 +38,8 @@ func (b *serviceBuilder) Build() client.Object {
 
 func (b *serviceBuilder) Update(obj client.Object) error {
 	svc := obj.(*corev1.Service)
-	mergeMeta(svc, BrokerLabels(b.cc), b.cc.Spec.Service.Annotations)
+	mergeMeta(svc, BrokerLabels(b.cc), nil)
+	syncUserAnnotations(svc, b.cc.Spec.Service.Annotations)
 	typ := b.cc.Spec.Service.Type
 	if typ == "" {
 		typ = corev1.ServiceTypeClusterIP
