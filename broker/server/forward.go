@@ -24,6 +24,12 @@ import (
 // waits for its reply. A client that gives up cancels the owner's hold, so the
 // messages it would have carried stay queued.
 //
+// A websocket carries no HTTP request per batch, so a batch read from a websocket
+// whose session lives elsewhere (Faye handshakes over HTTP, then opens its
+// websocket, which a Service may send to another broker) is forwarded the same
+// way, as a long-polling batch, on a goroutine of its own so the connection keeps
+// reading; the owner's reply is written on the websocket.
+//
 // A forwarded request is one line of JSON (forwardMeta) followed by '\n' and the
 // batch as the client sent it; the reply is one line of JSON (forwardReply), '\n'
 // and the body.
@@ -200,4 +206,72 @@ func (r *replyRecorder) Write(b []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	return r.body.Write(b)
+}
+
+// errOwnerUnreachable answers a websocket batch that could not be forwarded.
+const errOwnerUnreachable = "503::session_owner_unreachable"
+
+// forwardWebsocket takes a batch read from wc whose session another node owns: it
+// forwards it and queues the owner's replies for wc's writer. It reports whether
+// it took the batch.
+func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
+	req, ok := s.cfg.Backbone.(backbone.Requester)
+	if !ok {
+		return false
+	}
+	owner := s.foreignOwner(msgs)
+	if owner == "" {
+		return false
+	}
+	head, _ := json.Marshal(forwardMeta{Kind: forwardKindPoll, Transport: "long-polling", UserAgent: userAgent})
+	payload := make([]byte, 0, len(head)+1+len(raw))
+	payload = append(append(append(payload, head...), '\n'), raw...)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
+		defer cancel()
+		go func() { // the connection's end cancels the request (and the owner's hold)
+			select {
+			case <-wc.finished:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		resp, err := req.Request(ctx, owner, payload)
+		var replies []*ServerMessage
+		switch {
+		case errors.Is(err, backbone.ErrNoNode):
+			for _, m := range msgs {
+				replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
+			}
+		case ctx.Err() != nil:
+			return // the connection is gone
+		case err == nil:
+			i := bytes.IndexByte(resp, '\n')
+			if i >= 0 {
+				if out, derr := bayeux.DecodeBatch(resp[i+1:]); derr == nil {
+					for _, m := range out {
+						replies = append(replies, NewServerMessage(m))
+					}
+					break
+				}
+			}
+			err = errors.New("malformed reply")
+			fallthrough
+		default:
+			s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", owner, "err", err)
+			for _, m := range msgs {
+				r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
+				r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectRetry, Interval: 1000, Timeout: -1, MaxInterval: -1}
+				replies = append(replies, r)
+			}
+		}
+		if len(replies) == 0 {
+			return
+		}
+		wc.mu.Lock()
+		wc.pending = append(wc.pending, wsItem{replies: replies})
+		wc.mu.Unlock()
+		wc.kick()
+	}()
+	return true
 }

@@ -151,3 +151,47 @@ func TestServeNodeRequestBadInput(t *testing.T) {
 		t.Fatalf("reply %q", out)
 	}
 }
+
+// TestForwardWebsocket runs a session handshaken over HTTP on node A through a
+// websocket on node B, as Faye does when its websocket lands on another broker.
+func TestForwardWebsocket(t *testing.T) {
+	a, b := twoNodes(t)
+	id := a.handshake(t)
+	ws := b.dialWS(t)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"1"}]`, id))
+	if c := ws.readUntil("/meta/connect"); c["successful"] != true {
+		t.Fatalf("first connect over B's websocket: %v", c)
+	}
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/ws/*","id":"2"}]`, id))
+	if r := ws.readUntil("/meta/subscribe"); r["successful"] != true {
+		t.Fatalf("subscribe over B's websocket: %v", r)
+	}
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"3"}]`, id))
+	a.waitHeld(t, id)
+	pub := a.connected(t)
+	a.publish(t, pub, "/ws/x", `"pushed"`)
+	for {
+		out := ws.read()
+		if ev := events(out); len(ev) == 1 {
+			if ev[0]["data"] != "pushed" || ev[0]["channel"] != "/ws/x" {
+				t.Fatalf("event %v", ev)
+			}
+			return
+		}
+	}
+}
+
+// TestForwardWebsocketUnknownOwner answers a websocket batch for a node that
+// does not exist with session_unknown, and keeps the connection open.
+func TestForwardWebsocketUnknownOwner(t *testing.T) {
+	_, b := twoNodes(t)
+	ws := b.dialWS(t)
+	ws.send(`[{"channel":"/meta/connect","clientId":"node-gone~abcdef","connectionType":"websocket"}]`)
+	if c := ws.readUntil("/meta/connect"); c["error"] != "402::session_unknown" {
+		t.Fatalf("connect for a gone owner: %v", c)
+	}
+	id := ws.handshake() // the same connection still works
+	if OwnerOf(id) != "node-b" {
+		t.Fatalf("handshake on B gave %s", id)
+	}
+}

@@ -197,6 +197,9 @@ func (wc *wsConn) readLoop(userAgent string) {
 				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, reason), time.Now().Add(writeWait))
 			return
 		}
+		if s.forwardWebsocket(wc, msgs, data, userAgent) { // forward.go
+			continue
+		}
 		res := s.process(msgs, reqInfo{transport: "websocket", userAgent: userAgent, ws: wc})
 		wc.mu.Lock()
 		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
@@ -300,6 +303,7 @@ func (wc *wsConn) step(items []wsItem) {
 			}
 		}
 	}
+	only := false
 	if ss := wc.sess; ss != nil {
 		select {
 		case <-ss.done:
@@ -307,7 +311,7 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.sess = nil
 		default:
 			ss.mu.Lock()
-			only := ss.deliverOnly
+			only = ss.deliverOnly
 			ss.mu.Unlock()
 			if !only {
 				if q := ss.takeQueue(); len(q) > 0 {
@@ -316,8 +320,16 @@ func (wc *wsConn) step(items []wsItem) {
 			}
 		}
 	}
-	if h := wc.held; h != nil && (h.ready() || !time.Now().Before(h.deadline) || s.draining.Load()) {
-		wc.answer()
+	if h := wc.held; h != nil {
+		// Messages go out as they come unless the session delivers only with
+		// connect replies (ack extension): then they complete the connect.
+		ready := h.ended()
+		if only {
+			ready = h.ready()
+		}
+		if ready || !time.Now().Before(h.deadline) || s.draining.Load() {
+			wc.answer()
+		}
 	}
 	if now := time.Now(); !now.Before(wc.nextPing) {
 		wc.nextPing = now.Add(pingPeriod)

@@ -124,7 +124,8 @@ func roundRobin(t *testing.T, bs []*broker) (*httptest.Server, *atomic.Int64) {
 // TestRoundRobinProxy puts a proxy that sends every HTTP request to the next of
 // three brokers in front of the cluster: the CometD client's two connections and
 // every connect, subscribe and publish land on different brokers, and none may
-// meet an unknown session.
+// meet an unknown session. Websocket clients ride along: Faye handshakes over
+// HTTP and then opens its websocket, which lands on another broker.
 func TestRoundRobinProxy(t *testing.T) {
 	nats := startNATS(t)
 	bs := startCluster(t, "proxy", 3, nats)
@@ -133,7 +134,10 @@ func TestRoundRobinProxy(t *testing.T) {
 
 	var clients []*client
 	owners := map[string]bool{}
-	for _, spec := range [][2]string{{"cometd", "long-polling"}, {"cometd", "callback-polling"}, {"faye", "long-polling"}} {
+	for _, spec := range [][2]string{
+		{"cometd", "long-polling"}, {"cometd", "callback-polling"}, {"faye", "long-polling"},
+		{"faye", "websocket"}, {"cometd", "websocket"},
+	} {
 		c := startClient(t, spec[0], endpoint, spec[1])
 		clients = append(clients, c)
 		owners[ownerOf(c.wait(func(e event) bool { return e.Ev == "ready" }, "ready").ClientID)] = true
