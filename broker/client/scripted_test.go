@@ -588,3 +588,73 @@ func testHeadersAndCookies(t *testing.T, tr string, custom bool) {
 		t.Fatalf("%d requests checked; problems: %v", seen, missing)
 	}
 }
+
+// authExt adds a token to the handshake and drops incoming /secret events.
+type authExt struct{}
+
+func (authExt) Outgoing(m *client.Message) bool {
+	if m.Channel == client.ChannelHandshake {
+		if m.Ext == nil {
+			m.Ext = map[string]any{}
+		}
+		m.Ext["auth"] = "t0k3n"
+	}
+	return true
+}
+
+func (authExt) Incoming(m *client.Message) bool { return m.Channel != "/secret" }
+
+// TestExtensions: outgoing hooks can add fields the server requires, and
+// incoming hooks can drop messages before delivery.
+func TestExtensions(t *testing.T) {
+	subscribed := make(chan struct{})
+	var once sync.Once
+	var s *scripted
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			if m.Ext["auth"] != "t0k3n" {
+				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "401::auth required"}}
+			}
+			return 200, []reply{handshakeOK(m, "c1", nil)}
+		case client.ChannelSubscribe:
+			if m.Subscription[0] == "/public" {
+				once.Do(func() { close(subscribed) })
+			}
+			return 200, []reply{ok(m, nil)}
+		case client.ChannelConnect:
+			if m.Advice != nil && s.await(r, subscribed) { // the first connect
+				return 200, []reply{event("/secret", 1), event("/public", 2), ok(m, nil)}
+			}
+			s.hold(r)
+			return 200, []reply{ok(m, nil)}
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	// Without the extension the handshake is refused.
+	plain, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{client.TransportLongPolling}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Handshake(ctxT(t)); err == nil || !strings.Contains(err.Error(), "auth required") {
+		t.Fatalf("handshake without the extension: %v", err)
+	}
+	c, _ := newTestClient(t, s.url(), client.TransportLongPolling, func(cfg *client.Config) {
+		cfg.Extensions = []client.Extension{authExt{}}
+	})
+	ctx := ctxT(t)
+	secret, public := newInbox("/secret"), newInbox("/public")
+	if _, err := c.Subscribe(ctx, "/secret", secret.handler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, "/public", public.handler); err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeN(t, public.next(t, ctx)); got != 2 {
+		t.Fatalf("public got n=%d", got)
+	}
+	// /secret came first in the same batch and was delivered on the same
+	// goroutine, so it would be buffered by now had it not been dropped.
+	secret.empty(t)
+}
