@@ -324,6 +324,15 @@ func (pc *pendingConnect) ready() bool {
 		(ss.ack != nil && len(ss.ack.unacked) > 0)
 }
 
+// ended reports whether the connect must be answered whatever the queue holds:
+// its session ended or a newer connect replaced it.
+func (pc *pendingConnect) ended() bool {
+	ss := pc.session
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.reason != nil || ss.held != pc.hc
+}
+
 // wait blocks until the connect should be answered: messages arrived, its
 // timeout passed, the session ended, a newer connect replaced it, the server is
 // draining, or ctx ended. It reports whether the client is still there.

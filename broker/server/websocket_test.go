@@ -34,8 +34,15 @@ func TestWebsocketFlow(t *testing.T) {
 	// Disconnect answers the held connect.
 	a.send(fmt.Sprintf(`[{"channel":"/meta/disconnect","clientId":%q}]`, ida))
 	sawDisc, sawConn := false, false
+	var seen []msg
 	for !sawDisc || !sawConn {
-		for _, m := range a.read() {
+		_ = a.c.SetReadDeadline(time.Now().Add(testWait))
+		var frame []msg
+		if err := a.c.ReadJSON(&frame); err != nil {
+			t.Fatalf("after disconnect, read %v then: %v", seen, err)
+		}
+		seen = append(seen, frame...)
+		for _, m := range frame {
 			switch m["channel"] {
 			case "/meta/disconnect":
 				sawDisc = m["successful"] == true

@@ -5,10 +5,12 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -26,6 +28,7 @@ func main() {
 		leaderElectNS  string
 		brokerImage    string
 		natsImage      string
+		watchNS        string
 		controllerName = "cometd-operator"
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to (0 disables it)")
@@ -34,6 +37,7 @@ func main() {
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader-election Lease (empty: the pod's namespace)")
 	flag.StringVar(&brokerImage, "broker-image", resources.DefaultBrokerImage, "broker image for CometdClusters that do not set spec.image")
 	flag.StringVar(&natsImage, "nats-image", resources.DefaultNATSImage, "NATS image for managed NATS that does not set spec.nats.managed.image")
+	flag.StringVar(&watchNS, "watch-namespaces", "", "comma-separated namespaces to watch (empty: all namespaces)")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -50,9 +54,16 @@ func main() {
 		os.Exit(1)
 	}
 
+	cacheOpts := controllers.CacheOptions()
+	if namespaces := splitNamespaces(watchNS); len(namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   controllers.CacheOptions(),
+		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
@@ -92,9 +103,21 @@ func main() {
 		log.Error(err, "add readiness check")
 		os.Exit(1)
 	}
-	log.Info("starting manager", "brokerImage", brokerImage, "natsImage", natsImage, "leaderElection", leaderElect)
+	log.Info("starting manager", "brokerImage", brokerImage, "natsImage", natsImage, "leaderElection", leaderElect,
+		"watchNamespaces", watchNS)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// splitNamespaces parses --watch-namespaces: comma-separated, blanks ignored.
+func splitNamespaces(s string) []string {
+	var out []string
+	for _, ns := range strings.Split(s, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
 }
