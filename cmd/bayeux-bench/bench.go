@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
@@ -96,7 +97,21 @@ type Summary struct {
 	Duplicates      int64     `json:"duplicates"`
 	Unexpected      int64     `json:"unexpected"`
 	LatencyMs       Latencies `json:"latency_ms"`
-	FirstError      string    `json:"first_error,omitempty"`
+	// BenchCPUSeconds is the CPU time this process used while publishing
+	// and draining: compare it with the wall time to see whether the load
+	// generator itself was the bottleneck.
+	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+	FirstError      string  `json:"first_error,omitempty"`
+}
+
+// cpuSeconds returns the CPU time (user + system) used by this process.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 // Latencies are publish-to-receive latencies in milliseconds.
@@ -307,6 +322,7 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	pctx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
 	start := time.Now()
+	cpu0 := cpuSeconds()
 
 	// Progress.
 	progDone := make(chan struct{})
@@ -402,6 +418,7 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	}
 	close(progStop)
 	<-progDone
+	benchCPU := cpuSeconds() - cpu0
 
 	// Disconnect subscribers now so that their handlers are done before
 	// their counters are read.
@@ -414,7 +431,7 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 		Publishers: o.Publishers, Rate: o.Rate,
 		PublishSeconds: pubEnd.Sub(start).Seconds(),
 		Published:      published.Load(), PublishErrors: pubErrors.Load(),
-		Expected: expected,
+		Expected: expected, BenchCPUSeconds: benchCPU,
 	}
 	if e, ok := firstErr.Load().(string); ok {
 		sum.FirstError = e

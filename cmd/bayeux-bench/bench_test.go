@@ -30,8 +30,8 @@ func checkCoherent(t *testing.T, s *Summary, subsPerChannel int64) {
 	if s.Delivered != s.Expected || s.Losses != 0 || s.Duplicates != 0 || s.Unexpected != 0 {
 		t.Fatalf("delivered %d of %d, losses %d, dups %d, unexpected %d", s.Delivered, s.Expected, s.Losses, s.Duplicates, s.Unexpected)
 	}
-	if s.DeliveredPerSec <= 0 {
-		t.Fatalf("delivered_per_sec %v", s.DeliveredPerSec)
+	if s.DeliveredPerSec <= 0 || s.BenchCPUSeconds <= 0 {
+		t.Fatalf("delivered_per_sec %v, bench_cpu_seconds %v", s.DeliveredPerSec, s.BenchCPUSeconds)
 	}
 	l := s.LatencyMs
 	if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
