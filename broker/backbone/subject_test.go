@@ -129,3 +129,25 @@ func FuzzDecodeToken(f *testing.F) {
 		}
 	})
 }
+
+// FuzzChannelSubject checks that every valid channel maps to a subject that
+// decodes back to it, and that two distinct channels never share a subject.
+func FuzzChannelSubject(f *testing.F) {
+	for _, s := range []string{"/a", "/a/b", "/a.b/c d", "/*x/>", "/é/_2E"} {
+		f.Add(s, "/a/b")
+	}
+	const prefix = "p.c.ch."
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if validateChannel(a) != nil || validateChannel(b) != nil {
+			return
+		}
+		sa, sb := channelSubject(prefix, a), channelSubject(prefix, b)
+		back, err := subjectChannel(prefix, sa)
+		if err != nil || back != a {
+			t.Fatalf("%q → %q → %q, %v", a, sa, back, err)
+		}
+		if a != b && sa == sb {
+			t.Fatalf("%q and %q share the subject %q", a, b, sa)
+		}
+	})
+}
