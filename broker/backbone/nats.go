@@ -112,7 +112,10 @@ type NATSConfig struct {
 // goroutine drops any message whose sequence number is not above the last one
 // seen from that origin and epoch. Since the server delivers the messages of one
 // publishing connection in order, this removes the second copy a node receives
-// when two of its patterns ("/a/*" and "/a/**") match, and nothing else.
+// when two of its patterns ("/a/*" and "/a/**") match, and nothing else. (With a
+// multi-server NATS cluster, a publisher that fails over to another server while
+// messages are in flight may have a few of them reordered, and those that arrive
+// behind a later one are dropped: at most once, not exactly once.)
 type NATS struct {
 	nc       *nats.Conn
 	id       string
