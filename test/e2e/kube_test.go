@@ -241,7 +241,9 @@ func (e env) collectDiagnostics(t *testing.T, namespaces ...string) {
 		if err := e.getJSON(ctx, &pods, "pods", "-n", ns); err == nil {
 			for _, p := range pods.Items {
 				logs := save(ns+"-"+p.Metadata.Name+".log", "logs", "-n", ns, p.Metadata.Name, "--all-containers", "--tail=500")
-				save(ns+"-"+p.Metadata.Name+".previous.log", "logs", "-n", ns, p.Metadata.Name, "--all-containers", "--previous", "--tail=200")
+				if prev, err := e.run(ctx, "", "logs", "-n", ns, p.Metadata.Name, "--all-containers", "--previous", "--tail=200"); err == nil {
+					_ = os.WriteFile(filepath.Join(dir, ns+"-"+p.Metadata.Name+".previous.log"), []byte(prev), 0o644)
+				}
 				if ns == operatorNamespace {
 					t.Logf("operator log %s:\n%s", p.Metadata.Name, tail(logs, 30))
 				}
