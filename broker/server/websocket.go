@@ -42,6 +42,7 @@ type wsItem struct {
 type wsConn struct {
 	s         *Server
 	c         *websocket.Conn
+	bc        *batchConn // c's network connection
 	closeOnce sync.Once
 	dead      chan struct{} // closed by the writer when a write failed
 	space     chan struct{} // a token when the writer took pending batches
@@ -86,12 +87,13 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		WriteBufferPool: &wsWriteBufferPool,
 		CheckOrigin:     s.checkOrigin,
 	}
-	c, err := up.Upgrade(w, r, nil)
+	hc := &hijackCapture{ResponseWriter: w}
+	c, err := up.Upgrade(hc, r, nil)
 	if err != nil {
 		return // Upgrade has answered the request
 	}
 	wc := &wsConn{
-		s: s, c: c,
+		s: s, c: c, bc: hc.conn,
 		dead:     make(chan struct{}),
 		space:    make(chan struct{}, 1),
 		finished: make(chan struct{}),
@@ -236,7 +238,11 @@ func (wc *wsConn) writer() {
 			wc.cleanup(items)
 			return
 		}
+		wc.bc.begin()
 		wc.step(items)
+		if err := wc.bc.end(); err != nil {
+			wc.fail()
+		}
 		wc.mu.Lock()
 		if !wc.dirty {
 			wc.running = false
