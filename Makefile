@@ -110,7 +110,10 @@ build: ## Build bin/manager and bin/broker.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/broker ./cmd/broker
 
 .PHONY: run
-run: build ## Set up and run: one broker with embedded NATS on :8080 (admin :8081).
+run: run-cluster ## The main job: local Kubernetes (or the cluster in KUBECONFIG), the operator, a sample CometdCluster until Available.
+
+.PHONY: run-broker
+run-broker: build ## One broker alone, with embedded NATS: Bayeux on :8080/cometd, admin on :8081.
 	$(LOCALBIN)/broker
 
 .PHONY: run-manager
@@ -139,6 +142,8 @@ deploy: manifests $(KUSTOMIZE) ## Deploy the operator (config/default) with IMG.
 .PHONY: undeploy
 undeploy: $(KUSTOMIZE) ## Remove the operator.
 	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found=$(ignore-not-found) -f -
+
+include hack/cluster.mk
 
 ##@ Tools
 
