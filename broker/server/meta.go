@@ -105,9 +105,12 @@ func (s *Server) process(msgs []*bayeux.Mutable, ri reqInfo) batchResult {
 				reply.m.Successful = bayeux.True
 				s.removeSession(ss, ErrClientDisconnect)
 			case bayeux.IsMeta(raw.Channel):
-				if _, err := bayeux.ParseChannel(raw.Channel); err != nil {
+				switch _, err := bayeux.ParseChannel(raw.Channel); {
+				case err != nil:
 					reply = s.fail(newReply(m), bayeux.ErrChannelInvalid)
-				} else {
+				case raw.Data != nil:
+					reply = s.fail(newReply(m), bayeux.ErrPublishMeta) // a publish to /meta/*
+				default:
 					reply = s.fail(newReply(m), bayeux.ErrMessageUnknown)
 				}
 			default:

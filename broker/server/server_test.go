@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -218,8 +220,9 @@ func TestBadInput(t *testing.T) {
 		{"channel invalid", fmt.Sprintf(`[{"channel":"/a//b","clientId":%q,"data":1}]`, id), 200, "405::channel_invalid"},
 		{"publish to wildcard", fmt.Sprintf(`[{"channel":"/a/*","clientId":%q,"data":1}]`, id), 200, "405::channel_invalid"},
 		{"subscribe invalid", fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/a/*/b"}]`, id), 200, "405::channel_invalid"},
-		{"publish to meta", fmt.Sprintf(`[{"channel":"/meta/foo","clientId":%q,"data":1}]`, id), 200, "400::message_unknown"},
-		{"publish to meta handshake-like", fmt.Sprintf(`[{"channel":"/meta/subscribe/x","clientId":%q,"data":1}]`, id), 200, "400::message_unknown"},
+		{"publish to meta", fmt.Sprintf(`[{"channel":"/meta/foo","clientId":%q,"data":1}]`, id), 200, "403::publish_meta_denied"},
+		{"publish to meta handshake-like", fmt.Sprintf(`[{"channel":"/meta/subscribe/x","clientId":%q,"data":1}]`, id), 200, "403::publish_meta_denied"},
+		{"unknown meta channel", fmt.Sprintf(`[{"channel":"/meta/foo","clientId":%q}]`, id), 200, "400::message_unknown"},
 		{"subscribe to meta", fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/meta/connect"}]`, id), 200, "403::subscribe_denied"},
 		{"unknown clientId publish", `[{"channel":"/a","clientId":"nope","data":1}]`, 200, "402::session_unknown"},
 		{"unknown clientId connect", `[{"channel":"/meta/connect","clientId":"nope","connectionType":"long-polling"}]`, 200, "402::session_unknown"},
@@ -476,5 +479,28 @@ func TestWebsocketSessionExpiresAfterConnectionLoss(t *testing.T) {
 	waitFor(t, "the session to expire", func() bool { return ts.Session(id) == nil })
 	if ts.Stats().Sessions != 0 {
 		t.Fatal("session count not updated")
+	}
+}
+
+func TestChunkedBody(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	// The CometD client sends chunked request bodies: write one by hand.
+	c, err := net.Dial("tcp", ts.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	part1, part2 := `[{"channel":"/meta/handshake",`, `"id":"c"}]`
+	fmt.Fprintf(c, "POST /cometd/handshake HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n",
+		len(part1), part1, len(part2), part2)
+	_ = c.SetReadDeadline(time.Now().Add(testWait))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []msg
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || len(out) != 1 || out[0]["successful"] != true || out[0]["id"] != "c" {
+		t.Fatalf("chunked handshake: %d %v %v", resp.StatusCode, out, err)
 	}
 }
