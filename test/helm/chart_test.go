@@ -149,6 +149,9 @@ func TestChartExamplesRender(t *testing.T) {
 	if n := len(find(docs, "ServiceMonitor")); n != 1 {
 		t.Errorf("production example renders %d ServiceMonitors, want 1", n)
 	}
+	if n := len(find(docs, "ChannelPolicy")); n != 1 {
+		t.Errorf("production example renders %d ChannelPolicies, want 1", n)
+	}
 	docs = render(t)
 	dep, _ = yaml.Marshal(find(docs, "Deployment")[0])
 	if !strings.Contains(string(dep), "--leader-elect=false") {
