@@ -590,7 +590,9 @@ func (s *Server) sweep() {
 			sh.mu.RLock()
 			for _, ss := range sh.m {
 				ss.mu.Lock()
-				if ss.local == nil && ss.held == nil && ss.ws == nil && ss.lastActive.Before(deadline) {
+				// A websocket that stays open without connects does not keep
+				// its session: lastActive moves with connects (and detaches).
+				if ss.local == nil && ss.held == nil && ss.lastActive.Before(deadline) {
 					expired = append(expired, ss)
 				}
 				ss.mu.Unlock()

@@ -143,3 +143,14 @@ func TestWebsocketEncodeOnce(t *testing.T) {
 		t.Fatalf("message encoded %d times for %d subscribers, want 1", got, n)
 	}
 }
+
+func TestWebsocketSessionWithoutConnectsExpires(t *testing.T) {
+	ts := newTestServer(t, Config{MaxInterval: 100 * time.Millisecond})
+	ws := ts.dialWS(t)
+	id := ws.handshake() // handshake and one immediate connect, then silence
+	waitFor(t, "the silent session to expire", func() bool { return ts.Session(id) == nil })
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
+	if c := ws.readUntil("/meta/connect"); c["error"] != "402::session_unknown" {
+		t.Fatalf("connect after expiry: %v", c)
+	}
+}
