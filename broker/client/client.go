@@ -62,6 +62,9 @@ type Client struct {
 	ackID      int64
 	loopCancel context.CancelFunc
 	loopDone   chan struct{}
+	ended      chan struct{} // closed on reaching StateDisconnected
+	endErr     error         // why; set before ended is closed
+	renewed    chan struct{} // closed (and replaced) after each re-handshake and re-subscribe
 
 	readers sync.WaitGroup // websocket reader goroutines
 	queue   deliveryQueue
@@ -88,6 +91,8 @@ func NewClient(cfg Config) (*Client, error) {
 		subs:      map[string][]*Subscription{},
 		timeout:   defaultConnectTimeout,
 		ackID:     -1,
+		ended:     make(chan struct{}),
+		renewed:   make(chan struct{}),
 	}
 	c.queue.init(c)
 	return c, nil
@@ -107,6 +112,18 @@ func (c *Client) Transport() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.transport
+}
+
+// Done returns a channel that is closed when the client is finished: after
+// Disconnect, or when the server advised reconnect "none". Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.ended }
+
+// Err returns nil while the client is live or after a plain Disconnect, and
+// the server's reason when it ended the session (advice "none").
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endErr
 }
 
 // State returns the current connection state.
@@ -531,6 +548,8 @@ func (c *Client) setStateFinal(err error) {
 		return
 	}
 	c.state = StateDisconnected
+	c.endErr = err
+	close(c.ended)
 	c.mu.Unlock()
 	if c.cfg.OnState != nil {
 		c.cfg.OnState(StateDisconnected, err)
@@ -569,6 +588,10 @@ func (c *Client) run(ctx context.Context, done chan struct{}) {
 			}
 			rehandshake = false
 			failures = 0
+			c.mu.Lock()
+			close(c.renewed)
+			c.renewed = make(chan struct{})
+			c.mu.Unlock()
 		}
 
 		reply, err := c.connect(ctx)

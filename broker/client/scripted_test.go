@@ -356,6 +356,14 @@ func TestConnectBadInputAndAdvice(t *testing.T) {
 	if err := c.Publish(ctx, "/x", 1); !errors.Is(err, client.ErrDisconnected) {
 		t.Fatalf("publish after advice none: %v", err)
 	}
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		t.Fatal("Done not closed after advice none")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "go away") {
+		t.Fatalf("Err() = %v, want the server's reason", err)
+	}
 }
 
 // TestRehandshakeResubscribes answers a connect with 402 session_unknown and
@@ -657,4 +665,71 @@ func TestExtensions(t *testing.T) {
 	// /secret came first in the same batch and was delivered on the same
 	// goroutine, so it would be buffered by now had it not been dropped.
 	secret.empty(t)
+}
+
+// TestSubscribeWhileSessionExpired: a subscribe answered with "session
+// unknown, re-handshake" waits for the re-handshake, is included in the
+// re-subscription, and then receives.
+func TestSubscribeWhileSessionExpired(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			var (
+				mu         sync.Mutex
+				handshakes int
+				expire     = make(chan struct{})
+				once       sync.Once
+				s          *scripted
+			)
+			expired := func(m *client.Message) reply {
+				return reply{"channel": m.Channel, "id": m.ID, "successful": false,
+					"error": "402::session_unknown", "advice": reply{"reconnect": "handshake", "interval": 0}}
+			}
+			s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+				var out []reply
+				for _, m := range batch {
+					switch {
+					case m.Channel == client.ChannelHandshake:
+						mu.Lock()
+						handshakes++
+						id := "c" + string(rune('0'+handshakes))
+						mu.Unlock()
+						out = append(out, handshakeOK(m, id, nil))
+					case m.ClientID == "c1" && m.Channel == client.ChannelSubscribe:
+						once.Do(func() { close(expire) })
+						out = append(out, expired(m))
+					case m.ClientID == "c1" && m.Channel == client.ChannelConnect:
+						if m.Advice == nil && !s.await(r, expire) {
+							return 200, "[]"
+						}
+						if m.Advice == nil {
+							out = append(out, expired(m))
+						} else {
+							out = append(out, ok(m, nil))
+						}
+					case m.ClientID == "c2" && m.Channel == client.ChannelConnect && m.Advice != nil:
+						out = append(out, ok(m, nil), event("/late", 7))
+					case m.Channel == client.ChannelConnect:
+						s.hold(r)
+						out = append(out, ok(m, nil))
+					default:
+						out = append(out, ok(m, nil))
+					}
+				}
+				return 200, out
+			})
+			c, log := newTestClient(t, s.url(), tr)
+			ctx := ctxT(t)
+			log.waitFor(t, ctx, 0, "connected", func(e stateEvent) bool { return e.s == client.StateConnected })
+			box := newInbox("/late")
+			if _, err := c.Subscribe(ctx, "/late", box.handler); err != nil {
+				t.Fatalf("subscribe across the re-handshake: %v", err)
+			}
+			if c.ClientID() != "c2" {
+				t.Fatalf("clientId %q, want c2", c.ClientID())
+			}
+			if got := decodeN(t, box.next(t, ctx)); got != 7 {
+				t.Fatalf("got n=%d", got)
+			}
+		})
+	}
 }

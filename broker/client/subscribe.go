@@ -35,6 +35,8 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error { return s.c.Unsub
 // and calls h for each message whose channel matches. It returns once the
 // server has acknowledged the subscription (a refusal is an *Error). The
 // subscription survives re-handshakes: the client subscribes again after each.
+// If the server answers that the session has expired, Subscribe waits
+// (bounded by ctx) for the client to re-handshake and re-subscribe.
 func (c *Client) Subscribe(ctx context.Context, channel string, h Handler) (*Subscription, error) {
 	if h == nil {
 		return nil, errors.New("bayeux: Subscribe needs a Handler")
@@ -42,11 +44,33 @@ func (c *Client) Subscribe(ctx context.Context, channel string, h Handler) (*Sub
 	if err := validChannel(channel, true); err != nil {
 		return nil, err
 	}
+	s, renewed, err := c.subscribe(ctx, channel, h)
+	if renewed == nil {
+		return s, err
+	}
+	// The session expired under us: the connect loop re-handshakes and
+	// re-subscribes every handle, this one included. Wait for that.
+	select {
+	case <-renewed:
+		return s, nil
+	case <-c.ended:
+		c.removeLocal(s)
+		return nil, ErrDisconnected
+	case <-ctx.Done():
+		c.removeLocal(s)
+		return nil, fmt.Errorf("bayeux: subscribe %s: waiting for the re-handshake: %w (server said: %v)", channel, ctx.Err(), err)
+	}
+}
+
+// subscribe registers h and subscribes the server when needed. When the
+// server answers that the session must be re-established, it keeps the
+// handle and returns the channel that closes once that is done.
+func (c *Client) subscribe(ctx context.Context, channel string, h Handler) (*Subscription, <-chan struct{}, error) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	id, transport, err := c.session()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &Subscription{c: c, channel: channel, h: h}
 	s.active.Store(true)
@@ -59,17 +83,26 @@ func (c *Client) Subscribe(ctx context.Context, channel string, h Handler) (*Sub
 	}
 	c.mu.Unlock()
 	if !first {
-		return s, nil
+		return s, nil, nil
 	}
 	replies, err := c.request(ctx, []*Message{{Channel: ChannelSubscribe, ClientID: id, Subscription: Subscriptions{channel}}}, transport)
 	if err == nil && !replies[0].ok() {
-		err = replyError(replies[0])
+		be := replyError(replies[0])
+		if be.Advice != nil && be.Advice.Reconnect == ReconnectHandshake {
+			// The re-subscription that follows the re-handshake needs
+			// subMu, which is held until return: it cannot be missed.
+			c.mu.Lock()
+			renewed := c.renewed
+			c.mu.Unlock()
+			return s, renewed, be
+		}
+		err = be
 	}
 	if err != nil {
 		c.removeLocal(s)
-		return nil, err
+		return nil, nil, err
 	}
-	return s, nil
+	return s, nil, nil
 }
 
 // SubscribeChan is Subscribe with delivery to a Go channel. Sends block when
