@@ -344,6 +344,20 @@ func (ss *ServerSession) takeQueue() []*ServerMessage {
 	return q
 }
 
+// recycle gives back a slice returned by takeQueue once its messages are
+// written, so steady traffic does not allocate a queue per message.
+func (ss *ServerSession) recycle(q []*ServerMessage) {
+	if cap(q) == 0 || cap(q) > 64 {
+		return
+	}
+	clear(q)
+	ss.mu.Lock()
+	if ss.queue == nil && ss.reason == nil {
+		ss.queue = q[:0]
+	}
+	ss.mu.Unlock()
+}
+
 // takeForConnect returns the messages to send with a /meta/connect reply and, for
 // sessions using the ack extension, the batch id to send with them (-1 otherwise).
 func (ss *ServerSession) takeForConnect() ([]*ServerMessage, int64) {

@@ -322,6 +322,7 @@ func (wc *wsConn) step(items []wsItem) {
 			if !only {
 				if q := ss.takeQueue(); len(q) > 0 {
 					wc.writeBatches(q)
+					ss.recycle(q)
 				}
 			}
 		}
