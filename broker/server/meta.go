@@ -11,6 +11,9 @@ import (
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
+// drainInterval is the least advice.interval given while draining.
+const drainInterval = time.Second
+
 // reqInfo describes the transport a batch arrived on.
 type reqInfo struct {
 	transport string // "long-polling", "callback-polling" or "websocket"
@@ -399,6 +402,11 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	}
 	r.m.Successful = bayeux.True
 	r.m.Advice = s.advice(bayeux.ReconnectRetry)
+	if s.draining.Load() {
+		// Connects are answered at once while draining: pace the clients that
+		// come back here instead of letting them spin.
+		r.m.Advice.Interval = max(r.m.Advice.Interval, drainInterval.Milliseconds())
+	}
 	if pc.multi {
 		r.m.Advice.MultipleClients = true
 		r.m.Advice.Interval = s.cfg.MultiSessionInterval.Milliseconds()

@@ -451,7 +451,7 @@ func TestDrainAnswersHeldConnectsAndRefusesHandshakes(t *testing.T) {
 	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, wsID))
 	ts.waitHeld(t, wsID)
 	ts.Drain()
-	if c := last(recv(t, held)); c["successful"] != true || c["advice"].(msg)["reconnect"] != "retry" {
+	if c := last(recv(t, held)); c["successful"] != true || c["advice"].(msg)["reconnect"] != "retry" || c["advice"].(msg)["interval"] != 1000.0 {
 		t.Fatalf("long-poll connect at drain: %v", c)
 	}
 	if c := ws.readUntil("/meta/connect"); c["successful"] != true || c["advice"].(msg)["reconnect"] != "retry" {
