@@ -4,6 +4,8 @@
 
 E2E_TIMEOUT ?= 40m
 E2E_FLAGS ?= -v
+# E2E_RUN selects tests by name (go test -run), e.g. TestCometdClusterLifecycle.
+E2E_RUN ?= .
 
 ##@ Local cluster
 
@@ -29,4 +31,4 @@ run-cluster: $(KUSTOMIZE) ## Local cluster (or $$KUBECONFIG's) + operator (confi
 
 .PHONY: e2e
 e2e: $(KUSTOMIZE) npm-deps ## End-to-end suite on the local cluster (brings it up, and down again if it was down).
-	KUSTOMIZE=$(KUSTOMIZE) E2E_TIMEOUT=$(E2E_TIMEOUT) E2E_FLAGS="$(E2E_FLAGS)" hack/cluster/e2e.sh
+	KUSTOMIZE=$(KUSTOMIZE) E2E_TIMEOUT=$(E2E_TIMEOUT) E2E_FLAGS="$(E2E_FLAGS) -run $(E2E_RUN)" hack/cluster/e2e.sh

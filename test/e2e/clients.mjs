@@ -4,6 +4,9 @@
 //       subscribes, prints {"event":"ready"} once the subscription is confirmed,
 //       then one {"event":"message","data":...} line per message; exits 0 after
 //       <count> messages.
+//   node clients.mjs probe cometd|faye <url> <channel>
+//       tries to subscribe once, prints {"event":"subscribe","successful":...,
+//       "error":...} and exits 0 either way (1 only when it cannot tell).
 //   node clients.mjs pub faye|cometd <url> <channel> <json>
 //       publishes one message, prints {"event":"published"} and exits 0.
 //
@@ -85,6 +88,23 @@ function publish() {
     }
 }
 
+function probe() {
+    const report = (successful, error) => { emit({event: "subscribe", successful, error}); process.exit(0); };
+    if (client === "cometd") {
+        const c = cometdClient();
+        c.handshake((hs) => {
+            if (!hs.successful) fail("handshake: " + JSON.stringify(hs));
+            c.subscribe(channel, () => {}, (reply) => report(!!reply.successful, reply.error));
+        });
+    } else if (client === "faye") {
+        const c = fayeClient();
+        c.subscribe(channel, () => {}).then(() => report(true), (e) => report(false, e && e.message || String(e)));
+    } else {
+        fail("unknown client " + client);
+    }
+}
+
 if (role === "sub") subscribe();
+else if (role === "probe") probe();
 else if (role === "pub") publish();
-else fail("usage: clients.mjs sub|pub cometd|faye <url> <channel> <count|json> [transport]");
+else fail("usage: clients.mjs sub|probe|pub cometd|faye <url> <channel> <count|json> [transport]");

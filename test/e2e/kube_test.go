@@ -120,10 +120,12 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx
 			t.Logf("%s (%.1fs)", what, time.Since(start).Seconds())
 			return
 		}
-		if s != "" {
-			state = s
+		if ctx.Err() == nil { // a check cut short by the deadline says nothing new
+			if s != "" {
+				state = s
+			}
+			lastErr = err
 		}
-		lastErr = err
 		select {
 		case <-ctx.Done():
 			t.Fatalf("timed out after %s waiting for %s; last state: %s; last error: %v", timeout, what, state, lastErr)
@@ -158,6 +160,7 @@ type (
 			Replicas           int32       `json:"replicas"`
 			ReadyReplicas      int32       `json:"readyReplicas"`
 			Endpoint           string      `json:"endpoint"`
+			PolicyVersion      string      `json:"policyVersion"`
 			Conditions         []condition `json:"conditions"`
 		} `json:"status"`
 	}
