@@ -61,6 +61,9 @@ MSG
 fi
 cat <<MSG
 
+  From anywhere kubectl works:
+    ${KUBECTL} port-forward -n ${SAMPLE_NS} service/${name} 8080:${svc_port:-80}   # then http://127.0.0.1:8080/cometd
+
   Watch it:
     export ${kc:-KUBECONFIG=${KUBECONFIG}}
     ${KUBECTL} get cometdclusters -n ${SAMPLE_NS} -w
