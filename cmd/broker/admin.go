@@ -22,6 +22,8 @@ type admin struct {
 	started  time.Time
 	draining atomic.Bool
 	reg      *prometheus.Registry
+	// policyVersion reports the channel policy in force; nil means none.
+	policyVersion func() string
 }
 
 func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
@@ -80,7 +82,7 @@ func (a *admin) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(status{
 			Node: a.srv.NodeID(), Sessions: st.Sessions, Subscriptions: st.Subscriptions, Channels: st.Channels,
-			Draining: a.draining.Load(), PolicyVersion: "", UptimeSeconds: int64(time.Since(a.started).Seconds()),
+			Draining: a.draining.Load(), PolicyVersion: a.currentPolicyVersion(), UptimeSeconds: int64(time.Since(a.started).Seconds()),
 			Backbone: a.bb != nil,
 		})
 	})
@@ -97,4 +99,13 @@ type status struct {
 	PolicyVersion string `json:"policyVersion"`
 	UptimeSeconds int64  `json:"uptimeSeconds"`
 	Backbone      bool   `json:"backbone"`
+}
+
+// currentPolicyVersion is the version of the channel policy in force, or empty
+// when the broker enforces none.
+func (a *admin) currentPolicyVersion() string {
+	if a.policyVersion == nil {
+		return ""
+	}
+	return a.policyVersion()
 }

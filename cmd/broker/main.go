@@ -167,17 +167,28 @@ func run(args []string, getenv func(string) string) error {
 		return fmt.Errorf("backbone: %w", err)
 	}
 	defer closeBackbone()
-	if f.PolicyFile != "" {
-		log.Warn("policyFile is not enforced by this build yet", "policyFile", f.PolicyFile)
-	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 
 	cfg := server.ConfigFromFile(f)
 	cfg.NodeID = o.node
 	cfg.Backbone = bb
 	cfg.Logger = log
+	watcher, sec, err := openPolicy(f.PolicyFile, log)
+	if err != nil {
+		return err
+	}
+	if sec != nil {
+		cfg.Security = sec
+	}
 	srv, err := server.NewServer(cfg)
 	if err != nil {
 		return err
+	}
+	if watcher != nil {
+		sec.Attach(watcher, srv, nil)
+		go watcher.Run(runCtx)
+		log.Info("enforcing channel policy", "file", f.PolicyFile, "version", watcher.Version())
 	}
 	srv.AddExtension(server.AckExtension{})
 	srv.AddExtension(server.TimesyncExtension{})
@@ -196,6 +207,9 @@ func run(args []string, getenv func(string) string) error {
 		return err
 	}
 	admin := newAdmin(srv, bb)
+	if watcher != nil {
+		admin.policyVersion = watcher.Version
+	}
 	clientSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	adminSrv := &http.Server{Handler: admin.handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
