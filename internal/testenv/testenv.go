@@ -89,3 +89,21 @@ func (e *Env) Stop() error { return e.env.Stop() }
 // GVR is a convenience for the CometdCluster resource.
 var GVR = schema.GroupVersionResource{Group: cometdv1alpha1.GroupVersion.Group,
 	Version: cometdv1alpha1.GroupVersion.Version, Resource: "cometdclusters"}
+
+// RunMain is the body of a TestMain for a package whose tests all share one
+// control plane: it starts it into *env, runs the tests, stops it and returns
+// the exit code. Use it as `os.Exit(testenv.RunMain(m, &env))`.
+func RunMain(m interface{ Run() int }, env **Env) int {
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*env = e
+	defer func() {
+		if err := e.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+		}
+	}()
+	return m.Run()
+}
