@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
+	"github.com/cometd-operator/cometd-operator/controllers"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
 )
 
@@ -89,20 +90,7 @@ func TestChannelPolicyAcceptsValidRules(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "chat"}, &p); err != nil {
 		t.Fatal(err)
 	}
-	sp := policy.SourcePolicy{Name: ns + "/chat"}
-	for _, r := range p.Spec.Rules {
-		pr := policy.Rule{Name: r.Name, Effect: policy.Effect(r.Effect)}
-		for _, a := range r.Actions {
-			pr.Actions = append(pr.Actions, policy.Action(a))
-		}
-		for _, c := range r.Channels {
-			pr.Channels = append(pr.Channels, string(c))
-		}
-		for _, x := range r.Principals {
-			pr.Principals = append(pr.Principals, string(x))
-		}
-		sp.Rules = append(sp.Rules, pr)
-	}
+	sp := controllers.SourcePolicy(&p)
 	if errs := policy.ValidatePolicy(sp); len(errs) > 0 {
 		t.Fatalf("the API server accepted a policy broker/policy refuses: %v", errs)
 	}
