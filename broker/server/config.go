@@ -18,7 +18,12 @@ const (
 	DefaultWSMessagesPerFrame    = config.DefaultWSMessagesPerFrame
 	DefaultMultiSessionInterval  = 2 * time.Second
 	DefaultMaxSessionsPerBrowser = 1
+	DefaultDrainRate             = 200
 )
+
+// drainSpread is the share of a drain's grace period over which held connects
+// are released, so the last clients are told to go before the process ends.
+const drainSpread = 0.8
 
 // Config configures a Server. Every zero value means the documented default.
 type Config struct {
@@ -60,6 +65,13 @@ type Config struct {
 	// SweepInterval is how often expired sessions are looked for. 0 means
 	// MaxInterval/4, bounded to [10ms, 1s].
 	SweepInterval time.Duration
+	// DrainRate is how many sessions per second a drain releases (their held
+	// /meta/connect answered with reconnect "retry"), so that the clients of a
+	// draining node do not all arrive at the other nodes at the same instant.
+	// When the drain has a deadline (Shutdown's context), the rate is raised as
+	// needed to release every session within 80% of the time left. 0 means
+	// DefaultDrainRate; -1 releases every session at once.
+	DrainRate float64
 	// Backbone carries publishes to other nodes. Nil means a single node.
 	Backbone backbone.Backbone
 	// Security decides who may handshake, create, subscribe and publish. Nil means
@@ -117,6 +129,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessionsPerBrowser == 0 {
 		c.MaxSessionsPerBrowser = DefaultMaxSessionsPerBrowser
+	}
+	if c.DrainRate == 0 {
+		c.DrainRate = DefaultDrainRate
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = min(max(c.MaxInterval/4, 10*time.Millisecond), time.Second)

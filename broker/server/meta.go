@@ -281,10 +281,10 @@ func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *
 	if a := m.m.Advice; a != nil && a.Timeout >= 0 && time.Duration(a.Timeout)*time.Millisecond < pc.timeout {
 		pc.timeout = time.Duration(a.Timeout) * time.Millisecond
 	}
-	if s.draining.Load() {
+	ss.mu.Lock()
+	if ss.drained {
 		pc.timeout = 0
 	}
-	ss.mu.Lock()
 	first := !ss.connected
 	if ss.held != nil {
 		close(ss.held.release)
@@ -326,22 +326,22 @@ func (pc *pendingConnect) ready() bool {
 	ss := pc.session
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.reason != nil || ss.held != pc.hc || ss.lazyDue || ss.hasNonLazyLocked() ||
+	return ss.reason != nil || ss.held != pc.hc || ss.drained || ss.lazyDue || ss.hasNonLazyLocked() ||
 		(ss.ack != nil && len(ss.ack.unacked) > 0)
 }
 
 // ended reports whether the connect must be answered whatever the queue holds:
-// its session ended or a newer connect replaced it.
+// its session ended, a newer connect replaced it, or a drain released it.
 func (pc *pendingConnect) ended() bool {
 	ss := pc.session
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.reason != nil || ss.held != pc.hc
+	return ss.reason != nil || ss.held != pc.hc || ss.drained
 }
 
 // wait blocks until the connect should be answered: messages arrived, its
-// timeout passed, the session ended, a newer connect replaced it, the server is
-// draining, or ctx ended. It reports whether the client is still there.
+// timeout passed, the session ended, a newer connect replaced it, the drain
+// released it, or ctx ended. It reports whether the client is still there.
 func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
 	if pc.session == nil || pc.timeout <= 0 {
 		return ctx.Err() == nil
@@ -354,8 +354,6 @@ func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
 		case <-pc.hc.release:
 			return ctx.Err() == nil
 		case <-pc.session.done:
-			return ctx.Err() == nil
-		case <-s.drainCh:
 			return ctx.Err() == nil
 		case <-t.C:
 			return ctx.Err() == nil

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,7 @@ type Stats struct {
 
 type counters struct {
 	sessions, subscriptions, channels atomic.Int64
+	remote                            atomic.Int64 // sessions that are not LocalSessions
 	messagesIn, messagesOut           atomic.Uint64
 	published, queueDrops, slow       atomic.Uint64
 }
@@ -97,8 +99,10 @@ type Server struct {
 	stats counters
 
 	draining  atomic.Bool
-	drainCh   chan struct{}
 	drainOnce sync.Once
+	emptied   chan struct{} // a token when the last remote session ends
+	// newTicker paces a drain; tests replace it to drive the drain by hand.
+	newTicker func(time.Duration) (<-chan time.Time, func())
 	closeCh   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -133,7 +137,8 @@ func NewServer(cfg Config) (*Server, error) {
 		trie:       bayeux.NewTrie[*ServerChannel](0),
 		browsers:   map[string]int{},
 		wsConns:    map[*wsConn]struct{}{},
-		drainCh:    make(chan struct{}),
+		emptied:    make(chan struct{}, 1),
+		newTicker:  newTimeTicker,
 		closeCh:    make(chan struct{}),
 	}
 	for _, t := range cfg.Transports {
@@ -253,6 +258,9 @@ func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) {
 	ss.lastActive = time.Now()
 	ss.mu.Unlock()
 	s.stats.sessions.Add(1)
+	if ss.local == nil {
+		s.stats.remote.Add(1)
+	}
 	for _, l := range s.listenerList() {
 		if l.SessionAdded != nil {
 			l.SessionAdded(ss, hs)
@@ -302,6 +310,12 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		s.unsubscribe(ss, c)
 	}
 	s.stats.sessions.Add(-1)
+	if ss.local == nil && s.stats.remote.Add(-1) == 0 {
+		select {
+		case s.emptied <- struct{}{}:
+		default:
+		}
+	}
 	for _, l := range rm {
 		l(ss, reason)
 	}
@@ -605,22 +619,91 @@ func (s *Server) sweep() {
 	}
 }
 
-// Drain stops accepting handshakes and answers every held connect at once with
-// advice to retry, so clients reconnect (to another node, behind a Service).
-func (s *Server) Drain() {
+// Drain stops accepting handshakes and releases the sessions at the paced
+// rate of Config.DrainRate: each one's held /meta/connect (or its next one) is
+// answered with advice to retry, so clients reconnect to another node behind a
+// Service, a few at a time. Shutdown drains with a deadline.
+func (s *Server) Drain() { s.drain(time.Time{}) }
+
+func (s *Server) drain(deadline time.Time) {
 	s.drainOnce.Do(func() {
 		s.draining.Store(true)
-		close(s.drainCh)
-		s.wsMu.Lock()
-		conns := make([]*wsConn, 0, len(s.wsConns))
-		for c := range s.wsConns {
-			conns = append(conns, c)
-		}
-		s.wsMu.Unlock()
-		for _, c := range conns {
-			c.kick()
-		}
+		s.wg.Add(1)
+		go s.paceDrain(deadline)
 	})
+}
+
+func newTimeTicker(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
+// drainPace returns the ticker period and the sessions released per tick that
+// release n sessions at rate per second, or faster when that would not release
+// them all within drainSpread of left (when left > 0). A period of 0 means all
+// at once.
+func drainPace(n int, rate float64, left time.Duration) (period time.Duration, batch int) {
+	const minPeriod = 10 * time.Millisecond
+	if rate < 0 || n == 0 {
+		return 0, n
+	}
+	if left > 0 {
+		rate = max(rate, float64(n)/(left.Seconds()*drainSpread))
+	}
+	period = max(time.Duration(float64(time.Second)/rate), minPeriod)
+	batch = max(int(math.Round(rate*period.Seconds())), 1)
+	return period, batch
+}
+
+// undrained returns the remote sessions not yet released by the drain.
+func (s *Server) undrained() []*ServerSession {
+	var out []*ServerSession
+	for _, ss := range s.Sessions() {
+		ss.mu.Lock()
+		if ss.local == nil && !ss.drained && ss.reason == nil {
+			out = append(out, ss)
+		}
+		ss.mu.Unlock()
+	}
+	return out
+}
+
+// paceDrain releases every remote session, batch by batch on a ticker. It takes
+// a new snapshot when one is done, for sessions a handshake racing Drain added.
+func (s *Server) paceDrain(deadline time.Time) {
+	defer s.wg.Done()
+	for {
+		queue := s.undrained()
+		if len(queue) == 0 {
+			return
+		}
+		var left time.Duration
+		if !deadline.IsZero() {
+			left = max(time.Until(deadline), time.Millisecond)
+		}
+		period, batch := drainPace(len(queue), s.cfg.DrainRate, left)
+		var tick <-chan time.Time
+		stop := func() {}
+		if period > 0 {
+			tick, stop = s.newTicker(period)
+		}
+		for len(queue) > 0 {
+			if tick != nil {
+				select {
+				case <-s.closeCh:
+					stop()
+					return
+				case <-tick:
+				}
+			}
+			k := min(batch, len(queue))
+			for _, ss := range queue[:k] {
+				ss.releaseForDrain()
+			}
+			queue = queue[k:]
+		}
+		stop()
+	}
 }
 
 // Close ends every session and websocket connection and stops the sweeper.
@@ -643,18 +726,19 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// Shutdown drains, then closes once ctx ends or no session is left. Ending the
-// remaining sessions when ctx ends is the expected outcome, not an error.
+// Shutdown drains (paced to release every session within ctx's deadline, if it
+// has one), then closes once ctx ends or no remote session is left (LocalSessions
+// do not hold it up). Ending the remaining sessions when ctx ends is the expected
+// outcome, not an error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.Drain()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
+	deadline, _ := ctx.Deadline()
+	s.drain(deadline)
 wait:
-	for s.stats.sessions.Load() > 0 {
+	for s.stats.remote.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			break wait
-		case <-t.C:
+		case <-s.emptied:
 		}
 	}
 	s.Close()

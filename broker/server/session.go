@@ -83,6 +83,7 @@ type ServerSession struct {
 	deliverOnly bool // messages go out only with /meta/connect replies
 	lazyTimer   *time.Timer
 	lazyDue     bool // the lazy timer fired: flush lazy messages
+	drained     bool // the drain released the session: answer its connects at once
 	browser     string
 	connType    string
 	userAgent   string
@@ -298,6 +299,16 @@ func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
 		ss.signal(ws)
 	}
 	return true
+}
+
+// releaseForDrain answers the session's held connect and makes its next ones
+// return at once.
+func (ss *ServerSession) releaseForDrain() {
+	ss.mu.Lock()
+	ss.drained = true
+	ws := ss.ws
+	ss.mu.Unlock()
+	ss.signal(ws)
 }
 
 func (ss *ServerSession) lazyFire() {

@@ -287,7 +287,6 @@ func (wc *wsConn) fail() {
 
 // step does one round of the writer's work.
 func (wc *wsConn) step(items []wsItem) {
-	s := wc.s
 	for _, it := range items {
 		if it.session != nil {
 			wc.sess = it.session
@@ -334,7 +333,7 @@ func (wc *wsConn) step(items []wsItem) {
 		if only {
 			ready = h.ready()
 		}
-		if ready || !time.Now().Before(h.deadline) || s.draining.Load() {
+		if ready || !time.Now().Before(h.deadline) {
 			wc.answer()
 		}
 	}
