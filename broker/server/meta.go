@@ -378,7 +378,10 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	ss := pc.session
 	r := newReply(pc.req)
 	ss.mu.Lock()
-	if ss.held == pc.hc {
+	// A client sends a new connect only when it gave up on the previous one:
+	// a replaced connect is answered empty and its messages wait for the new one.
+	replaced := ss.held != pc.hc
+	if !replaced {
 		ss.held = nil
 	}
 	ss.lastActive = time.Now()
@@ -395,7 +398,7 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	}
 	var msgs []*ServerMessage
 	batch := int64(-1)
-	if deliver {
+	if deliver && !replaced {
 		msgs, batch = ss.takeForConnect()
 	}
 	r.m.Successful = bayeux.True
