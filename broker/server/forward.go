@@ -211,9 +211,23 @@ func (r *replyRecorder) Write(b []byte) (int, error) {
 // errOwnerUnreachable answers a websocket batch that could not be forwarded.
 const errOwnerUnreachable = "503::session_owner_unreachable"
 
+// forwardJob is one batch on its way from a websocket to the node that owns
+// its session.
+type forwardJob struct {
+	owner   string
+	msgs    []*bayeux.Mutable
+	payload []byte
+}
+
 // forwardWebsocket takes a batch read from wc whose session another node owns: it
 // forwards it and queues the owner's replies for wc's writer. It reports whether
 // it took the batch.
+//
+// The batches of one connection reach the owner in the order they were read, one
+// request at a time, as they would be processed on the owner's own websocket.
+// A /meta/connect, which the owner may hold, is split off and forwarded on its
+// own, so that it holds up none of the batches behind it. The reader waits while
+// more than wsMaxPending batches are queued.
 func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
 	req, ok := s.cfg.Backbone.(backbone.Requester)
 	if !ok {
@@ -223,55 +237,141 @@ func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte
 	if owner == "" {
 		return false
 	}
-	head, _ := json.Marshal(forwardMeta{Kind: forwardKindPoll, Transport: "long-polling", UserAgent: userAgent})
-	payload := make([]byte, 0, len(head)+1+len(raw))
-	payload = append(append(append(payload, head...), '\n'), raw...)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
-		defer cancel()
-		go func() { // the connection's end cancels the request (and the owner's hold)
-			select {
-			case <-wc.finished:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		resp, err := req.Request(ctx, owner, payload)
-		var replies []*ServerMessage
-		switch {
-		case errors.Is(err, backbone.ErrNoNode):
-			for _, m := range msgs {
-				replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
-			}
-		case ctx.Err() != nil:
-			return // the connection is gone
-		case err == nil:
-			i := bytes.IndexByte(resp, '\n')
-			if i >= 0 {
-				if out, derr := bayeux.DecodeBatch(resp[i+1:]); derr == nil {
-					for _, m := range out {
-						replies = append(replies, NewServerMessage(m))
-					}
-					break
-				}
-			}
-			err = errors.New("malformed reply")
-			fallthrough
-		default:
-			s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", owner, "err", err)
-			for _, m := range msgs {
-				r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
-				r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectRetry, Interval: 1000, Timeout: -1, MaxInterval: -1}
-				replies = append(replies, r)
-			}
+	var connects, rest []*bayeux.Mutable
+	for _, m := range msgs {
+		if m.Channel == bayeux.MetaConnect {
+			connects = append(connects, m)
+		} else {
+			rest = append(rest, m)
 		}
-		if len(replies) == 0 {
+	}
+	head, _ := json.Marshal(forwardMeta{Kind: forwardKindPoll, Transport: "long-polling", UserAgent: userAgent})
+	job := func(part []*bayeux.Mutable) forwardJob {
+		payload := append(make([]byte, 0, len(head)+1+len(raw)), head...)
+		payload = append(payload, '\n')
+		if len(part) == len(msgs) {
+			payload = append(payload, raw...)
+		} else {
+			payload = appendBatch(payload, part)
+		}
+		return forwardJob{owner: owner, msgs: part, payload: payload}
+	}
+	if len(rest) > 0 {
+		wc.enqueueForward(s, req, job(rest))
+	}
+	if len(connects) > 0 {
+		go s.forwardOne(wc, req, job(connects))
+	}
+	return true
+}
+
+// appendBatch appends msgs to b as a JSON array.
+func appendBatch(b []byte, msgs []*bayeux.Mutable) []byte {
+	b = append(b, '[')
+	for i, m := range msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = m.AppendJSON(b)
+	}
+	return append(b, ']')
+}
+
+// enqueueForward queues j for the connection's forwarding goroutine, starting
+// it if needed, and waits while too many batches are queued.
+func (wc *wsConn) enqueueForward(s *Server, req backbone.Requester, j forwardJob) {
+	wc.mu.Lock()
+	wc.fwdQueue = append(wc.fwdQueue, j)
+	n := len(wc.fwdQueue)
+	start := !wc.fwdRunning
+	wc.fwdRunning = true
+	wc.mu.Unlock()
+	if start {
+		go wc.forwardLoop(s, req)
+	}
+	for n > wsMaxPending {
+		select {
+		case <-wc.fwdSpace:
+		case <-wc.dead:
 			return
 		}
 		wc.mu.Lock()
-		wc.pending = append(wc.pending, wsItem{replies: replies})
+		n = len(wc.fwdQueue)
 		wc.mu.Unlock()
-		wc.kick()
+	}
+}
+
+// forwardLoop forwards the queued batches one at a time, and exits when none is left.
+func (wc *wsConn) forwardLoop(s *Server, req backbone.Requester) {
+	for {
+		wc.mu.Lock()
+		if len(wc.fwdQueue) == 0 {
+			wc.fwdQueue = nil
+			wc.fwdRunning = false
+			wc.mu.Unlock()
+			return
+		}
+		j := wc.fwdQueue[0]
+		wc.fwdQueue = wc.fwdQueue[1:]
+		wc.mu.Unlock()
+		select {
+		case wc.fwdSpace <- struct{}{}:
+		default:
+		}
+		s.forwardOne(wc, req, j)
+	}
+}
+
+// forwardOne sends one batch to its owner and queues the replies for wc's writer.
+func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
+	select {
+	case <-wc.finished:
+		return // the connection is gone
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
+	defer cancel()
+	go func() { // the connection's end cancels the request (and the owner's hold)
+		select {
+		case <-wc.finished:
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
-	return true
+	resp, err := req.Request(ctx, j.owner, j.payload)
+	var replies []*ServerMessage
+	switch {
+	case errors.Is(err, backbone.ErrNoNode):
+		for _, m := range j.msgs {
+			replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
+		}
+	case ctx.Err() != nil:
+		return // the connection is gone
+	case err == nil:
+		i := bytes.IndexByte(resp, '\n')
+		if i >= 0 {
+			if out, derr := bayeux.DecodeBatch(resp[i+1:]); derr == nil {
+				for _, m := range out {
+					replies = append(replies, NewServerMessage(m))
+				}
+				break
+			}
+		}
+		err = errors.New("malformed reply")
+		fallthrough
+	default:
+		s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", j.owner, "err", err)
+		for _, m := range j.msgs {
+			r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
+			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectRetry, Interval: 1000, Timeout: -1, MaxInterval: -1}
+			replies = append(replies, r)
+		}
+	}
+	if len(replies) == 0 {
+		return
+	}
+	wc.mu.Lock()
+	wc.pending = append(wc.pending, wsItem{replies: replies})
+	wc.mu.Unlock()
+	wc.kick()
 }

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
@@ -35,5 +39,66 @@ func TestReplacedConnectLeavesMessagesForTheNewOne(t *testing.T) {
 	msgs, _ = ts.finish(next, true)
 	if len(msgs) != 1 || string(msgs[0].Data()) != `"m1"` {
 		t.Fatalf("the new connect got %d message(s), want the one queued", len(msgs))
+	}
+}
+
+// TestForwardedWebsocketBatchesKeepTheirOrder: a websocket whose session another
+// node owns (Faye handshakes over HTTP, then its websocket lands elsewhere) has
+// its batches forwarded; they must reach the owner in the order the client sent
+// them, as they would on the owner's own websocket.
+func TestForwardedWebsocketBatchesKeepTheirOrder(t *testing.T) {
+	a, b := twoNodes(t)
+	id := a.handshake(t)
+	const n = 200
+	got := make(chan int, n)
+	l := a.NewLocalSession("order")
+	if err := l.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Channel("/order").Subscribe(func(m bayeux.Message) {
+		var i int
+		if err := json.Unmarshal(m.Data(), &i); err != nil {
+			t.Errorf("data %s: %v", m.Data(), err)
+		}
+		got <- i
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ws := b.dialWS(t)
+	for i := range n {
+		ws.send(fmt.Sprintf(`[{"channel":"/order","clientId":%q,"data":%d,"id":"%d"}]`, id, i, i))
+	}
+	for want := range n {
+		select {
+		case i := <-got:
+			if i != want {
+				t.Fatalf("the owner received publish %d where %d was sent", i, want)
+			}
+		case <-time.After(testWait):
+			t.Fatalf("publish %d did not reach the owner", want)
+		}
+	}
+}
+
+// TestForwardedWebsocketConnectHoldsUpNothing: a batch holding a /meta/connect
+// and a publish, read from a websocket whose session another node owns: the
+// owner holds the connect, and the publish is answered meanwhile.
+func TestForwardedWebsocketConnectHoldsUpNothing(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: time.Hour})
+	b := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: time.Hour})
+	id := a.connected(t)
+	ws := b.dialWS(t)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c"},`+
+		`{"channel":"/x","clientId":%q,"data":1,"id":"p"}]`, id, id))
+	for _, m := range ws.read() {
+		if m["channel"] != "/x" || m["successful"] != true {
+			t.Fatalf("before the publish reply: %v", m)
+		}
+	}
+	a.waitHeld(t, id)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/disconnect","clientId":%q}]`, id))
+	if c := ws.readUntil("/meta/connect"); c["successful"] != true {
+		t.Fatalf("held connect after disconnect: %v", c)
 	}
 }

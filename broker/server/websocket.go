@@ -56,6 +56,11 @@ type wsConn struct {
 	closed  bool // the reader has exited
 	done    bool // the final clean-up ran
 
+	// Batches on their way to the node that owns the session (forward.go).
+	fwdQueue   []forwardJob
+	fwdRunning bool          // a forwardLoop goroutine is active
+	fwdSpace   chan struct{} // a token when forwardLoop took a batch
+
 	// Owned by the active writer.
 	sess      *ServerSession
 	held      *pendingConnect
@@ -96,6 +101,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		s: s, c: c, bc: hc.conn,
 		dead:     make(chan struct{}),
 		space:    make(chan struct{}, 1),
+		fwdSpace: make(chan struct{}, 1),
 		finished: make(chan struct{}),
 		nextPing: time.Now().Add(pingPeriod),
 	}
