@@ -102,3 +102,51 @@ func TestForwardedWebsocketConnectHoldsUpNothing(t *testing.T) {
 		t.Fatalf("held connect after disconnect: %v", c)
 	}
 }
+
+// TestOldWebsocketDoesNotTakeTheQueue: a client whose websocket died unseen
+// (half-open) opens a new one and connects on it. The old connection's writer,
+// run by its ping timer, must not take the session's messages to the dead socket.
+func TestOldWebsocketDoesNotTakeTheQueue(t *testing.T) {
+	ts := newTestServer(t, Config{MaxLazyTimeout: 20 * time.Millisecond})
+	c, err := ts.CreateChannel("/lazy", func(c *ServerChannel) { c.SetPersistent(true); c.SetLazy(true) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws1 := ts.dialWS(t)
+	id := ws1.handshake()
+	ss := ts.Session(id)
+	if err := c.Subscribe(ss); err != nil {
+		t.Fatal(err)
+	}
+	ws2 := ts.dialWS(t)
+	ws2.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
+	ts.waitHeld(t, id)
+	var old *wsConn
+	ts.wsMu.Lock()
+	for wc := range ts.wsConns {
+		ss.mu.Lock()
+		if wc.current() == ss && ss.ws != wc {
+			old = wc
+		}
+		ss.mu.Unlock()
+	}
+	ts.wsMu.Unlock()
+	if old == nil {
+		t.Fatal("no old connection found")
+	}
+	// A lazy message waits in the queue; the old connection's ping runs its writer.
+	if err := c.Publish(nil, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	old.kick()
+	if ev := events([]msg{ws2.readUntil("/lazy")}); len(ev) != 1 || ev[0]["data"] != "m1" {
+		t.Fatalf("new connection got %v", ev)
+	}
+	// Whatever the old connection wrote came before this reply.
+	ws1.send(`[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"],"id":"probe"}]`)
+	for _, m := range ws1.read() {
+		if m["channel"] != "/meta/handshake" {
+			t.Fatalf("the old connection was sent %v", m)
+		}
+	}
+}

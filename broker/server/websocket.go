@@ -323,8 +323,11 @@ func (wc *wsConn) step(items []wsItem) {
 		default:
 			ss.mu.Lock()
 			only = ss.deliverOnly
+			// A session that moved to another connection (the client opened a
+			// new websocket; this one may be dead) has its messages sent there.
+			mine := ss.ws == wc
 			ss.mu.Unlock()
-			if !only {
+			if !only && mine {
 				if q := ss.takeQueue(); len(q) > 0 {
 					wc.writeBatches(q)
 					ss.recycle(q)
