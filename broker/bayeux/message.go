@@ -44,6 +44,7 @@ const (
 	ErrPublishMeta        = "403::publish_meta_denied"
 	ErrDuplicateConnect   = "409::duplicate_connect"
 	ErrServerDraining     = "503::server_draining"
+	ErrSubscriptionLimit  = "403::subscription_limit"
 )
 
 // Tri is a JSON boolean that may be absent.

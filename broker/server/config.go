@@ -19,6 +19,9 @@ const (
 	DefaultMultiSessionInterval  = 2 * time.Second
 	DefaultMaxSessionsPerBrowser = 1
 	DefaultDrainRate             = 200
+	// DefaultMaxSubscriptionsPerSession bounds what one client can make the
+	// server hold (channels, backbone interest) by subscribing to random names.
+	DefaultMaxSubscriptionsPerSession = 1000
 )
 
 // drainSpread is the share of a drain's grace period over which held connects
@@ -65,6 +68,11 @@ type Config struct {
 	// SweepInterval is how often expired sessions are looked for. 0 means
 	// MaxInterval/4, bounded to [10ms, 1s].
 	SweepInterval time.Duration
+	// MaxSubscriptionsPerSession caps the channels one session may subscribe
+	// to; a /meta/subscribe that would pass it fails whole with
+	// 403::subscription_limit. Server-side subscriptions (ServerChannel.Subscribe)
+	// are not capped. 0 means DefaultMaxSubscriptionsPerSession; -1 means no cap.
+	MaxSubscriptionsPerSession int
 	// DrainRate is how many sessions per second a drain releases (their held
 	// /meta/connect answered with reconnect "retry"), so that the clients of a
 	// draining node do not all arrive at the other nodes at the same instant.
@@ -129,6 +137,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessionsPerBrowser == 0 {
 		c.MaxSessionsPerBrowser = DefaultMaxSessionsPerBrowser
+	}
+	if c.MaxSubscriptionsPerSession == 0 {
+		c.MaxSubscriptionsPerSession = DefaultMaxSubscriptionsPerSession
 	}
 	if c.DrainRate == 0 {
 		c.DrainRate = DefaultDrainRate

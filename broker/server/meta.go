@@ -228,6 +228,9 @@ func (s *Server) metaSubscribe(m *ServerMessage, ss *ServerSession) *ServerMessa
 			return s.fail(r, bayeux.ErrSubscribeDenied)
 		}
 	}
+	if max := s.cfg.MaxSubscriptionsPerSession; max > 0 && ss.wouldSubscribe(ids) > max {
+		return s.fail(r, bayeux.ErrSubscriptionLimit)
+	}
 	for _, id := range ids {
 		if err := s.subscribe(ss, id.String(), m); err != nil {
 			return unknownSession(r)

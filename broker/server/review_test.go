@@ -150,3 +150,46 @@ func TestOldWebsocketDoesNotTakeTheQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionsPerSessionAreCapped: one client cannot make the server
+// create channels (and backbone interest) without bound by subscribing to random
+// names; a subscribe that would pass the cap is refused whole.
+func TestSubscriptionsPerSessionAreCapped(t *testing.T) {
+	ts := newTestServer(t, Config{MaxSubscriptionsPerSession: 3})
+	id := ts.connected(t)
+	ts.subscribe(t, id, "/r/1", "/r/2")
+	sub := func(channels string) msg {
+		return ts.must(t, fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":%s}]`, id, channels))[0]
+	}
+	if r := sub(`["/r/3","/r/4"]`); r["successful"] != false || r["error"] != bayeux.ErrSubscriptionLimit {
+		t.Fatalf("subscribe past the cap: %v", r)
+	}
+	if n := ts.Stats().Channels; n != 2 {
+		t.Fatalf("%d channels after a refused subscribe, want 2", n)
+	}
+	if r := sub(`"/r/1"`); r["successful"] != true {
+		t.Fatalf("subscribing again to a subscribed channel: %v", r)
+	}
+	if r := sub(`"/r/3"`); r["successful"] != true {
+		t.Fatalf("subscribe up to the cap: %v", r)
+	}
+	if r := sub(`"/r/4"`); r["successful"] != false {
+		t.Fatalf("subscribe past the cap: %v", r)
+	}
+	ts.must(t, fmt.Sprintf(`[{"channel":"/meta/unsubscribe","clientId":%q,"subscription":"/r/1"}]`, id))
+	if r := sub(`"/r/4"`); r["successful"] != true {
+		t.Fatalf("subscribe after an unsubscribe freed a place: %v", r)
+	}
+
+	// The default cap applies with a zero Config.
+	ts = newTestServer(t, Config{})
+	id = ts.connected(t)
+	names := make([]string, DefaultMaxSubscriptionsPerSession)
+	for i := range names {
+		names[i] = fmt.Sprintf("/d/%d", i)
+	}
+	ts.subscribe(t, id, names...)
+	if r := ts.must(t, fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/d/x"}]`, id))[0]; r["successful"] != false {
+		t.Fatalf("subscribe past the default cap: %v", r)
+	}
+}

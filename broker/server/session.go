@@ -203,6 +203,24 @@ func (ss *ServerSession) Subscriptions() []*ServerChannel {
 	return out
 }
 
+// wouldSubscribe returns how many channels the session would be subscribed to
+// after subscribing to ids.
+func (ss *ServerSession) wouldSubscribe(ids []bayeux.ChannelID) int {
+	chans := make(map[string]*ServerChannel, len(ids)) // nil: does not exist yet
+	for _, id := range ids {
+		chans[id.String()] = ss.srv.Channel(id.String())
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := len(ss.subs)
+	for _, c := range chans {
+		if _, ok := ss.subs[c]; c == nil || !ok {
+			n++
+		}
+	}
+	return n
+}
+
 // QueueLen is the number of messages waiting for delivery.
 func (ss *ServerSession) QueueLen() int {
 	ss.mu.Lock()
