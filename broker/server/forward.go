@@ -56,6 +56,27 @@ type forwardReply struct {
 	Cookie      string `json:"sc,omitempty"`
 }
 
+// frame is a node request or reply: head's JSON on one line, then body.
+func frame(head any, body []byte) []byte {
+	h, _ := json.Marshal(head) // structs of plain strings and ints: cannot fail
+	out := make([]byte, 0, len(h)+1+len(body))
+	return append(append(append(out, h...), '\n'), body...)
+}
+
+// forwardTarget returns the Requester and the node to forward msgs to, or a nil
+// Requester when the batch is this node's or the backbone carries no requests.
+func (s *Server) forwardTarget(msgs []*bayeux.Mutable) (backbone.Requester, string) {
+	req, ok := s.cfg.Backbone.(backbone.Requester)
+	if !ok {
+		return nil, ""
+	}
+	owner := s.foreignOwner(msgs)
+	if owner == "" {
+		return nil, ""
+	}
+	return req, owner
+}
+
 // foreignOwner returns the other node that owns the sessions of msgs, or "" when
 // the batch is for this node: it holds a handshake, names no session, names one
 // this node holds, or names sessions of several nodes.
@@ -83,21 +104,15 @@ func (s *Server) foreignOwner(msgs []*bayeux.Mutable) string {
 // caller processes the batch here, which answers an unknown session with
 // 402::session_unknown so that the client handshakes again.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string) bool {
-	req, ok := s.cfg.Backbone.(backbone.Requester)
-	if !ok {
-		return false
-	}
-	owner := s.foreignOwner(msgs)
-	if owner == "" {
+	req, owner := s.forwardTarget(msgs)
+	if req == nil {
 		return false
 	}
 	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent()}
 	if c, err := r.Cookie(BrowserCookie); err == nil {
 		meta.Browser = c.Value
 	}
-	head, _ := json.Marshal(meta) // plain strings: cannot fail
-	payload := make([]byte, 0, len(head)+1+len(raw))
-	payload = append(append(append(payload, head...), '\n'), raw...)
+	payload := frame(meta, raw)
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
@@ -176,14 +191,12 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
-	head, _ := json.Marshal(forwardReply{
+	return frame(forwardReply{
 		Status:      rec.status,
 		ContentType: rec.header.Get("Content-Type"),
 		Cache:       rec.header.Get("Cache-Control"),
 		Cookie:      rec.header.Get("Set-Cookie"),
-	})
-	out := make([]byte, 0, len(head)+1+rec.body.Len())
-	return append(append(append(out, head...), '\n'), rec.body.Bytes()...), nil
+	}, rec.body.Bytes()), nil
 }
 
 // replyRecorder is the http.ResponseWriter a forwarded batch is answered into.
@@ -229,12 +242,8 @@ type forwardJob struct {
 // own, so that it holds up none of the batches behind it. The reader waits while
 // more than wsMaxPending batches are queued.
 func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
-	req, ok := s.cfg.Backbone.(backbone.Requester)
-	if !ok {
-		return false
-	}
-	owner := s.foreignOwner(msgs)
-	if owner == "" {
+	req, owner := s.forwardTarget(msgs)
+	if req == nil {
 		return false
 	}
 	var connects, rest []*bayeux.Mutable
@@ -245,16 +254,13 @@ func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte
 			rest = append(rest, m)
 		}
 	}
-	head, _ := json.Marshal(forwardMeta{Kind: forwardKindPoll, Transport: "long-polling", UserAgent: userAgent})
+	meta := forwardMeta{Kind: forwardKindPoll, Transport: "long-polling", UserAgent: userAgent}
 	job := func(part []*bayeux.Mutable) forwardJob {
-		payload := append(make([]byte, 0, len(head)+1+len(raw)), head...)
-		payload = append(payload, '\n')
-		if len(part) == len(msgs) {
-			payload = append(payload, raw...)
-		} else {
-			payload = appendBatch(payload, part)
+		batch := raw
+		if len(part) != len(msgs) {
+			batch = appendBatch(nil, part)
 		}
-		return forwardJob{owner: owner, msgs: part, payload: payload}
+		return forwardJob{owner: owner, msgs: part, payload: frame(meta, batch)}
 	}
 	if len(rest) > 0 {
 		wc.enqueueForward(s, req, job(rest))
@@ -363,7 +369,7 @@ func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
 		s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", j.owner, "err", err)
 		for _, m := range j.msgs {
 			r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
-			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectRetry, Interval: 1000, Timeout: -1, MaxInterval: -1}
+			r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 1000)
 			replies = append(replies, r)
 		}
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,10 +63,16 @@ func (s *Server) advice(reconnect string) *bayeux.Advice {
 	}
 }
 
+// reconnectAdvice is advice that says only how to reconnect (and, unless
+// interval is -1, when).
+func reconnectAdvice(reconnect string, interval int64) *bayeux.Advice {
+	return &bayeux.Advice{Reconnect: reconnect, Interval: interval, Timeout: -1, MaxInterval: -1}
+}
+
 func unknownSession(r *ServerMessage) *ServerMessage {
 	r.m.Successful = bayeux.False
 	r.m.Error = bayeux.ErrSessionUnknown
-	r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectHandshake, Interval: 0, Timeout: -1, MaxInterval: -1}
+	r.m.Advice = reconnectAdvice(bayeux.ReconnectHandshake, 0)
 	return r
 }
 
@@ -142,31 +149,22 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 	r := newReply(m)
 	r.m.ClientID = ""
 	if s.draining.Load() {
-		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectHandshake, Interval: 1000, Timeout: -1, MaxInterval: -1}
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectHandshake, drainInterval.Milliseconds())
 		return s.fail(r, bayeux.ErrServerDraining), nil
 	}
 	if v := m.m.MinimumVersion; v != "" && !strings.HasPrefix(v, "1.") && v != "1" && v != "0.9" {
-		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		return s.fail(r, bayeux.ErrVersionUnsupported), nil
 	}
-	if ri.transport != "" && !s.transports[ri.transport] {
-		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+	// The transport the handshake came on, and one the client supports, must be enabled.
+	typesOK := ri.transport == "" || s.transports[ri.transport]
+	if types := m.m.SupportedConnectionTypes; typesOK && types != nil {
+		typesOK = slices.ContainsFunc(types, func(t string) bool { return s.transports[t] })
+	}
+	if !typesOK {
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		r.m.SupportedConnectionTypes = s.cfg.Transports
 		return s.fail(r, bayeux.ErrConnTypeMismatch), nil
-	}
-	if types := m.m.SupportedConnectionTypes; types != nil {
-		ok := false
-		for _, t := range types {
-			if s.transports[t] {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
-			r.m.SupportedConnectionTypes = s.cfg.Transports
-			return s.fail(r, bayeux.ErrConnTypeMismatch), nil
-		}
 	}
 	ss := newSession(s)
 	ss.browser = ri.browser
@@ -175,7 +173,7 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		return s.fail(r, "403::message_deleted"), ss
 	}
 	if !s.cfg.Security.CanHandshake(s, ss, m) {
-		r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		return s.fail(r, bayeux.ErrHandshakeDenied), ss
 	}
 	s.addSession(ss, m)
@@ -194,28 +192,31 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 	return r, ss
 }
 
-func (s *Server) channelsOf(m *ServerMessage) ([]bayeux.ChannelID, string) {
+// subscriptionReply starts the reply to a /meta/subscribe or
+// /meta/unsubscribe and parses its channels; when they are missing or invalid,
+// it returns the failed reply and ok false.
+func (s *Server) subscriptionReply(m *ServerMessage) (r *ServerMessage, ids []bayeux.ChannelID, ok bool) {
+	r = newReply(m)
+	r.m.Subscription = m.m.Subscription
+	r.m.SubscriptionList = m.m.SubscriptionList
 	if len(m.m.Subscription) == 0 {
-		return nil, bayeux.ErrSubscriptionMiss
+		return s.fail(r, bayeux.ErrSubscriptionMiss), nil, false
 	}
-	ids := make([]bayeux.ChannelID, 0, len(m.m.Subscription))
+	ids = make([]bayeux.ChannelID, 0, len(m.m.Subscription))
 	for _, name := range m.m.Subscription {
 		id, err := bayeux.ParseChannel(name)
 		if err != nil {
-			return nil, bayeux.ErrChannelInvalid
+			return s.fail(r, bayeux.ErrChannelInvalid), nil, false
 		}
 		ids = append(ids, id)
 	}
-	return ids, ""
+	return r, ids, true
 }
 
 func (s *Server) metaSubscribe(m *ServerMessage, ss *ServerSession) *ServerMessage {
-	r := newReply(m)
-	r.m.Subscription = m.m.Subscription
-	r.m.SubscriptionList = m.m.SubscriptionList
-	ids, errStr := s.channelsOf(m)
-	if errStr != "" {
-		return s.fail(r, errStr)
+	r, ids, ok := s.subscriptionReply(m)
+	if !ok {
+		return r
 	}
 	for _, id := range ids {
 		if id.IsMeta() {
@@ -241,12 +242,9 @@ func (s *Server) metaSubscribe(m *ServerMessage, ss *ServerSession) *ServerMessa
 }
 
 func (s *Server) metaUnsubscribe(m *ServerMessage, ss *ServerSession) *ServerMessage {
-	r := newReply(m)
-	r.m.Subscription = m.m.Subscription
-	r.m.SubscriptionList = m.m.SubscriptionList
-	ids, errStr := s.channelsOf(m)
-	if errStr != "" {
-		return s.fail(r, errStr)
+	r, ids, ok := s.subscriptionReply(m)
+	if !ok {
+		return r
 	}
 	for _, id := range ids {
 		if c := s.Channel(id.String()); c != nil {
@@ -393,7 +391,7 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	if reason != nil {
 		if reason == ErrClientDisconnect {
 			r.m.Successful = bayeux.True
-			r.m.Advice = &bayeux.Advice{Reconnect: bayeux.ReconnectNone, Interval: -1, Timeout: -1, MaxInterval: -1}
+			r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		} else {
 			unknownSession(r)
 		}
