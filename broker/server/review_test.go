@@ -193,3 +193,34 @@ func TestSubscriptionsPerSessionAreCapped(t *testing.T) {
 		t.Fatalf("subscribe past the default cap: %v", r)
 	}
 }
+
+// TestLazyTimerDoesNotCutTheNextConnectShort: lazy messages that went out early
+// (with a non-lazy one) leave no timer behind to answer the next connect, empty,
+// before its timeout.
+func TestLazyTimerDoesNotCutTheNextConnectShort(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	ts := newTestServer(t, Config{MaxLazyTimeout: 20 * time.Millisecond, Timeout: timeout})
+	if _, err := ts.CreateChannel("/lazy", func(c *ServerChannel) { c.SetPersistent(true); c.SetLazy(true) }); err != nil {
+		t.Fatal(err)
+	}
+	id := ts.connected(t)
+	ts.subscribe(t, id, "/lazy", "/now")
+	if err := ts.Publish("/lazy", "l"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Publish("/now", "n"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := events(ts.connect(t, id)); len(ev) != 2 {
+		t.Fatalf("connect after a lazy and a non-lazy message: %v", ev)
+	}
+	start := time.Now()
+	out := ts.connect(t, id)
+	if ev := events(out); len(ev) != 0 {
+		t.Fatalf("next connect: %v", out)
+	}
+	// A lower bound: the connect must be held for its whole timeout.
+	if held := time.Since(start); held < timeout {
+		t.Fatalf("the next connect was answered after %v, before its %v timeout", held, timeout)
+	}
+}

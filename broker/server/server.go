@@ -285,10 +285,7 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 	ws := ss.ws
 	dropped := len(ss.queue)
 	ss.queue, ss.queueBytes = nil, 0
-	if ss.lazyTimer != nil {
-		ss.lazyTimer.Stop()
-		ss.lazyTimer = nil
-	}
+	ss.stopLazyLocked()
 	ss.mu.Unlock()
 	close(ss.done)
 	if ws != nil {

@@ -82,8 +82,9 @@ type ServerSession struct {
 	ack         *ackState
 	deliverOnly bool // messages go out only with /meta/connect replies
 	lazyTimer   *time.Timer
-	lazyDue     bool // the lazy timer fired: flush lazy messages
-	drained     bool // the drain released the session: answer its connects at once
+	lazyGen     uint64 // identifies the current lazyTimer; a stale one does nothing
+	lazyDue     bool   // the lazy timer fired: flush lazy messages
+	drained     bool   // the drain released the session: answer its connects at once
 	browser     string
 	connType    string
 	userAgent   string
@@ -309,7 +310,9 @@ func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
 	ss.queueBytes += size
 	lazy := m.lazy
 	if lazy && ss.lazyTimer == nil {
-		ss.lazyTimer = time.AfterFunc(cfg.MaxLazyTimeout, ss.lazyFire)
+		ss.lazyGen++
+		gen := ss.lazyGen
+		ss.lazyTimer = time.AfterFunc(cfg.MaxLazyTimeout, func() { ss.lazyFire(gen) })
 	}
 	ws := ss.ws
 	ss.mu.Unlock()
@@ -329,8 +332,12 @@ func (ss *ServerSession) releaseForDrain() {
 	ss.signal(ws)
 }
 
-func (ss *ServerSession) lazyFire() {
+func (ss *ServerSession) lazyFire(gen uint64) {
 	ss.mu.Lock()
+	if gen != ss.lazyGen {
+		ss.mu.Unlock()
+		return // the queue was taken since this timer started
+	}
 	ss.lazyTimer = nil
 	ss.lazyDue = true
 	ws := ss.ws
@@ -369,8 +376,19 @@ func (ss *ServerSession) takeQueue() []*ServerMessage {
 	q := ss.queue
 	ss.queue = nil
 	ss.queueBytes = 0
-	ss.lazyDue = false
+	ss.stopLazyLocked()
 	return q
+}
+
+// stopLazyLocked forgets the lazy flush: the queue was taken.
+// Lock must be held.
+func (ss *ServerSession) stopLazyLocked() {
+	ss.lazyDue = false
+	if ss.lazyTimer != nil {
+		ss.lazyTimer.Stop()
+		ss.lazyTimer = nil
+	}
+	ss.lazyGen++
 }
 
 // recycle gives back a slice returned by takeQueue once its messages are
@@ -395,7 +413,7 @@ func (ss *ServerSession) takeForConnect() ([]*ServerMessage, int64) {
 	q := ss.queue
 	ss.queue = nil
 	ss.queueBytes = 0
-	ss.lazyDue = false
+	ss.stopLazyLocked()
 	if ss.ack == nil {
 		return q, -1
 	}
