@@ -127,7 +127,7 @@ func BenchmarkClusterFanout(b *testing.B) {
 			var addrs []string
 			for i := range n {
 				br := startBrokerBin(b, brokerBin, "bench", fmt.Sprintf("b%d", i), nats.url())
-				addrs = append(addrs, strings.TrimSuffix(strings.TrimPrefix(br.url, "http://"), "/cometd"))
+				addrs = append(addrs, strings.TrimSuffix(strings.TrimPrefix(br.URL, "http://"), "/cometd"))
 			}
 			lb := startBalancer(b, addrs)
 			url := "http://" + lb.ln.Addr().String() + "/cometd"

@@ -50,11 +50,11 @@ func TestFanoutAcrossBrokers(t *testing.T) {
 	bs := startCluster(t, "fanout", 3, nats)
 
 	subs := []subscriber{
-		{c: startClient(t, "cometd", bs[0].url, "websocket"), pattern: []string{"/chat/room"}},
-		{c: startClient(t, "faye", bs[1].url, "long-polling"), pattern: []string{"/chat/*"}},
-		{c: startClient(t, "cometd", bs[2].url, "long-polling"), pattern: []string{"/chat/**"}},
-		{c: startClient(t, "faye", bs[2].url, "websocket"), pattern: []string{"/chat/*", "/chat/**"}},
-		{c: startClient(t, "cometd", bs[1].url, "long-polling"), pattern: []string{"/other"}},
+		{c: startClient(t, "cometd", bs[0].URL, "websocket"), pattern: []string{"/chat/room"}},
+		{c: startClient(t, "faye", bs[1].URL, "long-polling"), pattern: []string{"/chat/*"}},
+		{c: startClient(t, "cometd", bs[2].URL, "long-polling"), pattern: []string{"/chat/**"}},
+		{c: startClient(t, "faye", bs[2].URL, "websocket"), pattern: []string{"/chat/*", "/chat/**"}},
+		{c: startClient(t, "cometd", bs[1].URL, "long-polling"), pattern: []string{"/other"}},
 	}
 	for _, s := range subs {
 		for _, p := range s.pattern {
@@ -102,7 +102,7 @@ func roundRobin(t *testing.T, bs []*broker) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	targets := make([]*url.URL, len(bs))
 	for i, b := range bs {
-		u, err := url.Parse(strings.TrimSuffix(b.url, "/cometd"))
+		u, err := url.Parse(strings.TrimSuffix(b.URL, "/cometd"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,8 +182,8 @@ func TestRoundRobinProxy(t *testing.T) {
 func TestNATSRestart(t *testing.T) {
 	nats := startNATS(t)
 	bs := startCluster(t, "restart", 2, nats)
-	sub := startClient(t, "cometd", bs[1].url, "websocket")
-	pub := startClient(t, "faye", bs[0].url, "long-polling")
+	sub := startClient(t, "cometd", bs[1].URL, "websocket")
+	pub := startClient(t, "faye", bs[0].URL, "long-polling")
 	sub.subscribe("/news")
 	pub.publish("/news", "before")
 	sub.waitMessage("before")
@@ -222,10 +222,10 @@ func TestClustersIsolated(t *testing.T) {
 	nats := startNATS(t)
 	one := startCluster(t, "one", 2, nats)
 	two := startCluster(t, "two", 2, nats)
-	sub1 := startClient(t, "cometd", one[0].url, "long-polling")
-	sub2 := startClient(t, "faye", two[0].url, "long-polling")
-	pub1 := startClient(t, "faye", one[1].url, "long-polling")
-	pub2 := startClient(t, "cometd", two[1].url, "long-polling")
+	sub1 := startClient(t, "cometd", one[0].URL, "long-polling")
+	sub2 := startClient(t, "faye", two[0].URL, "long-polling")
+	pub1 := startClient(t, "faye", one[1].URL, "long-polling")
+	pub2 := startClient(t, "cometd", two[1].URL, "long-polling")
 	sub1.subscribe("/**")
 	sub2.subscribe("/**")
 	pub2.publish("/chat", "from-two")
@@ -249,7 +249,7 @@ func TestClustersIsolated(t *testing.T) {
 		b       *broker
 		unknown bool
 	}{{one[1], false}, {two[1], true}} {
-		resp, err := http.Post(c.b.url, "application/json", strings.NewReader(body))
+		resp, err := http.Post(c.b.URL, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestClustersIsolated(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := strings.Contains(string(b), "402::session_unknown"); got != c.unknown {
-			t.Errorf("connect for %s on %s: %s (want unknown=%v)", id, c.b.name, b, c.unknown)
+			t.Errorf("connect for %s on %s: %s (want unknown=%v)", id, c.b.Name, b, c.unknown)
 		}
 	}
 }

@@ -6,7 +6,6 @@ package cluster
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,37 +15,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 )
 
 const (
-	// startWait bounds building and starting a broker.
-	startWait = 3 * time.Minute
 	// waitTimeout bounds every wait for a condition: generous for a loaded
 	// machine, while the happy path returns as soon as the condition holds.
 	waitTimeout = 20 * time.Second
 )
 
-// repoRoot is the module root: the test runs in test/cluster.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(wd, "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("cannot find the module root from %s: %v", wd, err)
-	}
-	return root
-}
+// repoRoot is the module root.
+func repoRoot(t testing.TB) string { return brokertest.RepoRoot(t) }
 
 // nodeModules is where the npm clients are installed (shared with test/conformance).
 func nodeModules(t testing.TB) string {
@@ -63,42 +49,8 @@ func nodeModules(t testing.TB) string {
 	return dir
 }
 
-// builds caches the binaries this test process built, by package and flags.
-var (
-	buildMu sync.Mutex
-	builds  = map[string]string{}
-)
-
 // binary builds a command of this module once per test process.
-func binary(t testing.TB, pkg string, race bool) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	key := fmt.Sprint(pkg, race)
-	if p, ok := builds[key]; ok {
-		return p
-	}
-	// One directory for the whole process: the binaries outlive the test that
-	// built them.
-	dir, err := os.MkdirTemp("", "cluster-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, fmt.Sprintf("%s-race%v", filepath.Base(pkg), race))
-	args := []string{"build", "-o", out}
-	if race {
-		args = append(args, "-race")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), startWait)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
-	cmd.Dir = repoRoot(t)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	builds[key] = out
-	return out
-}
+func binary(t testing.TB, pkg string, race bool) string { return brokertest.Binary(t, pkg, race) }
 
 // brokerBinary is cmd/broker built with the race detector, for the tests.
 func brokerBinary(t testing.TB) string { return binary(t, "./cmd/broker", true) }
@@ -154,34 +106,10 @@ func (n *natsServer) stop() {
 func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
 // syncBuffer collects a process's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = brokertest.SyncBuffer
 
 // broker is a running broker process.
-type broker struct {
-	name   string
-	cmd    *exec.Cmd
-	url    string // http://127.0.0.1:port/cometd
-	admin  string // http://127.0.0.1:port
-	logs   *syncBuffer
-	exited chan error
-}
-
-var addrRE = regexp.MustCompile(`msg="serving (bayeux|admin)" addr=(\S+)`)
+type broker struct{ *brokertest.Broker }
 
 // startBroker runs one broker of cluster, joined to NATS at natsURL, on loopback
 // ports chosen by the kernel, and waits until it is ready.
@@ -193,48 +121,8 @@ func startBroker(t testing.TB, cluster, node, natsURL string) *broker {
 // startBrokerBin is startBroker with a given broker binary.
 func startBrokerBin(t testing.TB, bin, cluster, node, natsURL string) *broker {
 	t.Helper()
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--node", node, "--nats-url", natsURL)
-	cmd.Env = append(os.Environ(), "COMETD_CLUSTER="+cluster, "COMETD_DRAIN_GRACE_PERIOD_MS=2000")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &broker{name: cluster + "/" + node, cmd: cmd, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	cmd.Stdout = b.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrs := make(chan [2]string, 2)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			_, _ = b.logs.Write([]byte(line + "\n"))
-			if m := addrRE.FindStringSubmatch(line); m != nil {
-				addrs <- [2]string{m[1], m[2]}
-			}
-		}
-		_, _ = io.Copy(b.logs, stderr)
-		b.exited <- cmd.Wait()
-		close(b.exited)
-	}()
-	t.Cleanup(func() { b.stop(t) })
-	deadline := time.After(startWait)
-	for b.url == "" || b.admin == "" {
-		select {
-		case a := <-addrs:
-			if a[0] == "bayeux" {
-				b.url = "http://" + a[1] + "/cometd"
-			} else {
-				b.admin = "http://" + a[1]
-			}
-		case err := <-b.exited:
-			t.Fatalf("broker %s exited at start-up: %v\n%s", b.name, err, b.logs)
-		case <-deadline:
-			t.Fatalf("broker %s did not report its addresses\n%s", b.name, b.logs)
-		}
-	}
+	b := &broker{brokertest.Start(t, bin, cluster+"/"+node, []string{"--node", node, "--nats-url", natsURL},
+		"COMETD_CLUSTER="+cluster, "COMETD_DRAIN_GRACE_PERIOD_MS=2000")}
 	b.waitReady(t, true)
 	return b
 }
@@ -252,7 +140,7 @@ func startCluster(t testing.TB, cluster string, n int, nats *natsServer) []*brok
 // ready reports whether /readyz answers 200.
 func (b *broker) ready() bool {
 	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(b.admin + "/readyz")
+	resp, err := c.Get(b.Admin + "/readyz")
 	if err != nil {
 		return false
 	}
@@ -263,22 +151,7 @@ func (b *broker) ready() bool {
 // waitReady waits until /readyz says want.
 func (b *broker) waitReady(t testing.TB, want bool) {
 	t.Helper()
-	waitCond(t, fmt.Sprintf("%s ready=%v", b.name, want), func() bool { return b.ready() == want })
-}
-
-// stop sends SIGTERM and waits for the process; it kills it if it hangs.
-func (b *broker) stop(t testing.TB) {
-	_ = b.cmd.Process.Signal(syscall.SIGTERM) // fails harmlessly once exited
-	select {
-	case <-b.exited:
-	case <-time.After(30 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-		t.Errorf("broker %s did not exit within 30s of SIGTERM\n%s", b.name, b.logs)
-	}
-	if t.Failed() {
-		t.Logf("logs of %s:\n%s", b.name, b.logs)
-	}
+	waitCond(t, fmt.Sprintf("%s ready=%v", b.Name, want), func() bool { return b.ready() == want })
 }
 
 // waitCond polls cond until it holds or waitTimeout passes.

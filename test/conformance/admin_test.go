@@ -25,18 +25,18 @@ func get(t *testing.T, url string) (int, string) {
 // SIGTERM makes /readyz fail before the process exits cleanly.
 func TestAdminAndDrain(t *testing.T) {
 	b := startBroker(t, "COMETD_DRAIN_GRACE_PERIOD_MS=3000")
-	if code, body := get(t, b.admin+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+	if code, body := get(t, b.Admin+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz %d %q", code, body)
 	}
-	if code, _ := get(t, b.admin+"/readyz"); code != 200 {
+	if code, _ := get(t, b.Admin+"/readyz"); code != 200 {
 		t.Fatalf("/readyz %d before drain", code)
 	}
-	resp, err := http.Post(b.url, "application/json", strings.NewReader(`[{"channel":"/meta/handshake","supportedConnectionTypes":["long-polling"]}]`))
+	resp, err := http.Post(b.URL, "application/json", strings.NewReader(`[{"channel":"/meta/handshake","supportedConnectionTypes":["long-polling"]}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	code, body := get(t, b.admin+"/status")
+	code, body := get(t, b.Admin+"/status")
 	var st struct {
 		Node          string  `json:"node"`
 		Sessions      int64   `json:"sessions"`
@@ -45,7 +45,7 @@ func TestAdminAndDrain(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || st.Node != "conformance-0" || st.Sessions != 1 || st.PolicyVersion == nil {
 		t.Fatalf("/status %d %s (%v)", code, body, err)
 	}
-	_, metrics := get(t, b.admin+"/metrics")
+	_, metrics := get(t, b.Admin+"/metrics")
 	for _, m := range []string{"cometd_sessions 1", "cometd_subscriptions 0", "cometd_messages_in_total 1",
 		"cometd_messages_out_total 1", "cometd_queue_drops_total 0"} {
 		if !strings.Contains(metrics, m+"\n") {
@@ -54,14 +54,14 @@ func TestAdminAndDrain(t *testing.T) {
 	}
 	// Drain: the session keeps the process alive for the grace period, during
 	// which /readyz fails and handshakes are refused.
-	if err := b.cmd.Process.Signal(sigterm); err != nil {
+	if err := b.Cmd.Process.Signal(sigterm); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.After(20 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		code, _ := get(t, b.admin+"/readyz")
+		code, _ := get(t, b.Admin+"/readyz")
 		if code == http.StatusServiceUnavailable {
 			break
 		}
@@ -71,7 +71,7 @@ func TestAdminAndDrain(t *testing.T) {
 		case <-tick.C:
 		}
 	}
-	resp, err = http.Post(b.url, "application/json", strings.NewReader(`[{"channel":"/meta/handshake"}]`))
+	resp, err = http.Post(b.URL, "application/json", strings.NewReader(`[{"channel":"/meta/handshake"}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +81,11 @@ func TestAdminAndDrain(t *testing.T) {
 		t.Fatalf("handshake during drain: %s", hb)
 	}
 	select {
-	case err := <-b.exited:
+	case err := <-b.Exited:
 		if err != nil {
-			t.Fatalf("broker exit: %v\n%s", err, b.logs)
+			t.Fatalf("broker exit: %v\n%s", err, b.Logs)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("broker did not exit after its grace period\n%s", b.logs)
+		t.Fatalf("broker did not exit after its grace period\n%s", b.Logs)
 	}
 }

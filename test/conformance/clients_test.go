@@ -37,11 +37,11 @@ func TestThirdPartyClients(t *testing.T) {
 	for _, tc := range tests {
 		name := strings.TrimSuffix(tc.script, "-conformance.mjs") + "/" + tc.transport
 		t.Run(name, func(t *testing.T) {
-			stdout, stderr, err := runNode(t, 60*time.Second, tc.script, b.url, tc.transport)
+			stdout, stderr, err := runNode(t, 60*time.Second, tc.script, b.URL, tc.transport)
 			lines := strings.Split(strings.TrimSpace(stdout), "\n")
 			var res scriptResult
 			if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-				t.Fatalf("no result from %s (%v): %v\nstdout:\n%s\nstderr:\n%s\nbroker:\n%s", name, err, jerr, stdout, stderr, b.logs)
+				t.Fatalf("no result from %s (%v): %v\nstdout:\n%s\nstderr:\n%s\nbroker:\n%s", name, err, jerr, stdout, stderr, b.Logs)
 			}
 			if err != nil || !res.OK {
 				t.Fatalf("%s failed at %q: %s (exit: %v)\nsteps: %v\nstderr:\n%s", name, last(res.Steps), res.Error, err, res.Steps, stderr)
