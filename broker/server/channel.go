@@ -21,6 +21,10 @@ type ServerChannel struct {
 	id  bayeux.ChannelID
 	srv *Server
 
+	// interestMu is held from a change of subscribers between none and some
+	// to the backbone call that follows it, and taken before mu.
+	interestMu sync.Mutex
+
 	mu          sync.RWMutex
 	subs        map[*ServerSession]struct{}
 	listeners   []*ChannelMessageListener

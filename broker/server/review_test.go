@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -222,5 +223,66 @@ func TestLazyTimerDoesNotCutTheNextConnectShort(t *testing.T) {
 	// A lower bound: the connect must be held for its whole timeout.
 	if held := time.Since(start); held < timeout {
 		t.Fatalf("the next connect was answered after %v, before its %v timeout", held, timeout)
+	}
+}
+
+// slowSubscribeBackbone is a real Memory backbone whose Subscribe waits for
+// gate, as the NATS backbone's does for its server's confirmation (a round trip,
+// up to seconds while NATS is slow).
+type slowSubscribeBackbone struct {
+	*countingBackbone
+	entered chan string
+	gate    chan struct{}
+}
+
+func (b *slowSubscribeBackbone) Subscribe(p string) error {
+	b.entered <- p
+	<-b.gate
+	return b.countingBackbone.Subscribe(p)
+}
+
+// TestPublishDoesNotWaitForBackboneSubscribe: while the backbone confirms the
+// interest of a channel's first subscriber, publishes on that channel (local
+// ones, and remote ones on the backbone's delivery goroutine) go on.
+func TestPublishDoesNotWaitForBackboneSubscribe(t *testing.T) {
+	bb := &slowSubscribeBackbone{
+		countingBackbone: newMemoryNode(t, backbone.NewMemoryHub(), "node-a"),
+		entered:          make(chan string, 1),
+		gate:             make(chan struct{}),
+	}
+	ts := newTestServer(t, Config{Backbone: bb})
+	defer func() {
+		select {
+		case <-bb.gate:
+		default:
+			close(bb.gate)
+		}
+	}()
+	id := ts.connected(t)
+	subscribed := ts.postAsync(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/chat/**"}]`, id))
+	select {
+	case p := <-bb.entered:
+		if p != "/chat/**" {
+			t.Fatalf("backbone subscribe to %q", p)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no backbone subscribe")
+	}
+	published := make(chan error, 1)
+	go func() { published <- ts.Publish("/chat/a", "x") }()
+	select {
+	case err := <-published:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("a publish waited for the backbone to confirm a subscription")
+	}
+	close(bb.gate)
+	if out := recv(t, subscribed); len(out) != 1 || out[0]["successful"] != true {
+		t.Fatalf("subscribe: %v", out)
+	}
+	if got := bb.snapshot(); !slices.Contains(got, "sub /chat/**") {
+		t.Fatalf("backbone calls %v", got)
 	}
 }

@@ -423,15 +423,18 @@ func (s *Server) subscribe(ss *ServerSession, name string, m *ServerMessage) err
 	}
 	for {
 		c, _ := s.getOrCreateChannel(id)
+		c.interestMu.Lock()
 		c.mu.Lock()
 		if c.removed {
 			c.mu.Unlock()
+			c.interestMu.Unlock()
 			continue
 		}
 		ss.mu.Lock()
 		if ss.reason != nil {
 			ss.mu.Unlock()
 			c.mu.Unlock()
+			c.interestMu.Unlock()
 			s.maybeRemoveChannel(c)
 			return ErrSessionClosed
 		}
@@ -441,17 +444,23 @@ func (s *Server) subscribe(ss *ServerSession, name string, m *ServerMessage) err
 		ss.subs[c] = struct{}{}
 		ss.mu.Unlock()
 		_, already := c.subs[ss]
+		first := false
 		if !already {
 			c.subs[ss] = struct{}{}
 			c.snap.Store(nil)
 			s.stats.subscriptions.Add(1)
-			if len(c.subs) == 1 && s.cfg.Backbone != nil && c.id.IsBroadcast() {
-				if err := s.cfg.Backbone.Subscribe(name); err != nil {
-					s.log.Warn("backbone subscribe failed", "channel", name, "err", err)
-				}
-			}
+			first = len(c.subs) == 1
 		}
 		c.mu.Unlock()
+		// The backbone may take a round trip: publishes, which need c.mu, go on
+		// meanwhile; interestMu keeps the backbone calls in the order of the
+		// changes they follow.
+		if first && s.cfg.Backbone != nil && c.id.IsBroadcast() {
+			if err := s.cfg.Backbone.Subscribe(name); err != nil {
+				s.log.Warn("backbone subscribe failed", "channel", name, "err", err)
+			}
+		}
+		c.interestMu.Unlock()
 		if !already {
 			for _, l := range s.listenerList() {
 				if l.Subscribed != nil {
@@ -464,22 +473,26 @@ func (s *Server) subscribe(ss *ServerSession, name string, m *ServerMessage) err
 }
 
 func (s *Server) unsubscribe(ss *ServerSession, c *ServerChannel) {
+	c.interestMu.Lock()
 	c.mu.Lock()
 	ss.mu.Lock()
 	delete(ss.subs, c)
 	ss.mu.Unlock()
 	_, was := c.subs[ss]
+	last := false
 	if was {
 		delete(c.subs, ss)
 		c.snap.Store(nil)
 		s.stats.subscriptions.Add(-1)
-		if len(c.subs) == 0 && s.cfg.Backbone != nil && c.id.IsBroadcast() {
-			if err := s.cfg.Backbone.Unsubscribe(c.Name()); err != nil {
-				s.log.Warn("backbone unsubscribe failed", "channel", c.Name(), "err", err)
-			}
-		}
+		last = len(c.subs) == 0
 	}
 	c.mu.Unlock()
+	if last && s.cfg.Backbone != nil && c.id.IsBroadcast() {
+		if err := s.cfg.Backbone.Unsubscribe(c.Name()); err != nil {
+			s.log.Warn("backbone unsubscribe failed", "channel", c.Name(), "err", err)
+		}
+	}
+	c.interestMu.Unlock()
 	if was {
 		for _, l := range s.listenerList() {
 			if l.Unsubscribed != nil {
