@@ -177,6 +177,11 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		return s.fail(r, bayeux.ErrHandshakeDenied), ss
 	}
 	s.addSession(ss, m)
+	if s.draining.Load() {
+		// Drain began after the check above: the pacer may have taken its
+		// last look at the sessions already.
+		ss.releaseForDrain()
+	}
 	if ri.ws != nil {
 		ri.ws.attach(ss)
 	}
