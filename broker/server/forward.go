@@ -288,23 +288,13 @@ func appendBatch(b []byte, msgs []*bayeux.Mutable) []byte {
 func (wc *wsConn) enqueueForward(s *Server, req backbone.Requester, j forwardJob) {
 	wc.mu.Lock()
 	wc.fwdQueue = append(wc.fwdQueue, j)
-	n := len(wc.fwdQueue)
 	start := !wc.fwdRunning
 	wc.fwdRunning = true
 	wc.mu.Unlock()
 	if start {
 		go wc.forwardLoop(s, req)
 	}
-	for n > wsMaxPending {
-		select {
-		case <-wc.fwdSpace:
-		case <-wc.dead:
-			return
-		}
-		wc.mu.Lock()
-		n = len(wc.fwdQueue)
-		wc.mu.Unlock()
-	}
+	waitBelowMax(wc, &wc.fwdQueue, wc.fwdSpace) // a failed writer ends the reader at its next read
 }
 
 // forwardLoop forwards the queued batches one at a time, and exits when none is left.

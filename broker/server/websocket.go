@@ -211,18 +211,29 @@ func (wc *wsConn) readLoop(userAgent string) {
 		res := s.process(msgs, reqInfo{transport: "websocket", userAgent: userAgent, ws: wc})
 		wc.mu.Lock()
 		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
-		n := len(wc.pending)
 		wc.mu.Unlock()
 		wc.kick()
-		for n > wsMaxPending {
-			select {
-			case <-wc.space:
-			case <-wc.dead:
-				return
-			}
-			wc.mu.Lock()
-			n = len(wc.pending)
-			wc.mu.Unlock()
+		if !waitBelowMax(wc, &wc.pending, wc.space) {
+			return
+		}
+	}
+}
+
+// waitBelowMax blocks the reader while the queue *q (wc.pending or
+// wc.fwdQueue) holds more than wsMaxPending batches; space gets a token each
+// time the queue's consumer takes some. It reports false if the writer failed.
+func waitBelowMax[T any](wc *wsConn, q *[]T, space <-chan struct{}) bool {
+	for {
+		wc.mu.Lock()
+		n := len(*q)
+		wc.mu.Unlock()
+		if n <= wsMaxPending {
+			return true
+		}
+		select {
+		case <-space:
+		case <-wc.dead:
+			return false
 		}
 	}
 }
