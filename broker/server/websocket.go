@@ -338,7 +338,9 @@ func (wc *wsConn) step(items []wsItem) {
 			// new websocket; this one may be dead) has its messages sent there.
 			mine := ss.ws == wc
 			ss.mu.Unlock()
-			if !only && mine {
+			// A connection whose write failed takes nothing: the messages
+			// wait for the session's next connection.
+			if !only && mine && !wc.broken {
 				if q := ss.takeQueue(); len(q) > 0 {
 					wc.writeBatches(q)
 					ss.recycle(q)
