@@ -85,9 +85,14 @@ $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-l
 	touch $@
 
 .PHONY: test
-test: lint verify-generated helm-lint envtest-assets npm-deps ## Run the whole test suite (vet, generated-code check, go test -race, fuzz smoke).
-	HELM=$(HELM) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp hack/run-tests.sh $(GO_TEST_FLAGS) $(TEST_PKGS)
+test: lint verify-generated helm-lint envtest-assets npm-deps ## Run the whole test suite: vet, generated-code check, chart, fuzz smoke, e2e on a local cluster, go test -race.
 	FUZZTIME=$(FUZZTIME) hack/fuzz-smoke.sh
+	$(MAKE) --no-print-directory e2e
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp hack/run-tests.sh $(GO_TEST_FLAGS) $(TEST_PKGS)
+
+.PHONY: test-unit
+test-unit: lint verify-generated helm-lint envtest-assets npm-deps ## The suite without fuzzing and without the local cluster (e2e).
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp hack/run-tests.sh $(GO_TEST_FLAGS) $(TEST_PKGS)
 
 .PHONY: helm-lint
 helm-lint: $(HELM) ## helm lint and helm template the chart with every examples/ values file.

@@ -30,5 +30,5 @@ run-cluster: $(KUSTOMIZE) ## Local cluster (or $$KUBECONFIG's) + operator (confi
 	KUSTOMIZE=$(KUSTOMIZE) IMG=$(IMG) BROKER_IMG=$(BROKER_IMG) hack/cluster/run.sh
 
 .PHONY: e2e
-e2e: $(KUSTOMIZE) npm-deps ## End-to-end suite on the local cluster (brings it up, and down again if it was down).
-	KUSTOMIZE=$(KUSTOMIZE) E2E_TIMEOUT=$(E2E_TIMEOUT) E2E_FLAGS="$(E2E_FLAGS) -run $(E2E_RUN)" hack/cluster/e2e.sh
+e2e: $(KUSTOMIZE) $(HELM) npm-deps ## End-to-end suite on the local cluster (brings it up, and down again if it was down).
+	KUSTOMIZE=$(KUSTOMIZE) HELM=$(HELM) E2E_TIMEOUT=$(E2E_TIMEOUT) E2E_FLAGS="$(E2E_FLAGS) -run $(E2E_RUN)" hack/cluster/e2e.sh

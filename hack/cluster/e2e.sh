@@ -22,7 +22,7 @@ rc=0
 # shellcheck disable=SC2086 # E2E_FLAGS is a list of flags
 (
   cd "${ROOT}"
-  E2E_KUBECONFIG=${KUBECONFIG_ADMIN} E2E_KUBECTL=${K8S_BIN}/kubectl E2E_KUSTOMIZE=${KUSTOMIZE} \
+  E2E_KUBECONFIG=${KUBECONFIG_ADMIN} E2E_KUBECTL=${K8S_BIN}/kubectl E2E_KUSTOMIZE=${KUSTOMIZE} E2E_HELM=${HELM:-${BIN}/helm} \
     TMPDIR=${BIN}/tmp go test -tags e2e -race -count=1 -timeout "${E2E_TIMEOUT}" ${E2E_FLAGS} ./test/e2e
 ) || rc=$?
 t3=${SECONDS}

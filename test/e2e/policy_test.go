@@ -122,7 +122,9 @@ spec:
     channels: ["/e2e/guarded/**"]
     principals: ["*"]
 `, name))
-	eventually(t, time.Minute, "the ChannelPolicy Accepted and a new policy version applied", func(ctx context.Context) (bool, string, error) {
+	// Brokers see a ConfigMap volume update on the kubelet's next sync of the pod
+	// (up to its sync period, a minute by default) plus their own poll interval.
+	eventually(t, 3*time.Minute, "the ChannelPolicy Accepted and a new policy version applied", func(ctx context.Context) (bool, string, error) {
 		var cp struct {
 			Status struct {
 				Conditions []condition `json:"conditions"`
