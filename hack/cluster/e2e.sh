@@ -18,6 +18,7 @@ t1=${SECONDS}
 "${ROOT}/hack/cluster/images.sh" all
 t2=${SECONDS}
 
+mkdir -p "${BIN}/tmp"
 rc=0
 # shellcheck disable=SC2086 # E2E_FLAGS is a list of flags
 (
