@@ -79,6 +79,13 @@ type File struct {
 	WSMessagesPerFrame int `json:"wsMessagesPerFrame,omitempty"`
 	// DrainGracePeriodMs bounds a graceful drain. 0 means DefaultDrainGracePeriod.
 	DrainGracePeriodMs int64 `json:"drainGracePeriodMs,omitempty"`
+	// DrainRate is how many sessions per second a drain sends back to reconnect
+	// elsewhere (raised when needed to fit the grace period). 0 means the
+	// server's default (200/s); -1 releases every session at once.
+	DrainRate float64 `json:"drainRate,omitempty"`
+	// MaxSubscriptionsPerSession caps the channels one session may subscribe to.
+	// 0 means the server's default (1000); -1 means no cap.
+	MaxSubscriptionsPerSession int `json:"maxSubscriptionsPerSession,omitempty"`
 
 	// NATS configures the backbone. A zero value means an embedded NATS server.
 	NATS NATS `json:"nats,omitempty"`
@@ -142,6 +149,12 @@ func (f *File) Validate() error {
 		if v.n < 0 {
 			return fmt.Errorf("broker config: %s must not be negative, got %d", v.name, v.n)
 		}
+	}
+	if f.DrainRate < 0 && f.DrainRate != -1 {
+		return fmt.Errorf("broker config: drainRate must be -1 (all at once), 0 (default) or positive, got %v", f.DrainRate)
+	}
+	if f.MaxSubscriptionsPerSession < -1 {
+		return fmt.Errorf("broker config: maxSubscriptionsPerSession must be -1 (no cap) or more, got %d", f.MaxSubscriptionsPerSession)
 	}
 	if f.MaxQueue < -1 {
 		return fmt.Errorf("broker config: maxQueue must be -1 (unbounded) or more, got %d", f.MaxQueue)

@@ -103,6 +103,9 @@ func ConfigFromFile(f *config.File) Config {
 		Transports:         f.EnabledTransports(),
 		AllowedOrigins:     append([]string(nil), f.AllowedOrigins...),
 		WSMessagesPerFrame: f.WSMessagesPerFrame,
+		DrainRate:          f.DrainRate,
+
+		MaxSubscriptionsPerSession: f.MaxSubscriptionsPerSession,
 	}
 	return c
 }

@@ -69,3 +69,11 @@ func TestConfigDefaultsMatchCometD(t *testing.T) {
 }
 
 var emptyFile = config.File{}
+
+func TestConfigFromFileMapsLimits(t *testing.T) {
+	c := ConfigFromFile(&config.File{DrainRate: 25, MaxSubscriptionsPerSession: -1, MaxQueue: 7})
+	if c.DrainRate != 25 || c.MaxSubscriptionsPerSession != -1 || c.MaxQueue != 7 {
+		t.Errorf("ConfigFromFile lost settings: DrainRate %v, MaxSubscriptionsPerSession %d, MaxQueue %d",
+			c.DrainRate, c.MaxSubscriptionsPerSession, c.MaxQueue)
+	}
+}
