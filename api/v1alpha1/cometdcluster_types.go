@@ -452,6 +452,11 @@ const (
 	// ConditionPolicyApplied is True when every ready broker enforces the
 	// latest compiled channel policy (status.policyVersion).
 	ConditionPolicyApplied = "PolicyApplied"
+	// ConditionFanoutReady is True when a message published on one broker
+	// reaches the clients of every other broker: every ready managed NATS
+	// server routes to all the others, and every ready broker is connected to
+	// its backbone. A single broker without NATS is trivially ready.
+	ConditionFanoutReady = "FanoutReady"
 )
 
 // CometdClusterStatus is the observed state of a CometdCluster.

@@ -83,7 +83,7 @@ func (a *admin) handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(status{
 			Node: a.srv.NodeID(), Sessions: st.Sessions, Subscriptions: st.Subscriptions, Channels: st.Channels,
 			Draining: a.draining.Load(), PolicyVersion: a.currentPolicyVersion(), UptimeSeconds: int64(time.Since(a.started).Seconds()),
-			Backbone: a.bb != nil,
+			Backbone: a.bb != nil, BackboneConnected: a.backboneConnected(),
 		})
 	})
 	return mux
@@ -99,6 +99,23 @@ type status struct {
 	PolicyVersion string `json:"policyVersion"`
 	UptimeSeconds int64  `json:"uptimeSeconds"`
 	Backbone      bool   `json:"backbone"`
+	// BackboneConnected is true when messages published here can reach the
+	// other brokers: the backbone reports itself healthy, or there is nothing
+	// to connect to (no backbone, or one that cannot fail, like an embedded NATS
+	// whose health is always good).
+	BackboneConnected bool `json:"backboneConnected"`
+}
+
+// backboneConnected reports whether the backbone is healthy; a broker with no
+// backbone, or with one that does not report health, is connected.
+func (a *admin) backboneConnected() bool {
+	if a.bb == nil {
+		return true
+	}
+	if h, ok := a.bb.(backbone.Health); ok {
+		return h.Healthy() == nil
+	}
+	return true
 }
 
 // currentPolicyVersion is the version of the channel policy in force, or empty
