@@ -25,6 +25,9 @@ type BrokerStatus struct {
 	PolicyVersion string `json:"policyVersion"`
 	// Draining is true while the broker shuts down.
 	Draining bool `json:"draining"`
+	// BackboneConnected is true when the broker's backbone is healthy (or it
+	// has none to connect to). Brokers older than this field omit it: false.
+	BackboneConnected bool `json:"backboneConnected"`
 }
 
 // BrokerStatusClient reads a broker pod's status. It is the only way the
@@ -63,25 +66,100 @@ func (c *HTTPBrokerStatusClient) Status(ctx context.Context, pod *corev1.Pod) (B
 	if addr == "" {
 		return BrokerStatus{}, fmt.Errorf("pod %s has no IP yet", pod.Name)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
-	if err != nil {
+	var st BrokerStatus
+	if err := getJSON(ctx, c.Client, "http://"+addr+"/status", &st); err != nil {
 		return BrokerStatus{}, err
 	}
-	hc := c.Client
+	return st, nil
+}
+
+// NATSRoutes is the part of a NATS server's monitoring /routez document the
+// operator uses.
+type NATSRoutes struct {
+	// ServerName is the server's name (the managed NATS pod's name).
+	ServerName string `json:"server_name"`
+	// NumRoutes is how many route connections the server has. With route
+	// pooling (NATS 2.10+, 3 connections per peer by default) it overstates
+	// the peers: use Peers.
+	NumRoutes int `json:"num_routes"`
+	// Routes are the route connections.
+	Routes []NATSRoute `json:"routes"`
+}
+
+// NATSRoute is one route connection of a /routez document.
+type NATSRoute struct {
+	// RemoteID and RemoteName identify the server at the other end.
+	RemoteID   string `json:"remote_id"`
+	RemoteName string `json:"remote_name"`
+}
+
+// Peers is the number of distinct servers the routes reach.
+func (r NATSRoutes) Peers() int {
+	seen := make(map[string]struct{}, len(r.Routes))
+	for _, rt := range r.Routes {
+		id := rt.RemoteID
+		if id == "" {
+			id = rt.RemoteName
+		}
+		seen[id] = struct{}{}
+	}
+	return len(seen)
+}
+
+// NATSMonitorClient reads a managed NATS pod's routes. Tests replace it.
+type NATSMonitorClient interface {
+	Routes(ctx context.Context, pod *corev1.Pod) (NATSRoutes, error)
+}
+
+// HTTPNATSMonitorClient reads GET /routez on a NATS pod's monitoring port.
+type HTTPNATSMonitorClient struct {
+	// Client sends the requests. Nil means a client with a 5 s timeout.
+	Client *http.Client
+	// Address returns the host:port of a pod's monitoring endpoint. Nil means
+	// the pod's IP and the monitoring port (resources.NATSMonitorPort).
+	Address func(pod *corev1.Pod) string
+}
+
+var _ NATSMonitorClient = (*HTTPNATSMonitorClient)(nil)
+
+// Routes fetches and decodes the pod's /routez.
+func (c *HTTPNATSMonitorClient) Routes(ctx context.Context, pod *corev1.Pod) (NATSRoutes, error) {
+	addr := ""
+	if c.Address != nil {
+		addr = c.Address(pod)
+	} else if pod.Status.PodIP != "" {
+		addr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(resources.NATSMonitorPort))
+	}
+	if addr == "" {
+		return NATSRoutes{}, fmt.Errorf("pod %s has no IP yet", pod.Name)
+	}
+	var rt NATSRoutes
+	if err := getJSON(ctx, c.Client, "http://"+addr+"/routez", &rt); err != nil {
+		return NATSRoutes{}, err
+	}
+	return rt, nil
+}
+
+// getJSON decodes the JSON document at url, read through hc (nil: a client
+// with a 5 s timeout) and bounded to maxStatusBody bytes.
+func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
 	if hc == nil {
 		hc = defaultStatusHTTPClient
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return BrokerStatus{}, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return BrokerStatus{}, fmt.Errorf("GET /status: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", req.URL.Path, resp.Status)
 	}
-	var st BrokerStatus
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusBody)).Decode(&st); err != nil {
-		return BrokerStatus{}, fmt.Errorf("decode /status: %w", err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusBody)).Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", req.URL.Path, err)
 	}
-	return st, nil
+	return nil
 }

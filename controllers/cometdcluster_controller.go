@@ -41,8 +41,12 @@ type CometdClusterReconciler struct {
 	// BrokerStatus reads which policy version each ready broker enforces.
 	// Nil means PolicyApplied is never checked against the brokers (Unknown).
 	BrokerStatus BrokerStatusClient
+	// NATSMonitor reads the managed NATS servers' routes for FanoutReady. Nil
+	// means the routes are not checked (only the brokers' backbone connection).
+	NATSMonitor NATSMonitorClient
 	// PolicyRecheckInterval is how soon a cluster whose brokers do not all
-	// enforce the latest policy is checked again. 0 means 5 s.
+	// enforce the latest policy, or whose fan-out is not ready, is checked
+	// again. 0 means 5 s.
 	PolicyRecheckInterval time.Duration
 }
 
@@ -104,8 +108,12 @@ type observed struct {
 	deployment *appsv1.Deployment
 	nats       *appsv1.StatefulSet
 	policy     compiledPolicy
-	// brokers are the ready brokers' policy reports.
+	// brokers are the ready brokers' /status reports.
 	brokers []brokerReport
+	// natsRoutes are the ready managed NATS servers' route reports.
+	natsRoutes []natsReport
+	// brokersChecked is true when the brokers' /status was asked for.
+	brokersChecked bool
 }
 
 // Reconcile applies the cluster's children in order, removes the ones its spec
@@ -131,6 +139,10 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if obs.brokers, err = r.brokerReports(ctx, cc); err != nil {
 			return ctrl.Result{}, err
 		}
+		obs.brokersChecked = r.BrokerStatus != nil
+		if obs.natsRoutes, err = r.natsReports(ctx, cc); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if err := r.reconcileStatus(ctx, cc, obs, applyErr); err != nil {
 		if applyErr == nil {
@@ -145,10 +157,12 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 }
 
 // policyRecheck is how soon to ask the brokers again: while a ready broker does
-// not enforce the latest policy, soon; otherwise never (events trigger it).
+// not enforce the latest policy, or fan-out is not ready, soon; otherwise never
+// (events trigger it).
 func (r *CometdClusterReconciler) policyRecheck(cc *v1.CometdCluster) time.Duration {
 	c := meta.FindStatusCondition(cc.Status.Conditions, v1.ConditionPolicyApplied)
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason == ReasonPolicyRejected {
+	policyPending := c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonPolicyRejected
+	if !policyPending && !fanoutPending(cc.Status.Conditions) {
 		return 0
 	}
 	if r.PolicyRecheckInterval > 0 {

@@ -29,6 +29,14 @@ type fakeBroker struct {
 	mu      sync.Mutex
 	version string
 	fail    bool
+	// disconnected makes /status report backboneConnected false.
+	disconnected bool
+}
+
+func (f *fakeBroker) setDisconnected(d bool) {
+	f.mu.Lock()
+	f.disconnected = d
+	f.mu.Unlock()
 }
 
 func (f *fakeBroker) set(version string, fail bool) {
@@ -54,13 +62,13 @@ func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker
 	f := &fakeBroker{}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
-		v, fail := f.version, f.fail
+		v, fail, connected := f.version, f.fail, !f.disconnected
 		f.mu.Unlock()
 		if r.URL.Path != "/status" || fail {
 			http.Error(w, "broken", http.StatusInternalServerError)
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v})
+		_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v, "backboneConnected": connected})
 	}))
 	t.Cleanup(f.srv.Close)
 	fakeBrokers.Store(cc.Namespace+"/"+name, f)

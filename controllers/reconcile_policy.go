@@ -107,7 +107,9 @@ func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.Come
 type brokerReport struct {
 	Pod     string
 	Version string
-	Err     error
+	// BackboneConnected is the broker's backboneConnected.
+	BackboneConnected bool
+	Err               error
 }
 
 // brokerReports asks every ready broker pod of the cluster which policy
@@ -137,7 +139,7 @@ func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.Come
 			rctx, cancel := context.WithTimeout(ctx, statusRequestTimeout)
 			defer cancel()
 			st, err := r.BrokerStatus.Status(rctx, p)
-			reports[i] = brokerReport{Pod: p.Name, Version: st.PolicyVersion, Err: err}
+			reports[i] = brokerReport{Pod: p.Name, Version: st.PolicyVersion, BackboneConnected: st.BackboneConnected, Err: err}
 		}()
 	}
 	wg.Wait()

@@ -42,6 +42,17 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 		st.PolicyVersion = obs.policy.version
 		conds = append(conds, policyAppliedCondition(obs.policy.version, obs.policy.err, obs.brokers))
 	}
+	if applyErr == nil {
+		conds = append(conds, fanoutReadyCondition(fanoutInput{
+			DesiredBrokers: resources.DesiredReplicas(cc),
+			ManagedNATS:    cc.ManagedNATS(),
+			NATSReplicas:   resources.NATSReplicas(cc),
+			NATS:           obs.natsRoutes,
+			ExternalNATS:   cc.Spec.NATS != nil && cc.Spec.NATS.URL != "",
+			Brokers:        obs.brokers,
+			BrokersChecked: obs.brokersChecked,
+		}))
+	}
 	for _, c := range conds {
 		c.ObservedGeneration = cc.Generation
 		meta.SetStatusCondition(&st.Conditions, c)

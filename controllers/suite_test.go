@@ -60,6 +60,7 @@ func run(m *testing.M) int {
 		Recorder:              mgr.GetEventRecorder("cometd-operator"),
 		Options:               resources.Options{BrokerImage: testBrokerImage},
 		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakeBrokerAddress},
+		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakeNATSAddress},
 		PolicyRecheckInterval: 100 * time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -87,6 +87,7 @@ func main() {
 		Recorder:     mgr.GetEventRecorder(controllerName),
 		Options:      resources.Options{BrokerImage: brokerImage, NATSImage: natsImage},
 		BrokerStatus: &controllers.HTTPBrokerStatusClient{},
+		NATSMonitor:  &controllers.HTTPNATSMonitorClient{},
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "set up controller", "controller", "CometdCluster")
 		os.Exit(1)
