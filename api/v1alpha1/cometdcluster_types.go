@@ -486,7 +486,9 @@ type CometdClusterStatus struct {
 	// +optional
 	PolicyVersion string `json:"policyVersion,omitempty"`
 
-	// Conditions describe the cluster's state.
+	// Conditions describe the cluster's state: Available, Progressing,
+	// Degraded, PolicyApplied and FanoutReady (a message published on one
+	// broker reaches the clients of every other broker).
 	// +listType=map
 	// +listMapKey=type
 	// +optional

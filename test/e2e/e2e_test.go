@@ -248,6 +248,16 @@ func createCluster(t *testing.T, e env, ns, name string) {
 	eventually(t, 2*time.Minute, "managed NATS servers meshed (each routes to the 2 others)", func(ctx context.Context) (bool, string, error) {
 		return natsMeshed(ctx, e, ns, name, 3)
 	})
+	// The operator says so too: FanoutReady checks the same routes and every
+	// broker's backbone connection.
+	eventually(t, 2*time.Minute, "FanoutReady=True on the CometdCluster", func(ctx context.Context) (bool, string, error) {
+		cc, err := e.getCluster(ctx, ns, name)
+		if err != nil {
+			return false, "", err
+		}
+		c := cc.condition("FanoutReady")
+		return c.Status == "True", fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message), nil
+	})
 	// The operator reports what it does as events on the CometdCluster.
 	eventually(t, time.Minute, "events about the CometdCluster", func(ctx context.Context) (bool, string, error) {
 		out, err := e.run(ctx, "", "get", "events", "-n", ns, "--field-selector", "involvedObject.kind=CometdCluster,involvedObject.name="+name, "-o", "name")

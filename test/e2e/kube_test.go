@@ -149,9 +149,10 @@ type (
 		} `json:"ownerReferences"`
 	}
 	condition struct {
-		Type   string `json:"type"`
-		Status string `json:"status"`
-		Reason string `json:"reason"`
+		Type    string `json:"type"`
+		Status  string `json:"status"`
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
 	}
 	cometdCluster struct {
 		Metadata objectMeta `json:"metadata"`
