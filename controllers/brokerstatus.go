@@ -26,8 +26,9 @@ type BrokerStatus struct {
 	// Draining is true while the broker shuts down.
 	Draining bool `json:"draining"`
 	// BackboneConnected is true when the broker's backbone is healthy (or it
-	// has none to connect to). Brokers older than this field omit it: false.
-	BackboneConnected bool `json:"backboneConnected"`
+	// has none to connect to). Nil when the broker does not report it (a
+	// broker image older than the field).
+	BackboneConnected *bool `json:"backboneConnected"`
 }
 
 // BrokerStatusClient reads a broker pod's status. It is the only way the

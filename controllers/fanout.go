@@ -136,11 +136,13 @@ func fanoutReadyCondition(in fanoutInput) metav1.Condition {
 		c.Message = "no ready broker yet"
 		return c
 	}
-	var unreachable, disconnected []string
+	var unreachable, unreported, disconnected []string
 	for _, b := range in.Brokers {
 		switch {
 		case b.Err != nil:
 			unreachable = append(unreachable, fmt.Sprintf("%s (%v)", b.Pod, b.Err))
+		case b.BackboneUnreported:
+			unreported = append(unreported, b.Pod)
 		case !b.BackboneConnected:
 			disconnected = append(disconnected, b.Pod)
 		}
@@ -150,6 +152,10 @@ func fanoutReadyCondition(in fanoutInput) metav1.Condition {
 		c.Reason = ReasonFanoutUnknown
 		c.Message = fmt.Sprintf("cannot read the admin /status of %d of %d ready brokers: %s",
 			len(unreachable), len(in.Brokers), strings.Join(unreachable, ", "))
+	case len(unreported) > 0:
+		c.Reason = ReasonFanoutUnknown
+		c.Message = fmt.Sprintf("%d of %d ready brokers do not report backboneConnected in their /status (an older broker image?): %s; "+
+			"use a broker image as recent as the operator", len(unreported), len(in.Brokers), strings.Join(unreported, ", "))
 	case len(disconnected) > 0:
 		c.Reason = ReasonBackboneDisconnected
 		c.Message = fmt.Sprintf("%d of %d ready brokers are not connected to NATS: %s; their clients miss messages published on other brokers. "+

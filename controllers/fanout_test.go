@@ -171,6 +171,8 @@ func TestFanoutReadyCondition(t *testing.T) {
 		{"not meshed wins over disconnected", managed(nil, []brokerReport{{Pod: "b0"}}), metav1.ConditionFalse, ReasonNATSNotMeshed, ""},
 		{"one managed NATS server needs no routes", fanoutInput{DesiredBrokers: 2, ManagedNATS: true, NATSReplicas: 1, NATS: []natsReport{{Pod: "n0"}},
 			Brokers: connected, BrokersChecked: true}, metav1.ConditionTrue, ReasonFanoutMeshed, ""},
+		{"meshed, a broker too old to report its backbone", managed(meshed, []brokerReport{{Pod: "b0", BackboneConnected: true}, {Pod: "b1", BackboneUnreported: true}}),
+			metav1.ConditionFalse, ReasonFanoutUnknown, "b1"},
 		{"external NATS, connected", external(connected), metav1.ConditionTrue, ReasonFanoutMeshed, "connected to NATS"},
 		{"external NATS, disconnected", external([]brokerReport{{Pod: "b0"}, {Pod: "b1", BackboneConnected: true}}),
 			metav1.ConditionFalse, ReasonBackboneDisconnected, "1 of 2"},
@@ -235,5 +237,29 @@ func TestHTTPNATSMonitorClientCountsRealPeers(t *testing.T) {
 	// A pod without an IP and no Address is an error, not a request.
 	if _, err := (&HTTPNATSMonitorClient{}).Routes(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}); err == nil {
 		t.Error("Routes of a pod without IP: no error")
+	}
+}
+
+// A broker's /status without backboneConnected (an older broker) decodes as
+// unreported, not as disconnected.
+func TestBrokerStatusBackboneConnectedField(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want *bool
+	}{
+		{`{"node":"a"}`, nil},
+		{`{"node":"a","backboneConnected":true}`, ptrTrue()},
+		{`{"node":"a","backboneConnected":false}`, new(bool)},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(tc.doc)) }))
+		c := &HTTPBrokerStatusClient{Address: func(*corev1.Pod) string { return srv.Listener.Addr().String() }}
+		st, err := c.Status(context.Background(), &corev1.Pod{})
+		srv.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.doc, err)
+		}
+		if (st.BackboneConnected == nil) != (tc.want == nil) || (tc.want != nil && *st.BackboneConnected != *tc.want) {
+			t.Errorf("%s: backboneConnected = %v, want %v", tc.doc, st.BackboneConnected, tc.want)
+		}
 	}
 }

@@ -107,9 +107,10 @@ func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.Come
 type brokerReport struct {
 	Pod     string
 	Version string
-	// BackboneConnected is the broker's backboneConnected.
-	BackboneConnected bool
-	Err               error
+	// BackboneConnected is the broker's backboneConnected; BackboneUnreported
+	// is true when its /status has no such field.
+	BackboneConnected, BackboneUnreported bool
+	Err                                   error
 }
 
 // brokerReports asks every ready broker pod of the cluster which policy
@@ -139,7 +140,8 @@ func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.Come
 			rctx, cancel := context.WithTimeout(ctx, statusRequestTimeout)
 			defer cancel()
 			st, err := r.BrokerStatus.Status(rctx, p)
-			reports[i] = brokerReport{Pod: p.Name, Version: st.PolicyVersion, BackboneConnected: st.BackboneConnected, Err: err}
+			reports[i] = brokerReport{Pod: p.Name, Version: st.PolicyVersion, Err: err,
+				BackboneConnected: st.BackboneConnected != nil && *st.BackboneConnected, BackboneUnreported: st.BackboneConnected == nil}
 		}()
 	}
 	wg.Wait()
