@@ -233,10 +233,26 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 		s.waitReady(t, 60*time.Second)
 	}
 
-	eps, err := e.serviceEndpoints(ctx, ns, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// EndpointSlices follow pod readiness a moment later: wait until the Service
+	// lists every ready broker pod before publishing through each of them.
+	var eps []brokerEndpoint
+	eventually(t, time.Minute, "every ready broker pod behind the Service", func(ctx context.Context) (bool, string, error) {
+		var err error
+		if eps, err = e.serviceEndpoints(ctx, ns, name); err != nil {
+			return false, "", err
+		}
+		pods, err := e.brokerPods(ctx, ns, name)
+		if err != nil {
+			return false, "", err
+		}
+		ready := 0
+		for _, p := range pods {
+			if p.ready() {
+				ready++
+			}
+		}
+		return len(eps) >= 2 && len(eps) == ready, fmt.Sprintf("%d endpoints, %d ready pods", len(eps), ready), nil
+	})
 	if len(eps) < 2 {
 		t.Fatalf("want at least 2 ready broker pods behind the Service, got %v", eps)
 	}
