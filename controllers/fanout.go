@@ -3,13 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
@@ -55,33 +52,11 @@ func (r *CometdClusterReconciler) natsReports(ctx context.Context, cc *v1.Cometd
 	if r.NATSMonitor == nil || !cc.ManagedNATS() {
 		return nil, nil
 	}
-	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(cc.Namespace), client.MatchingLabels(resources.NATSSelector(cc))); err != nil {
-		return nil, fmt.Errorf("list NATS pods: %w", err)
-	}
-	var ready []*corev1.Pod
-	for i := range pods.Items {
-		if p := &pods.Items[i]; p.DeletionTimestamp.IsZero() && podReady(p) {
-			ready = append(ready, p)
-		}
-	}
-	reports := make([]natsReport, len(ready))
-	sem := make(chan struct{}, statusConcurrency)
-	var wg sync.WaitGroup
-	for i, p := range ready {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			rctx, cancel := context.WithTimeout(ctx, statusRequestTimeout)
-			defer cancel()
-			rt, err := r.NATSMonitor.Routes(rctx, p)
-			reports[i] = natsReport{Pod: p.Name, Peers: rt.Peers(), Err: err}
-		}()
-	}
-	wg.Wait()
-	sort.Slice(reports, func(i, j int) bool { return reports[i].Pod < reports[j].Pod })
-	return reports, nil
+	return askReadyPods(ctx, r.Client, cc.Namespace, resources.NATSSelector(cc), "NATS",
+		func(ctx context.Context, p *corev1.Pod) natsReport {
+			rt, err := r.NATSMonitor.Routes(ctx, p)
+			return natsReport{Pod: p.Name, Peers: rt.Peers(), Err: err}
+		})
 }
 
 // fanoutReadyCondition is True only when a message published on any broker

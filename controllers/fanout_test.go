@@ -23,7 +23,6 @@ import (
 
 // fakeNATS serves a NATS server's monitoring /routez from an httptest server.
 type fakeNATS struct {
-	srv   *httptest.Server
 	mu    sync.Mutex
 	peers int
 }
@@ -34,58 +33,29 @@ func (f *fakeNATS) setPeers(n int) {
 	f.mu.Unlock()
 }
 
-var fakeNATSServers sync.Map // "namespace/pod" -> *fakeNATS
-
-// fakeNATSAddress is the suite's HTTPNATSMonitorClient.Address: the fake NATS
-// registered for the pod, or a closed port.
-func fakeNATSAddress(pod *corev1.Pod) string {
-	if f, ok := fakeNATSServers.Load(pod.Namespace + "/" + pod.Name); ok {
-		return f.(*fakeNATS).srv.Listener.Addr().String()
-	}
-	return "127.0.0.1:1"
-}
-
 // startNATSPod creates a ready managed NATS Pod of the cluster and its fake
 // monitoring endpoint, which reports route pools of 3 connections per peer
 // like NATS 2.10+ does.
 func startNATSPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeNATS {
 	t.Helper()
 	f := &fakeNATS{}
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/routez" {
-			http.NotFound(w, r)
-			return
-		}
-		f.mu.Lock()
-		peers := f.peers
-		f.mu.Unlock()
-		var routes []map[string]any
-		for p := range peers {
-			for range 3 {
-				routes = append(routes, map[string]any{"remote_id": fmt.Sprintf("ID%d", p), "remote_name": fmt.Sprintf("peer-%d", p)})
+	startReadyPod(t, cc, name, resources.NATSLabels(cc), corev1.Container{Name: "nats", Image: "nats:test"}, "10.1.1.7",
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/routez" {
+				http.NotFound(w, r)
+				return
 			}
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"server_name": name, "num_routes": len(routes), "routes": routes})
-	}))
-	t.Cleanup(f.srv.Close)
-	fakeNATSServers.Store(cc.Namespace+"/"+name, f)
-	t.Cleanup(func() { fakeNATSServers.Delete(cc.Namespace + "/" + name) })
-
-	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cc.Namespace, Labels: resources.NATSLabels(cc)},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nats", Image: "nats:test"}}},
-	}
-	if err := env.Client.Create(ctx, pod); err != nil {
-		t.Fatalf("create pod: %v", err)
-	}
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning, PodIP: "10.1.1.7", PodIPs: []corev1.PodIP{{IP: "10.1.1.7"}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
-	}
-	if err := env.Client.Status().Update(ctx, pod); err != nil {
-		t.Fatalf("set pod ready: %v", err)
-	}
+			f.mu.Lock()
+			peers := f.peers
+			f.mu.Unlock()
+			var routes []map[string]any
+			for p := range peers {
+				for range 3 {
+					routes = append(routes, map[string]any{"remote_id": fmt.Sprintf("ID%d", p), "remote_name": fmt.Sprintf("peer-%d", p)})
+				}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"server_name": name, "num_routes": len(routes), "routes": routes})
+		}))
 	return f
 }
 

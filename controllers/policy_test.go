@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +24,6 @@ import (
 // fakeBroker serves a broker's admin /status from an httptest server: pods do
 // not run in envtest, so the test plays the broker.
 type fakeBroker struct {
-	srv     *httptest.Server
 	mu      sync.Mutex
 	version string
 	fail    bool
@@ -45,50 +43,21 @@ func (f *fakeBroker) set(version string, fail bool) {
 	f.mu.Unlock()
 }
 
-var fakeBrokers sync.Map // "namespace/pod" -> *fakeBroker
-
-// fakeBrokerAddress is the suite's HTTPBrokerStatusClient.Address: the fake
-// broker registered for the pod, or a closed port.
-func fakeBrokerAddress(pod *corev1.Pod) string {
-	if f, ok := fakeBrokers.Load(pod.Namespace + "/" + pod.Name); ok {
-		return f.(*fakeBroker).srv.Listener.Addr().String()
-	}
-	return "127.0.0.1:1"
-}
-
 // startBrokerPod creates a ready broker Pod of the cluster and its fake admin endpoint.
 func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker {
 	t.Helper()
 	f := &fakeBroker{}
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		v, fail, connected := f.version, f.fail, !f.disconnected
-		f.mu.Unlock()
-		if r.URL.Path != "/status" || fail {
-			http.Error(w, "broken", http.StatusInternalServerError)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v, "backboneConnected": connected})
-	}))
-	t.Cleanup(f.srv.Close)
-	fakeBrokers.Store(cc.Namespace+"/"+name, f)
-	t.Cleanup(func() { fakeBrokers.Delete(cc.Namespace + "/" + name) })
-
-	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cc.Namespace, Labels: resources.BrokerLabels(cc)},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "broker", Image: testBrokerImage}}},
-	}
-	if err := env.Client.Create(ctx, pod); err != nil {
-		t.Fatalf("create pod: %v", err)
-	}
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning, PodIP: "10.1.0.7", PodIPs: []corev1.PodIP{{IP: "10.1.0.7"}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
-	}
-	if err := env.Client.Status().Update(ctx, pod); err != nil {
-		t.Fatalf("set pod ready: %v", err)
-	}
+	startReadyPod(t, cc, name, resources.BrokerLabels(cc), corev1.Container{Name: "broker", Image: testBrokerImage}, "10.1.0.7",
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f.mu.Lock()
+			v, fail, connected := f.version, f.fail, !f.disconnected
+			f.mu.Unlock()
+			if r.URL.Path != "/status" || fail {
+				http.Error(w, "broken", http.StatusInternalServerError)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v, "backboneConnected": connected})
+		}))
 	return f
 }
 

@@ -119,9 +119,22 @@ func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.Come
 	if r.BrokerStatus == nil {
 		return nil, nil
 	}
+	return askReadyPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), "broker",
+		func(ctx context.Context, p *corev1.Pod) brokerReport {
+			st, err := r.BrokerStatus.Status(ctx, p)
+			return brokerReport{Pod: p.Name, Version: st.PolicyVersion, Err: err,
+				BackboneConnected: st.BackboneConnected != nil && *st.BackboneConnected, BackboneUnreported: st.BackboneConnected == nil}
+		})
+}
+
+// askReadyPods lists the ready, not-deleting pods matching selector and asks
+// each one with ask, at most statusConcurrency at a time, each bounded by
+// statusRequestTimeout. The answers come back in pod-name order.
+func askReadyPods[T any](ctx context.Context, c client.Reader, ns string, selector map[string]string, what string,
+	ask func(context.Context, *corev1.Pod) T) ([]T, error) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(cc.Namespace), client.MatchingLabels(resources.BrokerSelector(cc))); err != nil {
-		return nil, fmt.Errorf("list broker pods: %w", err)
+	if err := c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(selector)); err != nil {
+		return nil, fmt.Errorf("list %s pods: %w", what, err)
 	}
 	var ready []*corev1.Pod
 	for i := range pods.Items {
@@ -129,7 +142,8 @@ func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.Come
 			ready = append(ready, p)
 		}
 	}
-	reports := make([]brokerReport, len(ready))
+	sort.Slice(ready, func(i, j int) bool { return ready[i].Name < ready[j].Name })
+	answers := make([]T, len(ready))
 	sem := make(chan struct{}, statusConcurrency)
 	var wg sync.WaitGroup
 	for i, p := range ready {
@@ -139,14 +153,11 @@ func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.Come
 			defer func() { <-sem; wg.Done() }()
 			rctx, cancel := context.WithTimeout(ctx, statusRequestTimeout)
 			defer cancel()
-			st, err := r.BrokerStatus.Status(rctx, p)
-			reports[i] = brokerReport{Pod: p.Name, Version: st.PolicyVersion, Err: err,
-				BackboneConnected: st.BackboneConnected != nil && *st.BackboneConnected, BackboneUnreported: st.BackboneConnected == nil}
+			answers[i] = ask(rctx, p)
 		}()
 	}
 	wg.Wait()
-	sort.Slice(reports, func(i, j int) bool { return reports[i].Pod < reports[j].Pod })
-	return reports, nil
+	return answers, nil
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
 )
@@ -59,8 +62,8 @@ func run(m *testing.M) int {
 		Scheme:                mgr.GetScheme(),
 		Recorder:              mgr.GetEventRecorder("cometd-operator"),
 		Options:               resources.Options{BrokerImage: testBrokerImage},
-		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakeBrokerAddress},
-		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakeNATSAddress},
+		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakePodAddress},
+		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakePodAddress},
 		PolicyRecheckInterval: 100 * time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,5 +132,44 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 			t.Fatalf("timed out waiting for %s: %s", what, why)
 		}
 		<-tick.C
+	}
+}
+
+var fakePodServers sync.Map // "namespace/pod" -> *httptest.Server
+
+// fakePodAddress is the suite's address function for pod endpoints (broker
+// /status, NATS /routez): the fake server registered for the pod, or a closed port.
+func fakePodAddress(pod *corev1.Pod) string {
+	if srv, ok := fakePodServers.Load(pod.Namespace + "/" + pod.Name); ok {
+		return srv.(*httptest.Server).Listener.Addr().String()
+	}
+	return "127.0.0.1:1"
+}
+
+// startReadyPod serves h as the pod's endpoint, then creates the pod with the
+// given labels and container and marks it running and ready at ip.
+func startReadyPod(t *testing.T, cc *v1.CometdCluster, name string, labels map[string]string,
+	container corev1.Container, ip string, h http.Handler) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	key := cc.Namespace + "/" + name
+	fakePodServers.Store(key, srv)
+	t.Cleanup(func() { fakePodServers.Delete(key) })
+
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cc.Namespace, Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{container}},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
+	}
+	if err := env.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatalf("set pod ready: %v", err)
 	}
 }
