@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 )
 
 // writePolicy compiles rules into a policy document and replaces path atomically,
@@ -39,55 +36,6 @@ func writePolicy(t *testing.T, path string, rules ...policy.Rule) string {
 		t.Fatal(err)
 	}
 	return doc.Version
-}
-
-var addrRE = regexp.MustCompile(`addr=(\S+)`)
-
-// startBroker builds and runs the broker binary with the given config file and
-// returns its Bayeux URL and admin base URL.
-func startBroker(t *testing.T, cfgPath string) (bayeuxURL, adminURL string) {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "broker")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build broker: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--config", cfgPath)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	found := make(chan [2]string, 1)
-	go func() {
-		var b, a string
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			t.Log("broker: " + line)
-			m := addrRE.FindStringSubmatch(line)
-			switch {
-			case m != nil && strings.Contains(line, "serving bayeux"):
-				b = m[1]
-			case m != nil && strings.Contains(line, "serving admin"):
-				a = m[1]
-			}
-			if b != "" && a != "" {
-				found <- [2]string{b, a}
-				b, a = "", ""
-			}
-		}
-	}()
-	select {
-	case addrs := <-found:
-		return "http://" + addrs[0] + "/cometd", "http://" + addrs[1]
-	case <-time.After(30 * time.Second):
-		t.Fatal("broker did not report its listeners within 30s")
-	}
-	return "", ""
 }
 
 func statusPolicyVersion(t *testing.T, adminURL string) string {
@@ -117,11 +65,11 @@ func TestBrokerEnforcesAndReloadsPolicyFile(t *testing.T) {
 		Channels: []string{"/secret/**"}, Principals: everyone}
 	v1 := writePolicy(t, policyPath, handshake, public)
 	cfgPath := filepath.Join(dir, "broker.yaml")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nadminListen: 127.0.0.1:0\npolicyFile: %s\n", policyPath)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte("policyFile: "+policyPath+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bayeuxURL, adminURL := startBroker(t, cfgPath)
+	b := brokertest.Start(t, brokertest.Binary(t, "./cmd/broker", false), "policy", []string{"--config", cfgPath})
+	bayeuxURL, adminURL := b.URL, b.Admin
 	if got := statusPolicyVersion(t, adminURL); got != v1 {
 		t.Fatalf("/status policyVersion = %q, want %q", got, v1)
 	}
