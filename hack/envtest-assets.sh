@@ -90,5 +90,5 @@ build_etcd() {
 [[ -x ${DEST}/kube-apiserver && -f ${STAMP} ]] && grep -q "kube-apiserver=v${K8S_VERSION}" "${STAMP}" || build_apiserver
 echo "${WANT}" > "${STAMP}"
 "${DEST}/kube-apiserver" --version >&2
-"${DEST}/etcd" --version | head -n1 >&2
+"${DEST}/etcd" --version | sed -n 1p >&2
 echo "${DEST}"

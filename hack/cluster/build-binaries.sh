@@ -76,4 +76,4 @@ go_install nats-server "github.com/nats-io/nats-server/v2@v${NATS_VERSION}"
 for c in "${COMPONENTS[@]}"; do
   [[ -x ${DEST}/${c} ]] || { log "missing ${DEST}/${c}"; exit 1; }
 done
-log "ok: $("${DEST}/kubectl" version --client 2>/dev/null | head -n1), coredns v${COREDNS_VERSION}, nats-server v${NATS_VERSION}"
+log "ok: $("${DEST}/kubectl" version --client 2>/dev/null | sed -n 1p), coredns v${COREDNS_VERSION}, nats-server v${NATS_VERSION}"
