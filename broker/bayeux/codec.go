@@ -146,39 +146,48 @@ func (d *decoder) message() (*Mutable, error) {
 	if d.peek() != '{' {
 		return nil, d.errf("expected '{'")
 	}
-	d.i++
 	m := &Mutable{}
+	if err := d.members("message object", func(key string) error { return d.field(m, key) }); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// members walks the members of the object whose '{' is at d.i, calling each
+// with the reader positioned at the member's value; each must consume that
+// value. what names the object in syntax errors.
+func (d *decoder) members(what string, each func(key string) error) error {
+	d.i++
 	d.ws()
 	if d.peek() == '}' {
 		d.i++
-		return m, nil
+		return nil
 	}
 	for {
 		d.ws()
 		key, err := d.str()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.ws()
 		if d.peek() != ':' {
-			return nil, d.errf("expected ':' after object key")
+			return d.errf("expected ':' after object key")
 		}
 		d.i++
 		d.ws()
-		if err := d.field(m, key); err != nil {
-			return nil, err
+		if err := each(key); err != nil {
+			return err
 		}
 		d.ws()
-		c := d.peek()
-		if c == ',' {
+		switch d.peek() {
+		case ',':
 			d.i++
-			continue
-		}
-		if c == '}' {
+		case '}':
 			d.i++
-			return m, nil
+			return nil
+		default:
+			return d.errf("expected ',' or '}' in %s", what)
 		}
-		return nil, d.errf("expected ',' or '}' in message object")
 	}
 }
 
@@ -320,25 +329,8 @@ func (d *decoder) advice() (*Advice, error) {
 	if d.peek() != '{' {
 		return nil, &FieldError{Field: "advice", Want: "an object"}
 	}
-	d.i++
 	a := NewAdvice()
-	d.ws()
-	if d.peek() == '}' {
-		d.i++
-		return a, nil
-	}
-	for {
-		d.ws()
-		key, err := d.str()
-		if err != nil {
-			return nil, err
-		}
-		d.ws()
-		if d.peek() != ':' {
-			return nil, d.errf("expected ':' after object key")
-		}
-		d.i++
-		d.ws()
+	err := d.members("advice", func(key string) (err error) {
 		switch key {
 		case "reconnect":
 			a.Reconnect, err = d.strField("advice.reconnect")
@@ -355,21 +347,12 @@ func (d *decoder) advice() (*Advice, error) {
 		default:
 			err = d.skip(0)
 		}
-		if err != nil {
-			return nil, err
-		}
-		d.ws()
-		c := d.peek()
-		if c == ',' {
-			d.i++
-			continue
-		}
-		if c == '}' {
-			d.i++
-			return a, nil
-		}
-		return nil, d.errf("expected ',' or '}' in advice")
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return a, nil
 }
 
 func (d *decoder) intField(key string) (int64, error) {
