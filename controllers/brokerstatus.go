@@ -58,17 +58,8 @@ var defaultStatusHTTPClient = &http.Client{Timeout: defaultStatusTimeout}
 
 // Status fetches and decodes the pod's /status.
 func (c *HTTPBrokerStatusClient) Status(ctx context.Context, pod *corev1.Pod) (BrokerStatus, error) {
-	addr := ""
-	if c.Address != nil {
-		addr = c.Address(pod)
-	} else if pod.Status.PodIP != "" {
-		addr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(resources.AdminPort))
-	}
-	if addr == "" {
-		return BrokerStatus{}, fmt.Errorf("pod %s has no IP yet", pod.Name)
-	}
 	var st BrokerStatus
-	if err := getJSON(ctx, c.Client, "http://"+addr+"/status", &st); err != nil {
+	if err := getPodJSON(ctx, c.Client, c.Address, pod, resources.AdminPort, "/status", &st); err != nil {
 		return BrokerStatus{}, err
 	}
 	return st, nil
@@ -125,20 +116,27 @@ var _ NATSMonitorClient = (*HTTPNATSMonitorClient)(nil)
 
 // Routes fetches and decodes the pod's /routez.
 func (c *HTTPNATSMonitorClient) Routes(ctx context.Context, pod *corev1.Pod) (NATSRoutes, error) {
-	addr := ""
-	if c.Address != nil {
-		addr = c.Address(pod)
-	} else if pod.Status.PodIP != "" {
-		addr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(resources.NATSMonitorPort))
-	}
-	if addr == "" {
-		return NATSRoutes{}, fmt.Errorf("pod %s has no IP yet", pod.Name)
-	}
 	var rt NATSRoutes
-	if err := getJSON(ctx, c.Client, "http://"+addr+"/routez", &rt); err != nil {
+	if err := getPodJSON(ctx, c.Client, c.Address, pod, resources.NATSMonitorPort, "/routez", &rt); err != nil {
 		return NATSRoutes{}, err
 	}
 	return rt, nil
+}
+
+// getPodJSON decodes the JSON document at path on one of the pod's ports. The
+// host:port comes from address when it is set, otherwise from the pod's IP and
+// port.
+func getPodJSON(ctx context.Context, hc *http.Client, address func(*corev1.Pod) string, pod *corev1.Pod, port int, path string, v any) error {
+	addr := ""
+	if address != nil {
+		addr = address(pod)
+	} else if pod.Status.PodIP != "" {
+		addr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port))
+	}
+	if addr == "" {
+		return fmt.Errorf("pod %s has no IP yet", pod.Name)
+	}
+	return getJSON(ctx, hc, "http://"+addr+path, v)
 }
 
 // getJSON decodes the JSON document at url, read through hc (nil: a client
