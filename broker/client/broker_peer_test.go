@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
-	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
 	"github.com/cometd-operator/cometd-operator/broker/server"
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 )
 
 // projectBroker is the project's Bayeux server (broker/server) on a real
@@ -222,16 +222,17 @@ func TestNegotiation(t *testing.T) {
 // TestBrokerBinary runs the peer suite and the restart test against the
 // cmd/broker binary itself (with its embedded NATS backbone).
 func TestBrokerBinary(t *testing.T) {
-	bin := clienttest.BuildBroker(t)
-	b := clienttest.StartBroker(t, bin, "127.0.0.1:0")
+	bin := brokertest.Binary(t, "./cmd/broker", false)
+	args := []string{"--node", "clienttest"}
+	b := brokertest.Start(t, bin, "broker", args)
 	runPeerSuite(t, b.URL)
 	t.Run("ReconnectAfterRestart", func(t *testing.T) {
 		for _, tr := range transports {
 			t.Run(tr, func(t *testing.T) {
-				b := clienttest.StartBroker(t, bin, "127.0.0.1:0")
+				b := brokertest.Start(t, bin, "broker", args)
 				testReconnectAfterRestart(t, b.URL, tr, func() {
-					b.Kill()
-					clienttest.StartBroker(t, bin, b.Addr)
+					b.Kill(t)
+					brokertest.Start(t, bin, "broker (restarted)", append([]string{"--listen", b.Addr}, args...))
 				})
 			})
 		}

@@ -110,7 +110,10 @@ type Broker struct {
 	Name string
 	// Cmd is the process.
 	Cmd *exec.Cmd
-	// URL is the client endpoint, http://127.0.0.1:port/cometd.
+	// Addr is the client listener's host:port: pass it as --listen to start
+	// a broker again on the same address.
+	Addr string
+	// URL is the client endpoint, http://<Addr>/cometd.
 	URL string
 	// Admin is the admin endpoint, http://127.0.0.1:port.
 	Admin string
@@ -124,7 +127,9 @@ var addrRE = regexp.MustCompile(`msg="serving (bayeux|admin)" addr=(\S+)`)
 
 // Start runs the broker binary bin with args and the extra environment env,
 // listening on loopback ports chosen by the kernel, and waits until it has
-// reported both addresses. The broker is stopped when the test ends.
+// reported both addresses. args come after the loopback --listen and
+// --admin-listen, so they may override them (the last value of a flag wins).
+// The broker is stopped when the test ends.
 func Start(t testing.TB, bin, name string, args []string, env ...string) *Broker {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)...)
@@ -158,6 +163,7 @@ func Start(t testing.TB, bin, name string, args []string, env ...string) *Broker
 		select {
 		case a := <-addrs:
 			if a[0] == "bayeux" {
+				b.Addr = a[1]
 				b.URL = "http://" + a[1] + "/cometd"
 			} else {
 				b.Admin = "http://" + a[1]
@@ -184,5 +190,16 @@ func (b *Broker) Stop(t testing.TB) {
 	}
 	if t.Failed() {
 		t.Logf("logs of %s:\n%s", b.Name, b.Logs)
+	}
+}
+
+// Kill stops the broker abruptly (SIGKILL), as a crash would, and waits for
+// it to exit.
+func (b *Broker) Kill(t testing.TB) {
+	_ = b.Cmd.Process.Kill() // fails harmlessly once exited
+	select {
+	case <-b.Exited:
+	case <-time.After(stopWait):
+		t.Errorf("broker %s did not exit within %v of SIGKILL", b.Name, stopWait)
 	}
 }
