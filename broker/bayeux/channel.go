@@ -2,6 +2,7 @@ package bayeux
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -11,7 +12,13 @@ var (
 	ErrChannelSyntax   = errors.New("bayeux: channel must start with '/' and have non-empty segments")
 	ErrChannelWildcard = errors.New("bayeux: a wildcard may only be the whole last segment")
 	ErrChannelChar     = errors.New("bayeux: channel contains a control character")
+	ErrChannelLong     = fmt.Errorf("bayeux: channel name is longer than %d bytes", MaxChannelLength)
 )
+
+// MaxChannelLength bounds a channel name, in bytes. Real channel names are tens
+// of bytes; the bound keeps every name, once encoded as a backbone subject
+// (up to three bytes per byte), well inside NATS's 4 KiB protocol line.
+const MaxChannelLength = 1024
 
 // Wildcard kinds of a channel pattern.
 const (
@@ -28,11 +35,15 @@ type ChannelID struct {
 }
 
 // ParseChannel validates name as a channel or wildcard pattern. Names start with
-// '/', have non-empty segments without control characters, and may end with a
-// "*" or "**" segment; a wildcard anywhere else is an error.
+// '/', have non-empty segments without control characters, may end with a "*"
+// or "**" segment (a wildcard anywhere else is an error), and have at most
+// MaxChannelLength bytes.
 func ParseChannel(name string) (ChannelID, error) {
 	if name == "" {
 		return ChannelID{}, ErrChannelEmpty
+	}
+	if len(name) > MaxChannelLength {
+		return ChannelID{}, ErrChannelLong
 	}
 	if name[0] != '/' || len(name) < 2 || name[len(name)-1] == '/' {
 		return ChannelID{}, ErrChannelSyntax

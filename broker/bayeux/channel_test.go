@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +29,9 @@ func TestParseChannel(t *testing.T) {
 		{"/a/b*", ErrChannelWildcard, 0, 0},
 		{"/a/***", ErrChannelWildcard, 0, 0},
 		{"/a\x00", ErrChannelChar, 0, 0},
+		{"/" + strings.Repeat("x", MaxChannelLength-1), nil, NotWild, 1},
+		{"/" + strings.Repeat("x", MaxChannelLength), ErrChannelLong, 0, 0},
+		{"/a/" + strings.Repeat("é", MaxChannelLength/2), ErrChannelLong, 0, 0},
 	}
 	for _, tc := range tests {
 		id, err := ParseChannel(tc.in)
