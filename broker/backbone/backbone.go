@@ -69,6 +69,15 @@ type Health interface {
 	Healthy() error
 }
 
+// Liveness is an optional ability: whether the backbone has failed for good.
+// A NATS client closes its connection, and never reconnects, after some errors
+// (the server refusing its credentials, or a protocol violation); the
+// broker's liveness probe reports that, so that the pod is restarted rather
+// than left cut off from the other brokers.
+type Liveness interface {
+	Alive() error
+}
+
 // ErrNoNode is returned by Request when no node answers to the given ID.
 var ErrNoNode = errors.New("backbone: no such node")
 

@@ -336,7 +336,12 @@ func (n *NATS) Subscribe(pattern string) error {
 		n.mu.Unlock()
 		return nil
 	}
-	sub, err := n.nc.ChanSubscribe(channelSubject(n.chPrefix, pattern), n.in)
+	subject := channelSubject(n.chPrefix, pattern)
+	if len(subject) > MaxSubjectLength {
+		n.mu.Unlock()
+		return fmt.Errorf("%w: pattern %.64q…", ErrSubjectTooLong, pattern)
+	}
+	sub, err := n.nc.ChanSubscribe(subject, n.in)
 	if err != nil {
 		n.mu.Unlock()
 		return fmt.Errorf("backbone: subscribe to %s: %w", pattern, err)
@@ -394,11 +399,11 @@ func (n *NATS) Publish(channel string, data []byte) error {
 	if err := validateChannel(channel); err != nil {
 		return err
 	}
-	msg := &nats.Msg{
-		Subject: channelSubject(n.chPrefix, channel),
-		Data:    data,
-		Header:  make(nats.Header, 1),
+	subject := channelSubject(n.chPrefix, channel)
+	if len(subject) > MaxSubjectLength {
+		return fmt.Errorf("%w: channel %.64q…", ErrSubjectTooLong, channel)
 	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 1)}
 	env := make([]byte, 0, len(n.epoch)+len(n.id)+44)
 	env = append(env, n.epoch...)
 	env = append(env, ' ')
@@ -603,6 +608,9 @@ func (n *NATS) Request(ctx context.Context, node string, data []byte) ([]byte, e
 		}
 		return callHandler(ctx, h, data)
 	}
+	if validNodeID(node) != nil {
+		return nil, fmt.Errorf("%w: %.64q", ErrNoNode, node)
+	}
 	subject := n.ndPrefix + EncodeToken(node)
 	id := n.epoch + "-" + strconv.FormatUint(n.reqSeq.Add(1), 10)
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
@@ -646,6 +654,21 @@ func (n *NATS) Healthy() error {
 		return fmt.Errorf("backbone: NATS is %s", st)
 	}
 	return nil
+}
+
+// Alive reports an error once the NATS client has closed the connection on
+// its own: it will not reconnect. A backbone closed by Close is not dead.
+func (n *NATS) Alive() error {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed || !n.nc.IsClosed() {
+		return nil
+	}
+	if err := n.nc.LastError(); err != nil {
+		return fmt.Errorf("backbone: the NATS connection was closed for good: %w", err)
+	}
+	return errors.New("backbone: the NATS connection was closed for good")
 }
 
 // Stats returns the node's traffic counters.

@@ -114,6 +114,18 @@ func DecodeToken(tok string) (string, error) {
 	return string(b), nil
 }
 
+// MaxSubjectLength bounds the subjects this package sends to NATS. A NATS
+// server closes the connection of a client whose protocol line exceeds its
+// max_control_line (4 KiB by default), and the client does not reconnect after
+// that; so a subject that could push a line past that limit is refused here,
+// with an error, instead of costing the node its connection. The line also
+// carries the verb, a reply subject and sizes: 3.5 KiB leaves them room.
+const MaxSubjectLength = 3584
+
+// ErrSubjectTooLong is returned for a channel or node whose subject would
+// exceed MaxSubjectLength.
+var ErrSubjectTooLong = fmt.Errorf("backbone: subject longer than %d bytes", MaxSubjectLength)
+
 // channelSubject appends the subject tokens of a Bayeux channel or pattern (already
 // validated) to prefix, which ends with '.'.
 func channelSubject(prefix, channel string) string {
