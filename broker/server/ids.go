@@ -23,10 +23,10 @@ func randomToken(n int) string {
 func newClientID(nodeID string) string { return nodeID + clientIDSep + randomToken(20) }
 
 // OwnerOf returns the node ID that issued clientID, or "" when clientID was not
-// issued by a Server of this package.
+// issued by a Server of this package (its prefix is not a valid node ID).
 func OwnerOf(clientID string) string {
 	i := strings.LastIndex(clientID, clientIDSep)
-	if i <= 0 {
+	if i <= 0 || validNodeID(clientID[:i]) != nil {
 		return ""
 	}
 	return clientID[:i]
