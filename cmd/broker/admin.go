@@ -59,6 +59,14 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// A backbone that failed for good fails the liveness probe: only a
+		// restart brings the broker back into the cluster.
+		if l, ok := a.bb.(backbone.Liveness); ok {
+			if err := l.Alive(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
