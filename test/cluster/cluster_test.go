@@ -181,12 +181,19 @@ func TestRoundRobinProxy(t *testing.T) {
 // resubscribe by themselves, and fanout resumes, with no duplicates.
 func TestNATSRestart(t *testing.T) {
 	nats := startNATS(t)
-	bs := startCluster(t, "restart", 2, nats)
-	sub := startClient(t, "cometd", bs[1].URL, "websocket")
+	bs := startCluster(t, "restart", 3, nats)
+	subs := []*client{
+		startClient(t, "cometd", bs[1].URL, "websocket"),
+		startClient(t, "faye", bs[2].URL, "long-polling"),
+	}
 	pub := startClient(t, "faye", bs[0].URL, "long-polling")
-	sub.subscribe("/news")
+	for _, sub := range subs {
+		sub.subscribe("/news")
+	}
 	pub.publish("/news", "before")
-	sub.waitMessage("before")
+	for _, sub := range subs {
+		sub.waitMessage("before")
+	}
 
 	nats.stop()
 	for _, b := range bs {
@@ -196,22 +203,26 @@ func TestNATSRestart(t *testing.T) {
 	for _, b := range bs {
 		b.waitReady(t, true)
 	}
-	// The clients' sessions lived on through the outage; the subscription made
-	// before it carries traffic again, without any client doing anything.
-	pub.publish("/news", "after")
-	sub.waitMessage("after")
-	pub.publish("/news", "end")
-	sub.waitMessage("end")
-	for id, n := range sub.received() {
-		if n != 1 {
-			t.Errorf("%q received %d times", id, n)
+	// The clients' sessions lived on through the outage; the subscriptions made
+	// before it carry traffic again, without any client doing anything.
+	for _, id := range []string{"after", "end"} {
+		pub.publish("/news", id)
+		for _, sub := range subs {
+			sub.waitMessage(id)
 		}
 	}
-	if errs := sub.metaErrors(); len(errs) != 0 {
-		t.Errorf("subscriber saw meta errors: %+v", errs)
-	}
-	if n := sub.handshakes(); n != 1 {
-		t.Errorf("subscriber handshook %d times, want once", n)
+	for _, sub := range subs {
+		for id, n := range sub.received() {
+			if n != 1 {
+				t.Errorf("%s: %q received %d times", sub, id, n)
+			}
+		}
+		if errs := sub.metaErrors(); len(errs) != 0 {
+			t.Errorf("%s saw meta errors: %+v", sub, errs)
+		}
+		if n := sub.handshakes(); n != 1 {
+			t.Errorf("%s handshook %d times, want once", sub, n)
+		}
 	}
 }
 
