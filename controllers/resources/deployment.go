@@ -147,7 +147,8 @@ func (b *deploymentBuilder) podSpec() corev1.PodSpec {
 			Name:            BrokerContainer,
 			Image:           b.opts.brokerImage(cc),
 			ImagePullPolicy: pullPolicy,
-			Args:            []string{"--config", ConfigPath},
+			// JSON logs: what log pipelines parse (the broker's default is text).
+			Args: []string{"--config", ConfigPath, "--log-format", "json"},
 			Ports: []corev1.ContainerPort{
 				{Name: BrokerPortName, ContainerPort: BrokerPort, Protocol: corev1.ProtocolTCP},
 				{Name: AdminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},

@@ -188,7 +188,7 @@ func TestDeploymentPodSpec(t *testing.T) {
 	if c.Image != "reg/broker:1" {
 		t.Errorf("image = %q, want the operator default", c.Image)
 	}
-	if strings.Join(c.Args, " ") != "--config /etc/cometd/config/broker.yaml" {
+	if strings.Join(c.Args, " ") != "--config /etc/cometd/config/broker.yaml --log-format json" {
 		t.Errorf("args = %v", c.Args)
 	}
 	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
