@@ -68,6 +68,10 @@ type Client struct {
 
 	readers sync.WaitGroup // websocket reader goroutines
 	queue   deliveryQueue
+
+	// onWait, if set (by tests in this package, before Handshake), sees
+	// each pause of the connect loop before it starts.
+	onWait func(d time.Duration)
 }
 
 // NewClient validates cfg and returns an idle client.
@@ -712,6 +716,9 @@ func (c *Client) backoff(n int) time.Duration {
 
 // wait pauses for d or until ctx ends; it reports whether ctx is still live.
 func (c *Client) wait(ctx context.Context, d time.Duration) bool {
+	if c.onWait != nil {
+		c.onWait(d)
+	}
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

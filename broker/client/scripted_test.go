@@ -733,3 +733,58 @@ func TestSubscribeWhileSessionExpired(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectIntervalAdvice answers the first /meta/connect with advice
+// interval 300 ms and checks that the next connect does not arrive earlier
+// than that after the reply was sent.
+func TestConnectIntervalAdvice(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testConnectIntervalAdvice(t, tr) })
+	}
+}
+
+func testConnectIntervalAdvice(t *testing.T, tr string) {
+	const interval = 300 * time.Millisecond
+	var (
+		mu        sync.Mutex
+		connects  int
+		repliedAt time.Time
+		gap       = make(chan time.Duration, 1)
+		s         *scripted
+	)
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			return 200, []reply{handshakeOK(m, "c1", nil)}
+		case client.ChannelConnect:
+			mu.Lock()
+			connects++
+			n := connects
+			switch n {
+			case 1:
+				// Taken before the reply is written: the real gap can only
+				// be longer than the measured one.
+				repliedAt = time.Now()
+			case 2:
+				gap <- time.Since(repliedAt)
+			}
+			mu.Unlock()
+			if n == 1 {
+				return 200, []reply{ok(m, reply{"advice": reply{"reconnect": "retry", "interval": interval.Milliseconds(), "timeout": 2000}})}
+			}
+			s.hold(r)
+			return 200, "[]"
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	newTestClient(t, s.url(), tr)
+	select {
+	case g := <-gap:
+		if g < interval {
+			t.Fatalf("second connect came %v after the reply advising interval %v", g, interval)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no second connect")
+	}
+}
