@@ -142,17 +142,45 @@ func (b bitset) has(i int) bool {
 }
 
 // subscriber tracks what one subscriber client received. Its handler runs on
-// the client's single delivery goroutine; the final read happens after
-// Disconnect, which waits for that goroutine.
+// the client's single delivery goroutine, which may still be running when the
+// summary is taken (Disconnect can time out), so the fields under mu are only
+// touched with mu held, and tally seals them: later deliveries are ignored.
 type subscriber struct {
 	channel    int
 	c          *client.Client
 	delivered  atomic.Int64
 	lastRecvNs atomic.Int64
+
+	mu         sync.Mutex
+	sealed     bool     // tally ran: count nothing more
 	seen       []bitset // per publisher, indexed by seq / channels
 	dups       int64
 	unexpected int64
 	hist       histogram
+}
+
+// subTally is what one subscriber contributes to the summary.
+type subTally struct {
+	delivered, dups, unexpected, losses int64
+}
+
+// tally seals s and returns its counts; losses are acknowledged publishes on
+// its channel (acked[j] holds publisher j's acknowledged sequence numbers)
+// that it never received. Its latencies are merged into h.
+func (s *subscriber) tally(acked []bitset, channels int, h *histogram) subTally {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sealed = true
+	t := subTally{delivered: s.delivered.Load(), dups: s.dups, unexpected: s.unexpected}
+	for j, a := range acked {
+		for seq := s.channel; seq < len(a)*64; seq += channels {
+			if a.has(seq) && (j >= len(s.seen) || !s.seen[j].has(seq/channels)) {
+				t.losses++
+			}
+		}
+	}
+	h.merge(&s.hist)
+	return t
 }
 
 // publisher tracks which sequence numbers the server acknowledged.
@@ -420,8 +448,9 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	<-progDone
 	benchCPU := cpuSeconds() - cpu0
 
-	// Disconnect subscribers now so that their handlers are done before
-	// their counters are read.
+	// Disconnect subscribers now so that, normally, their handlers are done
+	// before their counters are read; a Disconnect that times out leaves a
+	// handler running, which tally copes with.
 	dctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	parallel(len(subs), func(i int) error { return subs[i].c.Disconnect(dctx) })
 	cancel()
@@ -436,24 +465,21 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	if e, ok := firstErr.Load().(string); ok {
 		sum.FirstError = e
 	}
+	// The publishers are done (wg.Wait above): their acked sets are final.
+	acked := make([]bitset, len(pubs))
+	for j, p := range pubs {
+		acked[j] = p.acked
+	}
 	var h histogram
 	var lastRecv int64
 	for _, s := range subs {
-		sum.Delivered += s.delivered.Load()
-		sum.Duplicates += s.dups
-		sum.Unexpected += s.unexpected
-		h.merge(&s.hist)
+		st := s.tally(acked, o.Channels, &h)
+		sum.Delivered += st.delivered
+		sum.Duplicates += st.dups
+		sum.Unexpected += st.unexpected
+		sum.Losses += st.losses
 		if r := s.lastRecvNs.Load(); r > lastRecv {
 			lastRecv = r
-		}
-		// Losses: acknowledged publishes on this subscriber's channel that
-		// never arrived.
-		for j, p := range pubs {
-			for seq := s.channel; seq < len(p.acked)*64; seq += o.Channels {
-				if p.acked.has(seq) && !s.seen[j].has(seq/o.Channels) {
-					sum.Losses++
-				}
-			}
 		}
 	}
 	if sum.PublishSeconds > 0 {
@@ -485,6 +511,11 @@ func (s *subscriber) receive(m *client.Message, o *options) {
 		if json.Unmarshal(m.Data, &d) != nil {
 			d.P = -1
 		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sealed {
+		return
 	}
 	if d.P < 0 || d.P >= len(s.seen) || d.S < 0 ||
 		d.S%o.Channels != s.channel || m.Channel != o.channel(s.channel) {
