@@ -1,7 +1,9 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
@@ -29,6 +31,8 @@ const (
 const drainSpread = 0.8
 
 // Config configures a Server. Every zero value means the documented default.
+// A negative count, size, rate or duration makes NewServer fail, except the -1
+// that some fields document as "no limit".
 type Config struct {
 	// NodeID names this broker; it prefixes every clientId it issues, so OwnerOf
 	// can tell which node owns a session. Letters, digits, '-', '_' and '.' only.
@@ -108,6 +112,53 @@ func ConfigFromFile(f *config.File) Config {
 		MaxSubscriptionsPerSession: f.MaxSubscriptionsPerSession,
 	}
 	return c
+}
+
+// validate rejects negative counts, sizes and durations, except the -1 that
+// some fields document as "no limit". It runs before setDefaults, so that a
+// negative value is never mistaken for a set one.
+func (c *Config) validate() error {
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"Timeout", c.Timeout},
+		{"Interval", c.Interval},
+		{"MaxInterval", c.MaxInterval},
+		{"MaxLazyTimeout", c.MaxLazyTimeout},
+		{"MultiSessionInterval", c.MultiSessionInterval},
+		{"SweepInterval", c.SweepInterval},
+	}
+	for _, d := range durations {
+		if d.v < 0 {
+			return fmt.Errorf("server: Config.%s is negative (%v); use 0 for the default", d.name, d.v)
+		}
+	}
+	counts := []struct {
+		name    string
+		v       int64
+		noLimit bool // -1 means no limit
+	}{
+		{"MaxQueue", int64(c.MaxQueue), true},
+		{"MaxQueueBytes", c.MaxQueueBytes, true},
+		{"MaxMessageSize", c.MaxMessageSize, false},
+		{"WSMessagesPerFrame", int64(c.WSMessagesPerFrame), false},
+		{"MaxSessionsPerBrowser", int64(c.MaxSessionsPerBrowser), true},
+		{"MaxSubscriptionsPerSession", int64(c.MaxSubscriptionsPerSession), true},
+	}
+	for _, n := range counts {
+		switch {
+		case n.v >= 0 || n.noLimit && n.v == -1:
+		case n.noLimit:
+			return fmt.Errorf("server: Config.%s is %d; use a positive value, 0 for the default or -1 for no limit", n.name, n.v)
+		default:
+			return fmt.Errorf("server: Config.%s is %d; use a positive value or 0 for the default", n.name, n.v)
+		}
+	}
+	if r := c.DrainRate; r < 0 && r != -1 || math.IsNaN(r) || math.IsInf(r, 0) {
+		return fmt.Errorf("server: Config.DrainRate is %v; use a positive rate, 0 for the default or -1 for all at once", r)
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,5 +76,52 @@ func TestConfigFromFileMapsLimits(t *testing.T) {
 	if c.DrainRate != 25 || c.MaxSubscriptionsPerSession != -1 || c.MaxQueue != 7 {
 		t.Errorf("ConfigFromFile lost settings: DrainRate %v, MaxSubscriptionsPerSession %d, MaxQueue %d",
 			c.DrainRate, c.MaxSubscriptionsPerSession, c.MaxQueue)
+	}
+}
+
+func TestNewServerRejectsNegativeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		field string // "" when the config is valid
+	}{
+		{"Timeout", Config{Timeout: -time.Second}, "Timeout"},
+		{"Interval", Config{Interval: -1}, "Interval"},
+		{"MaxInterval", Config{MaxInterval: -time.Millisecond}, "MaxInterval"},
+		{"MaxLazyTimeout", Config{MaxLazyTimeout: -1}, "MaxLazyTimeout"},
+		{"MultiSessionInterval", Config{MultiSessionInterval: -1}, "MultiSessionInterval"},
+		{"SweepInterval", Config{SweepInterval: -1}, "SweepInterval"},
+		{"MaxQueue -2", Config{MaxQueue: -2}, "MaxQueue"},
+		{"MaxQueue -1 means no cap", Config{MaxQueue: -1}, ""},
+		{"MaxQueueBytes -5", Config{MaxQueueBytes: -5}, "MaxQueueBytes"},
+		{"MaxQueueBytes -1 means no cap", Config{MaxQueueBytes: -1}, ""},
+		{"MaxMessageSize", Config{MaxMessageSize: -1}, "MaxMessageSize"},
+		{"WSMessagesPerFrame -1", Config{WSMessagesPerFrame: -1}, "WSMessagesPerFrame"},
+		{"WSMessagesPerFrame -3", Config{WSMessagesPerFrame: -3}, "WSMessagesPerFrame"},
+		{"MaxSessionsPerBrowser -2", Config{MaxSessionsPerBrowser: -2}, "MaxSessionsPerBrowser"},
+		{"MaxSessionsPerBrowser -1 means no limit", Config{MaxSessionsPerBrowser: -1}, ""},
+		{"MaxSubscriptionsPerSession -7", Config{MaxSubscriptionsPerSession: -7}, "MaxSubscriptionsPerSession"},
+		{"MaxSubscriptionsPerSession -1 means no cap", Config{MaxSubscriptionsPerSession: -1}, ""},
+		{"DrainRate -0.5", Config{DrainRate: -0.5}, "DrainRate"},
+		{"DrainRate NaN", Config{DrainRate: math.NaN()}, "DrainRate"},
+		{"DrainRate -1 means all at once", Config{DrainRate: -1}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewServer(tc.cfg)
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				s.Close()
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatalf("NewServer accepted a negative %s", tc.field)
+			}
+			if !strings.Contains(err.Error(), "Config."+tc.field+" ") {
+				t.Errorf("error %q does not name Config.%s", err, tc.field)
+			}
+		})
 	}
 }

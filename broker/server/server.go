@@ -111,6 +111,9 @@ type Server struct {
 // NewServer returns a running Server (its session sweeper is started); stop it
 // with Shutdown or Close.
 func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	for _, t := range cfg.Transports {
 		switch t {
