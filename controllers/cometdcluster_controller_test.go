@@ -634,3 +634,51 @@ func TestForeignObjectIsReportedAsDegraded(t *testing.T) {
 	waitForChildren(t, cc, brokerChildren("chat"))
 	waitConditions(t, cc, map[string]string{v1.ConditionDegraded: "False/" + ReasonAsExpected})
 }
+
+// A settings rollout surges one broker above the desired count (maxSurge 1,
+// maxUnavailable 0): that is a rolling update, not a scale-down. Lowering
+// spec.replicas is a scale-down.
+func TestRollingUpdateSurgeIsNotAScaleDown(t *testing.T) {
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 3, false))
+	waitForChildren(t, cc, brokerChildren("chat"))
+	setDeploymentStatus(t, cc, func(d *appsv1.Deployment) {
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 3, UpdatedReplicas: 3,
+			ReadyReplicas: 3, AvailableReplicas: 3,
+			Conditions: []appsv1.DeploymentCondition{progressing(corev1.ConditionTrue, deploymentComplete, "done")}}
+	})
+	waitConditions(t, cc, map[string]string{v1.ConditionProgressing: "False/" + ReasonRolloutComplete})
+
+	// A broker setting changes: the Deployment controller starts one new pod
+	// next to the three old ones, then replaces them one by one.
+	gen := getDeployment(t, cc).Generation
+	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Broker.Timeout = &metav1.Duration{Duration: 50 * time.Second} })
+	eventually(t, "deployment template updated", func() (bool, string) {
+		g := getDeployment(t, cc).Generation
+		return g > gen, fmt.Sprintf("generation %d", g)
+	})
+	for updated := int32(1); updated <= 3; updated++ {
+		setDeploymentStatus(t, cc, func(d *appsv1.Deployment) {
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 4, UpdatedReplicas: updated,
+				ReadyReplicas: 4, AvailableReplicas: 3,
+				Conditions: []appsv1.DeploymentCondition{progressing(corev1.ConditionTrue, "ReplicaSetUpdated", "progressing")}}
+		})
+		waitConditionsSaying(t, cc, map[string]string{
+			v1.ConditionProgressing: "True/" + ReasonRollingUpdate,
+			v1.ConditionDegraded:    "False/" + ReasonAsExpected,
+		}, fmt.Sprintf("%d of 3 brokers run the current spec", updated))
+	}
+
+	// A real scale-down: three current pods, two asked for.
+	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Replicas = ptr.To[int32](2) })
+	eventually(t, "deployment scaled to 2", func() (bool, string) {
+		d := getDeployment(t, cc)
+		return *d.Spec.Replicas == 2, fmt.Sprintf("replicas %d", *d.Spec.Replicas)
+	})
+	setDeploymentStatus(t, cc, func(d *appsv1.Deployment) {
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 3, UpdatedReplicas: 3,
+			ReadyReplicas: 3, AvailableReplicas: 3,
+			Conditions: []appsv1.DeploymentCondition{progressing(corev1.ConditionTrue, deploymentComplete, "done")}}
+	})
+	waitConditionsSaying(t, cc, map[string]string{v1.ConditionProgressing: "True/" + ReasonScalingDown}, "from 3 to 2")
+}

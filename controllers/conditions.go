@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
+	"github.com/cometd-operator/cometd-operator/controllers/resources"
 )
 
 // Condition reasons. Each says what is going on in a word; the message says
@@ -99,6 +100,18 @@ func (b brokerState) rollingOut() bool {
 		(b.Available < b.Desired && b.ProgressReason != deploymentComplete)
 }
 
+// scalingDown reports whether the Deployment runs more brokers than asked
+// because the replica count was lowered. A rolling update also runs more
+// (up to resources.BrokerMaxSurge extra pods, while some pods are still on
+// the previous spec): that is not a scale-down. More than the surge, or
+// extra pods that all run the current spec, are.
+func (b brokerState) scalingDown() bool {
+	if b.Replicas <= b.Desired {
+		return false
+	}
+	return b.Updated >= b.Replicas || b.Replicas > b.Desired+resources.BrokerMaxSurge
+}
+
 func condition(typ string, ok bool, reason, msg string) metav1.Condition {
 	st := metav1.ConditionFalse
 	if ok {
@@ -126,12 +139,15 @@ func progressingCondition(b brokerState) metav1.Condition {
 	case !b.Exists || (!b.Observed && b.Replicas == 0):
 		return condition(v1.ConditionProgressing, true, ReasonCreating,
 			fmt.Sprintf("creating %d brokers", b.Desired))
-	case b.Replicas > b.Desired:
+	case b.scalingDown():
 		return condition(v1.ConditionProgressing, true, ReasonScalingDown,
 			fmt.Sprintf("scaling down from %d to %d brokers; sessions drain to the remaining brokers", b.Replicas, b.Desired))
-	case !b.Observed || b.Updated < b.Desired:
-		return condition(v1.ConditionProgressing, true, ReasonRollingUpdate,
-			fmt.Sprintf("%d of %d brokers run the current spec", b.Updated, b.Desired))
+	case !b.Observed || b.Updated < b.Desired || b.Updated < b.Replicas:
+		msg := fmt.Sprintf("%d of %d brokers run the current spec", b.Updated, b.Desired)
+		if old := b.Replicas - b.Updated; old > 0 && b.Observed {
+			msg += fmt.Sprintf("; %d on the previous spec still running", old)
+		}
+		return condition(v1.ConditionProgressing, true, ReasonRollingUpdate, msg)
 	case b.rollingOut():
 		return condition(v1.ConditionProgressing, true, ReasonScalingUp,
 			fmt.Sprintf("%d of %d brokers available", b.Available, b.Desired))

@@ -27,6 +27,23 @@ func TestConditions(t *testing.T) {
 			ReasonBrokersReady, ReasonRollingUpdate, ReasonAsExpected},
 		{"scaling down", with(func(b *brokerState) { b.Desired = 2 }), natsState{}, nil,
 			ReasonBrokersReady, ReasonScalingDown, ReasonAsExpected},
+		{"scaling down, not yet observed", with(func(b *brokerState) { b.Desired, b.Observed = 2, false }), natsState{}, nil,
+			ReasonBrokersReady, ReasonScalingDown, ReasonAsExpected},
+		{"scaling down by more than the surge during a rollout", with(func(b *brokerState) {
+			b.Desired, b.Replicas, b.Updated, b.ProgressReason = 1, 4, 1, "ReplicaSetUpdated"
+		}), natsState{}, nil, ReasonBrokersReady, ReasonScalingDown, ReasonAsExpected},
+		// A rollout with maxSurge 1 runs desired+1 pods, some on the old spec.
+		{"rolling update, surge pod starting", with(func(b *brokerState) {
+			b.Replicas, b.Updated, b.Available, b.ProgressReason = 4, 1, 3, "ReplicaSetUpdated"
+		}), natsState{}, nil, ReasonBrokersReady, ReasonRollingUpdate, ReasonAsExpected},
+		{"rolling update, mid-way", with(func(b *brokerState) {
+			b.Replicas, b.Updated, b.Ready, b.Available, b.ProgressReason = 4, 2, 4, 4, "ReplicaSetUpdated"
+		}), natsState{}, nil, ReasonBrokersReady, ReasonRollingUpdate, ReasonAsExpected},
+		{"rolling update, last old pod draining", with(func(b *brokerState) {
+			b.Replicas, b.Updated, b.Ready, b.Available, b.ProgressReason = 4, 3, 4, 4, "ReplicaSetUpdated"
+		}), natsState{}, nil, ReasonBrokersReady, ReasonRollingUpdate, ReasonAsExpected},
+		{"rolling update, not yet observed", with(func(b *brokerState) { b.Observed = false }), natsState{}, nil,
+			ReasonBrokersReady, ReasonRollingUpdate, ReasonAsExpected},
 		{"broker lost after rollout", with(func(b *brokerState) { b.Ready, b.Available = 2, 2 }), natsState{}, nil,
 			ReasonBrokersReady, ReasonRolloutComplete, ReasonBrokersUnavailable},
 		{"stuck", with(func(b *brokerState) { b.Stuck, b.Ready, b.ProgressReason = true, 0, "ProgressDeadlineExceeded" }), natsState{}, nil,

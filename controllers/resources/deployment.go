@@ -26,6 +26,10 @@ const (
 	livenessFailures = 3
 )
 
+// BrokerMaxSurge is how many brokers beyond the desired count a rolling
+// update starts (none is stopped before its replacement is available).
+const BrokerMaxSurge = 1
+
 // DesiredReplicas is the number of broker pods the cluster should run: the
 // spec's replicas, kept within the autoscaling bounds when autoscaling is set.
 func DesiredReplicas(cc *v1.CometdCluster) int32 {
@@ -79,7 +83,7 @@ func (b *deploymentBuilder) spec() appsv1.DeploymentSpec {
 			Type: appsv1.RollingUpdateDeploymentStrategyType,
 			RollingUpdate: &appsv1.RollingUpdateDeployment{
 				MaxUnavailable: ptr.To(intstr.FromInt32(0)),
-				MaxSurge:       ptr.To(intstr.FromInt32(1)),
+				MaxSurge:       ptr.To(intstr.FromInt32(BrokerMaxSurge)),
 			},
 		},
 		Template: corev1.PodTemplateSpec{
