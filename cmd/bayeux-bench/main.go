@@ -13,8 +13,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -24,35 +26,51 @@ import (
 )
 
 func main() {
-	exit := 0
-	defer func() {
-		if exit != 0 {
-			os.Exit(exit)
-		}
-	}()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain is the whole command: it parses args, runs the benchmark, writes
+// progress to stderr and the JSON summary to stdout, and returns the exit
+// status: 0, 1 on an error, 2 on bad flags, 3 when messages were lost or
+// duplicated.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bayeux-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var o options
-	flag.StringVar(&o.URL, "url", "", "Bayeux server endpoint, e.g. http://127.0.0.1:8080/cometd (required)")
-	flag.StringVar(&o.Transport, "transport", "websocket", "websocket or long-polling")
-	flag.IntVar(&o.Subscribers, "subscribers", 100, "number of subscriber clients")
-	flag.IntVar(&o.Channels, "channels", 1, "number of channels; subscriber i listens on channel i mod channels")
-	flag.IntVar(&o.Publishers, "publishers", 1, "number of publisher clients")
-	flag.Float64Var(&o.Rate, "rate", 0, "total publishes per second across publishers; 0 = back-to-back")
-	flag.IntVar(&o.Inflight, "inflight", 1, "concurrent unacknowledged publishes per publisher")
-	flag.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing phase length (max 1h)")
-	flag.Int64Var(&o.Messages, "messages", 0, "stop after this many publishes; 0 = duration only")
-	flag.IntVar(&o.Payload, "payload", 0, "padding bytes added to each message")
-	flag.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for in-flight deliveries after publishing stops")
-	flag.StringVar(&o.Prefix, "prefix", "/bench", "channel prefix")
-	flag.DurationVar(&o.Progress, "progress", time.Second, "progress line period on stderr; 0 disables")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
-	flag.Parse()
+	fs.StringVar(&o.URL, "url", "", "Bayeux server endpoint, e.g. http://127.0.0.1:8080/cometd (required)")
+	fs.StringVar(&o.Transport, "transport", "websocket", "websocket or long-polling")
+	fs.IntVar(&o.Subscribers, "subscribers", 100, "number of subscriber clients")
+	fs.IntVar(&o.Channels, "channels", 1, "number of channels; subscriber i listens on channel i mod channels")
+	fs.IntVar(&o.Publishers, "publishers", 1, "number of publisher clients")
+	fs.Float64Var(&o.Rate, "rate", 0, "total publishes per second across publishers; 0 = back-to-back")
+	fs.IntVar(&o.Inflight, "inflight", 1, "concurrent unacknowledged publishes per publisher")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing phase length (max 1h)")
+	fs.Int64Var(&o.Messages, "messages", 0, "stop after this many publishes; 0 = duration only")
+	fs.IntVar(&o.Payload, "payload", 0, "padding bytes added to each message")
+	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for in-flight deliveries after publishing stops")
+	fs.StringVar(&o.Prefix, "prefix", "/bench", "channel prefix")
+	fs.DurationVar(&o.Progress, "progress", time.Second, "progress line period on stderr; 0 disables")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bayeux-bench:", err)
-			os.Exit(1)
+			fmt.Fprintln(stderr, "bayeux-bench:", err)
+			return 1
 		}
-		pprof.StartCPUProfile(f)
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintln(stderr, "bayeux-bench:", err)
+			return 1
+		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 
@@ -61,18 +79,19 @@ func main() {
 		// for fewer GC cycles leaves more CPU for the server under test.
 		debug.SetGCPercent(400)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	sum, err := run(ctx, o, os.Stderr)
+	sum, err := run(ctx, o, stderr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bayeux-bench:", err)
-		exit = 1
-		return
+		fmt.Fprintln(stderr, "bayeux-bench:", err)
+		return 1
 	}
-	enc := json.NewEncoder(os.Stdout)
+	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	enc.Encode(sum)
-	if sum.Losses > 0 || sum.Duplicates > 0 {
-		exit = 3
+	if err := enc.Encode(sum); err != nil {
+		fmt.Fprintln(stderr, "bayeux-bench: writing the summary:", err)
+		return 1
 	}
+	if sum.Losses > 0 || sum.Duplicates > 0 {
+		return 3
+	}
+	return 0
 }
