@@ -219,12 +219,16 @@ func TestChangesUpdateChildren(t *testing.T) {
 	})
 }
 
+// Every child, the managed NATS ones included, comes back when deleted.
 func TestDeletedChildrenAreRecreated(t *testing.T) {
 	ns := newNamespace(t)
-	cc := create(t, newCluster(ns, "chat", 1, false))
-	waitForChildren(t, cc, brokerChildren("chat"))
-	for _, c := range []child{{"chat-config", &corev1.ConfigMap{}}, {"chat", &corev1.Service{}},
-		{"chat", &appsv1.Deployment{}}, {"chat", &policyv1.PodDisruptionBudget{}}} {
+	cc := create(t, newCluster(ns, "chat", 2, true))
+	all := append(natsChildren("chat"), brokerChildren("chat")...)
+	waitForChildren(t, cc, all)
+	if len(all) != 10 {
+		t.Fatalf("%d children listed, want the 4 managed NATS and 6 broker ones", len(all))
+	}
+	for _, c := range all {
 		get(t, ns, c.name, c.obj)
 		oldUID := c.obj.GetUID()
 		if err := env.Client.Delete(context.Background(), c.obj); err != nil {
