@@ -27,7 +27,7 @@
 //	      {"dir": "/etc/cometd/jwt"},                 // every file; kid = name minus ".pem"
 //	      {"file": "/etc/cometd/old/previous.pem", "id": "2025-11"}
 //	    ],
-//	    "leewaySeconds": 30,                          // clock skew on exp/nbf; 0 = 30
+//	    "leewaySeconds": 30,                          // clock skew on exp/nbf; absent = 30, 0 = none
 //	    "groupsClaim": "groups"                       // "" = "groups"
 //	  },
 //	  "rules": [

@@ -106,9 +106,10 @@ type Auth struct {
 	// Keys are the verification keys, read from files (mounted from a Secret, so
 	// no key material is ever in the ConfigMap). Required when Algorithm is set.
 	Keys []Key `json:"keys,omitempty"`
-	// LeewaySeconds is the clock skew tolerated on exp and nbf. 0 means
-	// DefaultLeeway; it must not be negative.
-	LeewaySeconds int `json:"leewaySeconds,omitempty"`
+	// LeewaySeconds is the clock skew tolerated on exp and nbf, in seconds.
+	// Nil (the field absent) means DefaultLeeway; 0 means none: a token is
+	// refused from the second after its exp. It must not be negative.
+	LeewaySeconds *int `json:"leewaySeconds,omitempty"`
 	// GroupsClaim names the claim holding the token's groups (a string or an
 	// array of strings). Empty means DefaultGroupsClaim.
 	GroupsClaim string `json:"groupsClaim,omitempty"`
@@ -160,7 +161,7 @@ type Rule struct {
 func ComputeVersion(doc Document) string {
 	doc.Version = ""
 	b, err := json.Marshal(doc)
-	if err != nil { // a Document has only strings, ints, bools and slices
+	if err != nil { // a Document has only strings, ints, bools, slices and pointers to ints
 		panic("policy: marshal document: " + err.Error())
 	}
 	sum := sha256.Sum256(b)
@@ -239,8 +240,8 @@ func ValidateAuth(a Auth) error {
 	default:
 		return fmt.Errorf("auth: algorithm %q is not supported (want %s, %s or %s)", a.Algorithm, HS256, RS256, ES256)
 	}
-	if a.LeewaySeconds < 0 {
-		return fmt.Errorf("auth: leewaySeconds must not be negative, got %d", a.LeewaySeconds)
+	if a.LeewaySeconds != nil && *a.LeewaySeconds < 0 {
+		return fmt.Errorf("auth: leewaySeconds must not be negative, got %d", *a.LeewaySeconds)
 	}
 	return nil
 }

@@ -66,9 +66,9 @@ type VerifierConfig struct {
 	Audience string
 	// Keys verify signatures; at least one, all of the Algorithm's type.
 	Keys []VerifierKey
-	// Leeway is the clock skew tolerated on exp and nbf. 0 means DefaultLeeway;
-	// negative is an error.
-	Leeway time.Duration
+	// Leeway, when not nil, is the clock skew tolerated on exp and nbf; zero
+	// means none. Nil means DefaultLeeway; negative is an error.
+	Leeway *time.Duration
 	// GroupsClaim names the groups claim. Empty means DefaultGroupsClaim.
 	GroupsClaim string
 	// Now is the clock. Nil means time.Now.
@@ -91,12 +91,14 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 			return nil, fmt.Errorf("policy: verifier: key %d (id %q): %w", i, k.ID, err)
 		}
 	}
-	if cfg.Leeway < 0 {
-		return nil, fmt.Errorf("policy: verifier: negative leeway %v", cfg.Leeway)
+	leeway := DefaultLeeway
+	if cfg.Leeway != nil {
+		leeway = *cfg.Leeway
 	}
-	if cfg.Leeway == 0 {
-		cfg.Leeway = DefaultLeeway
+	if leeway < 0 {
+		return nil, fmt.Errorf("policy: verifier: negative leeway %v", leeway)
 	}
+	cfg.Leeway = &leeway
 	if cfg.GroupsClaim == "" {
 		cfg.GroupsClaim = DefaultGroupsClaim
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -259,7 +260,7 @@ func TestNewVerifierRefusesMismatchedKeys(t *testing.T) {
 		{"small RSA", VerifierConfig{Algorithm: RS256, Keys: []VerifierKey{{Key: &small.PublicKey}}}},
 		{"P-384 for ES256", VerifierConfig{Algorithm: ES256, Keys: []VerifierKey{{Key: &k.ecP384.PublicKey}}}},
 		{"alg none", VerifierConfig{Algorithm: "none", Keys: []VerifierKey{{Key: k.hmac}}}},
-		{"negative leeway", VerifierConfig{Algorithm: HS256, Keys: []VerifierKey{{Key: k.hmac}}, Leeway: -time.Second}},
+		{"negative leeway", VerifierConfig{Algorithm: HS256, Keys: []VerifierKey{{Key: k.hmac}}, Leeway: new(-time.Second)}},
 	}
 	for _, c := range cases {
 		if _, err := NewVerifier(c.cfg); err == nil {
@@ -404,6 +405,78 @@ func BenchmarkVerify(b *testing.B) {
 				if _, err := v.Verify(tok); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// Leeway: nil is DefaultLeeway, an explicit zero is no skew at all, on both
+// exp and nbf.
+func TestVerifyLeeway(t *testing.T) {
+	k := getKeys(t)
+	expired5s := sign(t, "HS256", k.hmac, nil, claims(map[string]any{"exp": testNow.Add(-5 * time.Second).Unix()}))
+	early5s := sign(t, "HS256", k.hmac, nil, claims(map[string]any{"nbf": testNow.Add(5 * time.Second).Unix()}))
+	cases := []struct {
+		name           string
+		leeway         *time.Duration
+		expired, early error
+	}{
+		{"default", nil, nil, nil},
+		{"zero", new(time.Duration(0)), ErrTokenExpired, ErrTokenNotYetValid},
+		{"4s", new(4 * time.Second), ErrTokenExpired, ErrTokenNotYetValid},
+		{"6s", new(6 * time.Second), nil, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v, err := NewVerifier(VerifierConfig{Algorithm: HS256, Keys: []VerifierKey{{Key: k.hmac}}, Leeway: c.leeway,
+				Now: func() time.Time { return testNow }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(expired5s); !errors.Is(err, c.expired) {
+				t.Errorf("token expired 5 s ago: error %v, want %v", err, c.expired)
+			}
+			if _, err := v.Verify(early5s); !errors.Is(err, c.early) {
+				t.Errorf("token valid in 5 s: error %v, want %v", err, c.early)
+			}
+		})
+	}
+}
+
+// End to end through the document a broker reads: "leewaySeconds": 0 in
+// policy.json is zero skew, and no leewaySeconds is DefaultLeeway.
+func TestDocumentLeewayZero(t *testing.T) {
+	k := getKeys(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "secret"), k.hmac, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expired5s := sign(t, "HS256", k.hmac, nil, claims(map[string]any{"exp": testNow.Add(-5 * time.Second).Unix()}))
+	cases := []struct {
+		name    string
+		leeway  *int
+		inJSON  string // must appear in policy.json; "" means no leewaySeconds at all
+		wantErr error
+	}{
+		{"absent is the default", nil, "", nil},
+		{"explicit zero", new(0), `"leewaySeconds": 0`, ErrTokenExpired},
+		{"explicit 30", new(30), `"leewaySeconds": 30`, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			auth := Auth{Algorithm: HS256, Keys: []Key{{File: "secret"}}, LeewaySeconds: c.leeway}
+			b := docBytes(t, ClusterSettings{Default: Allow, Auth: auth})
+			if c.inJSON == "" && bytes.Contains(b, []byte("leewaySeconds")) || !bytes.Contains(b, []byte(c.inJSON)) {
+				t.Fatalf("policy.json does not carry the leeway as %q:\n%s", c.inJSON, b)
+			}
+			path := filepath.Join(dir, "policy.json")
+			writeAtomic(t, path, b)
+			p, err := LoadFile(path, func() time.Time { return testNow })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := p.Handshake(expired5s); !errors.Is(err, c.wantErr) {
+				t.Fatalf("token expired 5 s ago: error %v, want %v", err, c.wantErr)
 			}
 		})
 	}

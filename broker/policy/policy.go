@@ -49,12 +49,17 @@ func NewPolicy(doc Document, cfg PolicyConfig) (*Policy, error) {
 
 func newPolicy(acl *ACL, keys []VerifierKey, cfg PolicyConfig) (*Policy, error) {
 	a := acl.doc.Auth
+	var leeway *time.Duration
+	if a.LeewaySeconds != nil {
+		d := time.Duration(*a.LeewaySeconds) * time.Second
+		leeway = &d
+	}
 	v, err := NewVerifier(VerifierConfig{
 		Algorithm:   a.Algorithm,
 		Issuer:      a.Issuer,
 		Audience:    a.Audience,
 		Keys:        keys,
-		Leeway:      time.Duration(a.LeewaySeconds) * time.Second,
+		Leeway:      leeway,
 		GroupsClaim: a.GroupsClaim,
 		Now:         cfg.Now,
 	})
