@@ -229,7 +229,7 @@ func TestAccessSettingsReachTheDocumentAndPods(t *testing.T) {
 		d, ok := policyDoc(t, cc)
 		return ok && d.Default == policy.Deny && !d.AllowAnonymous && d.Auth.Algorithm == policy.ES256 &&
 			d.Auth.Issuer == "https://idp.example.com" && len(d.Auth.Keys) == 1 &&
-			d.Auth.Keys[0].File == "/etc/cometd/keys/current.pem" && d.Auth.LeewaySeconds == 30, fmt.Sprintf("%+v", d)
+			d.Auth.Keys[0].File == "/etc/cometd/keys/current.pem" && d.Auth.LeewaySeconds != nil && *d.Auth.LeewaySeconds == 30, fmt.Sprintf("%+v", d)
 	})
 	var mounted bool
 	for _, v := range getDeployment(t, cc).Spec.Template.Spec.Volumes {

@@ -31,7 +31,7 @@ func PolicySettings(cc *v1.CometdCluster) policy.ClusterSettings {
 			GroupsClaim: au.GroupsClaim,
 		}
 		if au.LeewaySeconds != nil {
-			s.Auth.LeewaySeconds = int(*au.LeewaySeconds)
+			s.Auth.LeewaySeconds = new(int(*au.LeewaySeconds))
 		}
 		for _, k := range au.Keys {
 			s.Auth.Keys = append(s.Auth.Keys, policy.Key{File: path.Join(AuthKeysDir, k.Key), ID: k.ID})

@@ -516,7 +516,7 @@ func TestPolicySettingsAndKeyMount(t *testing.T) {
 	})
 	s := PolicySettings(cc)
 	if s.Default != "deny" || s.AllowAnonymous || s.Auth.Algorithm != "RS256" || s.Auth.Issuer != "https://idp" ||
-		s.Auth.Audience != "chat" || s.Auth.LeewaySeconds != 10 || s.Auth.GroupsClaim != "roles" ||
+		s.Auth.Audience != "chat" || s.Auth.LeewaySeconds == nil || *s.Auth.LeewaySeconds != 10 || s.Auth.GroupsClaim != "roles" ||
 		len(s.Auth.Keys) != 2 || s.Auth.Keys[0].File != "/etc/cometd/keys/current.pem" || s.Auth.Keys[0].ID != "k1" {
 		t.Fatalf("PolicySettings = %+v", s)
 	}
