@@ -10,7 +10,8 @@ import (
 
 // ChannelMessageListener is called when a message is published to a channel the
 // listener's channel matches (listeners on "/a/*" hear "/a/b"). It runs before
-// delivery to subscribers; returning false stops the publish. It may change the
+// delivery to subscribers; returning false stops the publish (a client that
+// published the message is answered 404::message_deleted). It may change the
 // message through m.Mutable().
 type ChannelMessageListener func(from *ServerSession, ch *ServerChannel, m *ServerMessage) bool
 

@@ -107,7 +107,7 @@ func TestExtensions(t *testing.T) {
 	se := &sessExt{}
 	ts.Session(a).AddExtension(se)
 	ts.subscribe(t, a, "/tagged", "/hidden", "/a/drop")
-	if r := ts.publish(t, b, "/a/drop", `1`); r["successful"] != false {
+	if r := ts.publish(t, b, "/a/drop", `1`); r["successful"] != false || r["error"] != "404::message_deleted" {
 		t.Fatalf("dropped message acked as successful: %v", r)
 	}
 	ts.publish(t, b, "/hidden", `2`)
@@ -216,8 +216,12 @@ func TestLocalSessionAndListeners(t *testing.T) {
 	ch, _ := ts.CreateChannel("/chat/blocked")
 	remove := ch.AddListener(func(*ServerSession, *ServerChannel, *ServerMessage) bool { return false })
 	remote := ts.connected(t)
-	ts.publish(t, remote, "/chat/blocked", `"no"`)
-	ts.publish(t, remote, "/chat/room", `"yes"`)
+	if r := ts.publish(t, remote, "/chat/blocked", `"no"`); r["successful"] != false || r["error"] != "404::message_deleted" || r["id"] != "p1" {
+		t.Fatalf("vetoed publish answered %v, want successful false with 404::message_deleted", r)
+	}
+	if r := ts.publish(t, remote, "/chat/room", `"yes"`); r["successful"] != true {
+		t.Fatalf("accepted publish answered %v", r)
+	}
 	select {
 	case m := <-got:
 		if string(m.Data()) != `"yes"` || m.Channel() != "/chat/room" {

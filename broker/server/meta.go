@@ -12,6 +12,10 @@ import (
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
+// errMessageDeleted answers a message an extension deleted or a channel
+// listener vetoed, with the code the CometD server uses.
+const errMessageDeleted = "404::message_deleted"
+
 // drainInterval is the least advice.interval given while draining.
 const drainInterval = time.Second
 
@@ -98,7 +102,7 @@ func (s *Server) process(msgs []*bayeux.Mutable, ri reqInfo) batchResult {
 			case ss == nil:
 				reply = unknownSession(newReply(m))
 			case !s.incoming(ss, m):
-				reply = s.fail(newReply(m), "403::message_deleted")
+				reply = s.fail(newReply(m), errMessageDeleted)
 			case raw.Channel == bayeux.MetaConnect:
 				if res.connect != nil {
 					reply = s.fail(newReply(m), bayeux.ErrDuplicateConnect)
@@ -170,7 +174,7 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 	ss.browser = ri.browser
 	ss.userAgent = ri.userAgent
 	if !s.incoming(ss, m) {
-		return s.fail(r, "403::message_deleted"), ss
+		return s.fail(r, errMessageDeleted), ss
 	}
 	if !s.cfg.Security.CanHandshake(s, ss, m) {
 		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
@@ -275,7 +279,9 @@ func (s *Server) clientPublish(m *ServerMessage, ss *ServerSession) *ServerMessa
 	if !s.cfg.Security.CanPublish(s, ss, id, m) {
 		return s.fail(r, bayeux.ErrPublishDenied)
 	}
-	s.publish(ss, m, false)
+	if !s.publish(ss, m, false) {
+		return s.fail(r, errMessageDeleted) // a channel listener vetoed it
+	}
 	r.m.Successful = bayeux.True
 	return r
 }

@@ -510,14 +510,15 @@ var seenPool = sync.Pool{New: func() any { return map[*ServerSession]struct{}{} 
 
 // publish runs channel listeners (for local publishes), delivers to every
 // matching subscriber once, and forwards broadcast messages to the backbone.
-func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) {
+// It reports false when a channel listener vetoed the message.
+func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) bool {
 	name := m.m.Channel
 	chans := s.trie.Match(name)
 	if !remote {
 		for _, c := range chans {
 			for _, l := range c.listenerList() {
 				if !(*l)(from, c, m) {
-					return
+					return false
 				}
 			}
 		}
@@ -567,6 +568,7 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) {
 			s.log.Warn("backbone publish failed", "channel", name, "err", err)
 		}
 	}
+	return true
 }
 
 // onRemote delivers a message another node published.
