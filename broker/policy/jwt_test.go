@@ -481,3 +481,46 @@ func TestDocumentLeewayZero(t *testing.T) {
 		})
 	}
 }
+
+// Issuer and audience are checked only when configured: empty accepts any
+// iss and aud (or none); set, a token must carry the configured value.
+func TestVerifyIssuerAudienceOptional(t *testing.T) {
+	k := getKeys(t)
+	newV := func(iss, aud string) *Verifier {
+		v, err := NewVerifier(VerifierConfig{Algorithm: HS256, Issuer: iss, Audience: aud, Keys: []VerifierKey{{Key: k.hmac}},
+			Now: func() time.Time { return testNow }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	open, onlyIss, onlyAud := newV("", ""), newV("https://idp.test", ""), newV("", "chat")
+	cases := []struct {
+		name    string
+		v       *Verifier
+		over    map[string]any
+		wantErr error
+	}{
+		{"unset: any issuer", open, map[string]any{"iss": "https://anyone"}, nil},
+		{"unset: no issuer", open, map[string]any{"iss": nil}, nil},
+		{"unset: any audience", open, map[string]any{"aud": "billing"}, nil},
+		{"unset: audience array", open, map[string]any{"aud": []string{"x", "y"}}, nil},
+		{"unset: no audience", open, map[string]any{"aud": nil}, nil},
+		{"issuer set: match, any audience", onlyIss, map[string]any{"aud": "billing"}, nil},
+		{"issuer set: mismatch", onlyIss, map[string]any{"iss": "https://evil"}, ErrTokenIssuer},
+		{"issuer set: absent", onlyIss, map[string]any{"iss": nil}, ErrTokenIssuer},
+		{"issuer set: not a string", onlyIss, map[string]any{"iss": 7}, ErrTokenIssuer},
+		{"audience set: match, any issuer", onlyAud, map[string]any{"iss": "https://anyone"}, nil},
+		{"audience set: mismatch", onlyAud, map[string]any{"aud": "billing"}, ErrTokenAudience},
+		{"audience set: absent", onlyAud, map[string]any{"aud": nil}, ErrTokenAudience},
+		{"audience set: prefix only", onlyAud, map[string]any{"aud": "chatty"}, ErrTokenAudience},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := c.v.Verify(sign(t, "HS256", k.hmac, nil, claims(c.over)))
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("Verify error = %v, want %v", err, c.wantErr)
+			}
+		})
+	}
+}
