@@ -292,8 +292,13 @@ func TestServiceChannels(t *testing.T) {
 	if r := ts.publish(t, b, "/service/echo", `"ping"`); r["successful"] != true {
 		t.Fatalf("service publish %v", r)
 	}
-	if got := <-heard; got != `"ping"` {
-		t.Fatalf("listener heard %s", got)
+	select {
+	case got := <-heard:
+		if got != `"ping"` {
+			t.Fatalf("listener heard %s", got)
+		}
+	case <-time.After(testWait):
+		t.Fatal("the service listener heard nothing")
 	}
 	if ev := events(ts.connect(t, a)); len(ev) != 0 {
 		t.Fatalf("service message reached another client: %v", ev)
