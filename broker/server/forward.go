@@ -227,6 +227,7 @@ const errOwnerUnreachable = "503::session_owner_unreachable"
 // forwardJob is one batch on its way from a websocket to the node that owns
 // its session.
 type forwardJob struct {
+	connect bool // the batch holds /meta/connects
 	owner   string
 	msgs    []*bayeux.Mutable
 	payload []byte
@@ -240,7 +241,8 @@ type forwardJob struct {
 // request at a time, as they would be processed on the owner's own websocket.
 // A /meta/connect, which the owner may hold, is split off and forwarded on its
 // own, so that it holds up none of the batches behind it. The reader waits while
-// more than wsMaxPending batches are queued.
+// more than wsMaxPending batches are queued. At most one connect batch per
+// connection is in flight (see forwardConnect).
 func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
 	req, owner := s.forwardTarget(msgs)
 	if req == nil {
@@ -266,7 +268,9 @@ func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte
 		wc.enqueueForward(s, req, job(rest))
 	}
 	if len(connects) > 0 {
-		go s.forwardOne(wc, req, job(connects))
+		j := job(connects)
+		j.connect = true
+		wc.forwardConnect(s, req, j)
 	}
 	return true
 }
@@ -314,18 +318,91 @@ func (wc *wsConn) forwardLoop(s *Server, req backbone.Requester) {
 		case wc.fwdSpace <- struct{}{}:
 		default:
 		}
-		s.forwardOne(wc, req, j)
+		s.forwardOne(context.Background(), wc, req, j)
 	}
 }
 
-// forwardOne sends one batch to its owner and queues the replies for wc's writer.
-func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
+// forwardConnect forwards a /meta/connect batch without blocking the reader,
+// with at most maxForwardedConnects of the connection's connect batches in
+// flight. Two are needed: a client sends a new connect when it gave up on the
+// one the owner holds, and only the new one reaching the owner ends that hold
+// (with its reply, which may carry messages, so the older request is never
+// cancelled). A connect read while both are in flight waits in one slot; a
+// newer one replaces it, and the replaced one, which never reached the owner,
+// is answered here the way the owner answers a replaced connect: successful,
+// with no messages.
+func (wc *wsConn) forwardConnect(s *Server, req backbone.Requester, j forwardJob) {
+	wc.mu.Lock()
+	if wc.fwdConnInFlight < maxForwardedConnects {
+		wc.fwdConnInFlight++
+		wc.mu.Unlock()
+		go wc.connectLoop(s, req, j)
+		return
+	}
+	skipped := wc.fwdConnNext
+	wc.fwdConnNext = &j
+	wc.mu.Unlock()
+	if skipped != nil {
+		wc.queueReplies(s.supersededReplies(*skipped))
+	}
+}
+
+// maxForwardedConnects bounds the connect batches of one websocket in flight
+// to the session's owner.
+const maxForwardedConnects = 2
+
+// connectLoop forwards j, then the connect batch waiting in the slot, if any,
+// until none is waiting.
+func (wc *wsConn) connectLoop(s *Server, req backbone.Requester, j forwardJob) {
+	for {
+		s.forwardOne(context.Background(), wc, req, j)
+		wc.mu.Lock()
+		next := wc.fwdConnNext
+		if next == nil {
+			wc.fwdConnInFlight--
+			wc.mu.Unlock()
+			return
+		}
+		wc.fwdConnNext = nil
+		wc.mu.Unlock()
+		j = *next
+	}
+}
+
+// supersededReplies answers the connects of j, which a newer connect replaced
+// before the owner answered them.
+func (s *Server) supersededReplies(j forwardJob) []*ServerMessage {
+	out := make([]*ServerMessage, 0, len(j.msgs))
+	for _, m := range j.msgs {
+		r := newReply(&ServerMessage{m: m})
+		r.m.Successful = bayeux.True
+		r.m.Advice = s.advice(bayeux.ReconnectRetry)
+		out = append(out, r)
+	}
+	return out
+}
+
+// queueReplies hands replies to wc's writer.
+func (wc *wsConn) queueReplies(replies []*ServerMessage) {
+	if len(replies) == 0 {
+		return
+	}
+	wc.mu.Lock()
+	wc.pending = append(wc.pending, wsItem{replies: replies})
+	wc.mu.Unlock()
+	wc.kick()
+}
+
+// forwardOne sends one batch to its owner and queues the replies for wc's
+// writer. It reports false when it queued none because ctx ended or the
+// connection is gone.
+func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Requester, j forwardJob) bool {
 	select {
 	case <-wc.finished:
-		return // the connection is gone
+		return false // the connection is gone
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+forwardMargin)
 	defer cancel()
 	go func() { // the connection's end cancels the request (and the owner's hold)
 		select {
@@ -334,6 +411,10 @@ func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
 		case <-ctx.Done():
 		}
 	}()
+	if j.connect {
+		s.stats.forwardedConnectStarted()
+		defer s.stats.fwdConnects.Add(-1)
+	}
 	resp, err := req.Request(ctx, j.owner, j.payload)
 	var replies []*ServerMessage
 	switch {
@@ -341,9 +422,11 @@ func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
 		for _, m := range j.msgs {
 			replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
 		}
-	case ctx.Err() != nil:
-		return // the connection is gone
+	case err != nil && ctx.Err() != nil:
+		return false // the connection is gone, or a newer connect replaced this one
 	case err == nil:
+		// A reply that arrived is written even if ctx ended since: it may
+		// carry messages the owner took from the queue.
 		i := bytes.IndexByte(resp, '\n')
 		if i >= 0 {
 			if out, derr := bayeux.DecodeBatch(resp[i+1:]); derr == nil {
@@ -363,11 +446,17 @@ func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
 			replies = append(replies, r)
 		}
 	}
-	if len(replies) == 0 {
-		return
+	wc.queueReplies(replies)
+	return true
+}
+
+// forwardedConnectStarted counts a forwarded connect batch in flight.
+func (c *counters) forwardedConnectStarted() {
+	n := c.fwdConnects.Add(1)
+	for {
+		p := c.fwdConnectsPeak.Load()
+		if n <= p || c.fwdConnectsPeak.CompareAndSwap(p, n) {
+			return
+		}
 	}
-	wc.mu.Lock()
-	wc.pending = append(wc.pending, wsItem{replies: replies})
-	wc.mu.Unlock()
-	wc.kick()
 }

@@ -195,3 +195,40 @@ func TestForwardWebsocketUnknownOwner(t *testing.T) {
 		t.Fatalf("handshake on B gave %s", id)
 	}
 }
+
+// TestForwardWebsocketConnectFlood floods a forwarded websocket with
+// /meta/connect frames: at most maxForwardedConnects forwarded connects are
+// in flight per connection, and every connect gets exactly one reply (a superseded one is
+// answered empty, as the owner answers a replaced connect).
+func TestForwardWebsocketConnectFlood(t *testing.T) {
+	a, b := twoNodes(t)
+	id := a.handshake(t)
+	ws := b.dialWS(t)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"first"}]`, id))
+	if c := ws.readUntil("/meta/connect"); c["successful"] != true {
+		t.Fatalf("first connect over B's websocket: %v", c)
+	}
+	const flood = 200
+	for i := range flood {
+		ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c%d"}]`, id, i))
+	}
+	replies := map[string]int{}
+	for len(replies) < flood { // the last connect is held for A's 2 s timeout
+		for _, m := range ws.read() {
+			if m["channel"] != "/meta/connect" {
+				t.Fatalf("unexpected message %v", m)
+			}
+			if m["successful"] != true {
+				t.Fatalf("connect answered %v", m)
+			}
+			rid, _ := m["id"].(string)
+			if replies[rid]++; replies[rid] > 1 {
+				t.Fatalf("connect %s answered twice", rid)
+			}
+		}
+	}
+	if peak := b.stats.fwdConnectsPeak.Load(); peak > maxForwardedConnects {
+		t.Errorf("%d forwarded connects were in flight at once from one websocket; want at most %d", peak, maxForwardedConnects)
+	}
+	waitFor(t, "forwarded connects to end", func() bool { return b.stats.fwdConnects.Load() == 0 })
+}

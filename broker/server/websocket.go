@@ -60,6 +60,10 @@ type wsConn struct {
 	fwdQueue   []forwardJob
 	fwdRunning bool          // a forwardLoop goroutine is active
 	fwdSpace   chan struct{} // a token when forwardLoop took a batch
+	// The connect batch waiting to be forwarded, and how many are in flight
+	// (each on a connectLoop goroutine).
+	fwdConnNext     *forwardJob
+	fwdConnInFlight int
 
 	// Owned by the active writer.
 	sess      *ServerSession
