@@ -2,7 +2,8 @@
 # Stops the local cluster started by hack/cluster/up.sh and undoes its host changes:
 # processes (by the PIDs up.sh recorded), pod containers and their shims, mounts,
 # network namespaces, the kubepods cgroups, KUBE-*/CNI-* iptables chains, the
-# cometd0 bridge, kernel settings, and the host directories the kubelet,
+# cometd0 bridge, kernel settings, the kernel modules up.sh loaded (br_netfilter,
+# when it was not loaded before), and the host directories the kubelet,
 # containerd and CNI created. Cluster state (etcd data, pods) is wiped; the
 # certificates, kubeconfig and imported images under bin/cluster/ are kept for
 # the next up.sh. Idempotent: when nothing runs, it only checks.
@@ -91,6 +92,25 @@ if [[ -f ${HOSTSTATE}/sysctl ]]; then
     [[ -e ${p} ]] && rm -rf "${p}"
   done
   rm -f "${HOSTSTATE}/sysctl" "${HOSTSTATE}/paths.preexisting"
+fi
+
+# Kernel modules up.sh loaded (it records only those that were not loaded before it
+# ran). rmmod, not modprobe -r, so that no other module goes with them. One that is
+# still in use stays recorded, for the next down.sh.
+if [[ -f ${HOSTSTATE}/modules.loaded ]]; then
+  left=()
+  while IFS= read -r m; do
+    [[ -n ${m} && -d /sys/module/${m} ]] || continue
+    if ! rmmod "${m}" 2>/dev/null; then
+      log "warning: could not unload kernel module ${m} (in use?); the next down.sh tries again"
+      left+=("${m}")
+    fi
+  done < "${HOSTSTATE}/modules.loaded"
+  if (( ${#left[@]} )); then
+    printf '%s\n' "${left[@]}" > "${HOSTSTATE}/modules.loaded"
+  else
+    rm -f "${HOSTSTATE}/modules.loaded"
+  fi
 fi
 
 # Cluster state: a fresh etcd, kubelet and container state next time; keep pki,

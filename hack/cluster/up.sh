@@ -96,6 +96,20 @@ snapshot_host() {
   mv "${HOSTSTATE}/sysctl.tmp" "${HOSTSTATE}/sysctl"
 }
 
+# load_module NAME: loads a kernel module, and records it in ${HOSTSTATE}/modules.loaded
+# when this call loaded it, so that down.sh unloads only what up.sh added. A module
+# already present (loaded earlier by someone else, or built into the kernel) is not
+# recorded. A failed load is not fatal: the cluster still runs, only without what the
+# module gives.
+load_module() {
+  local m=$1
+  [[ -d /sys/module/${m} ]] && return 0
+  modprobe "${m}" 2>/dev/null || { log "warning: could not load kernel module ${m}"; return 0; }
+  [[ -e /sys/module/${m}/initstate ]] || return 0 # built in after all: nothing to unload
+  mkdir -p "${HOSTSTATE}"
+  grep -qxF "${m}" "${HOSTSTATE}/modules.loaded" 2>/dev/null || echo "${m}" >> "${HOSTSTATE}/modules.loaded"
+}
+
 ensure_network() {
   if ! ip link show "${BRIDGE}" >/dev/null 2>&1; then
     ip link add "${BRIDGE}" type bridge
@@ -106,7 +120,7 @@ ensure_network() {
   ip link set "${BRIDGE}" up
   sysctl -qw net.ipv4.ip_forward=1
   # Pod -> Service -> pod on the same bridge needs the bridge to pass through iptables.
-  modprobe br_netfilter 2>/dev/null || true
+  load_module br_netfilter
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
   return 0
 }
