@@ -48,10 +48,19 @@ type CometdClusterReconciler struct {
 	// enforce the latest policy, or whose fan-out is not ready, is checked
 	// again. 0 means 5 s.
 	PolicyRecheckInterval time.Duration
+	// FanoutRecheckInterval is how often a cluster with a NATS backbone
+	// (managed or external) whose fan-out is ready is checked again: NATS
+	// routes and broker connections can break while every pod stays Ready,
+	// which no event reports. 0 means DefaultFanoutRecheck.
+	FanoutRecheckInterval time.Duration
 }
 
 // defaultPolicyRecheck is PolicyRecheckInterval's default.
 const defaultPolicyRecheck = 5 * time.Second
+
+// DefaultFanoutRecheck is FanoutRecheckInterval's default: how long a broken
+// NATS mesh can go unreported in FanoutReady.
+const DefaultFanoutRecheck = 45 * time.Second
 
 // CacheOptions restricts the manager's cache of the kinds the operator owns to
 // the objects it labels, so that it does not hold every ConfigMap and Service
@@ -156,19 +165,27 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	return ctrl.Result{RequeueAfter: r.policyRecheck(cc)}, nil
 }
 
-// policyRecheck is how soon to ask the brokers again: while a ready broker does
-// not enforce the latest policy, or fan-out is not ready, soon; otherwise never
-// (events trigger it).
+// policyRecheck is how soon to ask the brokers and NATS again: while a ready
+// broker does not enforce the latest policy, or fan-out is not ready, soon;
+// otherwise, when the cluster has a NATS backbone, every
+// FanoutRecheckInterval, so that FanoutReady follows the mesh; otherwise
+// never (events trigger it).
 func (r *CometdClusterReconciler) policyRecheck(cc *v1.CometdCluster) time.Duration {
 	c := meta.FindStatusCondition(cc.Status.Conditions, v1.ConditionPolicyApplied)
 	policyPending := c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonPolicyRejected
-	if !policyPending && !fanoutPending(cc.Status.Conditions) {
+	if policyPending || fanoutPending(cc.Status.Conditions) {
+		if r.PolicyRecheckInterval > 0 {
+			return r.PolicyRecheckInterval
+		}
+		return defaultPolicyRecheck
+	}
+	if !cc.ManagedNATS() && (cc.Spec.NATS == nil || cc.Spec.NATS.URL == "") {
 		return 0
 	}
-	if r.PolicyRecheckInterval > 0 {
-		return r.PolicyRecheckInterval
+	if r.FanoutRecheckInterval > 0 {
+		return r.FanoutRecheckInterval
 	}
-	return defaultPolicyRecheck
+	return DefaultFanoutRecheck
 }
 
 // reconcileChildren creates or updates every child in the builders' order.

@@ -16,6 +16,8 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
@@ -97,6 +99,86 @@ func TestFanoutReadyFollowsNATSRoutesAndBrokers(t *testing.T) {
 	waitConditionsSaying(t, cc, map[string]string{v1.ConditionFanoutReady: "False/" + ReasonFanoutUnknown}, "chat-a")
 	a.set("", false)
 	waitConditions(t, cc, map[string]string{v1.ConditionFanoutReady: "True/" + ReasonFanoutMeshed})
+}
+
+// Once fan-out is ready and the brokers enforce the policy, no event comes
+// when NATS routes break (every pod stays Ready): the operator re-checks on
+// its own, so FanoutReady follows the mesh.
+func TestFanoutReadyIsRecheckedWhenTheMeshBreaksLater(t *testing.T) {
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 2, true))
+	waitForChildren(t, cc, append(brokerChildren("chat"), natsChildren("chat")...))
+	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
+	var servers []*fakeNATS
+	for i := range 3 {
+		f := startNATSPod(t, cc, fmt.Sprintf("chat-nats-%d", i))
+		f.setPeers(2)
+		servers = append(servers, f)
+	}
+	var version string
+	eventually(t, "a policy version", func() (bool, string) {
+		cur := &v1.CometdCluster{}
+		get(t, ns, "chat", cur)
+		version = cur.Status.PolicyVersion
+		return version != "", "none yet"
+	})
+	a.set(version, false)
+	b.set(version, false)
+	waitConditions(t, cc, map[string]string{
+		v1.ConditionFanoutReady:   "True/" + ReasonFanoutMeshed,
+		v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced,
+	})
+
+	// Nothing is pending any more, yet a reconcile asks to run again.
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: "chat"}}
+	eventually(t, "a reconcile of the settled cluster to requeue a fan-out check", func() (bool, string) {
+		res, err := reconciler.Reconcile(context.Background(), req)
+		if err != nil {
+			return false, err.Error()
+		}
+		// The manager's cache may still hold the pending status for a moment.
+		return res.RequeueAfter == reconciler.FanoutRecheckInterval, fmt.Sprintf("requeue after %v", res.RequeueAfter)
+	})
+
+	// A server loses its routes; no event tells the operator.
+	servers[1].setPeers(0)
+	waitConditionsSaying(t, cc, map[string]string{v1.ConditionFanoutReady: "False/" + ReasonNATSNotMeshed}, "chat-nats-1 (0)")
+	servers[1].setPeers(2)
+	waitConditions(t, cc, map[string]string{v1.ConditionFanoutReady: "True/" + ReasonFanoutMeshed})
+}
+
+func TestPolicyRecheck(t *testing.T) {
+	r := &CometdClusterReconciler{}
+	cond := func(typ string, st metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: st, Reason: reason}
+	}
+	settled := []metav1.Condition{cond(v1.ConditionPolicyApplied, metav1.ConditionTrue, ReasonPolicyEnforced),
+		cond(v1.ConditionFanoutReady, metav1.ConditionTrue, ReasonFanoutMeshed)}
+	with := func(cc *v1.CometdCluster, conds ...metav1.Condition) *v1.CometdCluster {
+		cc.Status.Conditions = conds
+		return cc
+	}
+	for _, tc := range []struct {
+		name string
+		cc   *v1.CometdCluster
+		want time.Duration
+	}{
+		{"single broker without NATS, settled", with(newCluster("ns", "c", 1, false), settled...), 0},
+		{"managed NATS, settled", with(newCluster("ns", "c", 2, true), settled...), DefaultFanoutRecheck},
+		{"external NATS, settled", with(newCluster("ns", "c", 2, false), settled...), DefaultFanoutRecheck},
+		{"policy propagating", with(newCluster("ns", "c", 1, false),
+			cond(v1.ConditionPolicyApplied, metav1.ConditionFalse, ReasonPolicyPropagating)), defaultPolicyRecheck},
+		{"fan-out not ready", with(newCluster("ns", "c", 2, true), settled[0],
+			cond(v1.ConditionFanoutReady, metav1.ConditionFalse, ReasonNATSNotMeshed)), defaultPolicyRecheck},
+	} {
+		if got := r.policyRecheck(tc.cc); got != tc.want {
+			t.Errorf("%s: recheck in %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	r.FanoutRecheckInterval = time.Second
+	if got := r.policyRecheck(with(newCluster("ns", "c", 2, true), settled...)); got != time.Second {
+		t.Errorf("configured interval: recheck in %v, want 1s", got)
+	}
 }
 
 func TestFanoutReadyForASingleBrokerWithoutNATS(t *testing.T) {

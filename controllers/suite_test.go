@@ -65,6 +65,7 @@ func run(m *testing.M) int {
 		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakePodAddress},
 		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakePodAddress},
 		PolicyRecheckInterval: 100 * time.Millisecond,
+		FanoutRecheckInterval: 300 * time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := IndexChannelPolicies(ctx, mgr); err != nil {
