@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -140,12 +142,7 @@ func TestChartExamplesRender(t *testing.T) {
 			}
 		})
 	}
-	// Leader election follows replicaCount.
 	docs := render(t, filepath.Join(chart, "examples", "production.yaml"))
-	dep, _ := yaml.Marshal(find(docs, "Deployment")[0])
-	if !strings.Contains(string(dep), "--leader-elect=true") {
-		t.Errorf("production example (2 replicas) lacks --leader-elect=true:\n%s", dep)
-	}
 	if n := len(find(docs, "ServiceMonitor")); n != 1 {
 		t.Errorf("production example renders %d ServiceMonitors, want 1", n)
 	}
@@ -153,11 +150,96 @@ func TestChartExamplesRender(t *testing.T) {
 		t.Errorf("production example renders %d ChannelPolicies, want 1", n)
 	}
 	docs = render(t)
-	dep, _ = yaml.Marshal(find(docs, "Deployment")[0])
-	if !strings.Contains(string(dep), "--leader-elect=false") {
-		t.Errorf("default values (1 replica) should not elect a leader:\n%s", dep)
-	}
+	dep, _ := yaml.Marshal(find(docs, "Deployment")[0])
 	if !strings.Contains(string(dep), "readOnlyRootFilesystem: true") || !strings.Contains(string(dep), "runAsNonRoot: true") {
 		t.Errorf("manager pod is not non-root with a read-only root filesystem:\n%s", dep)
+	}
+}
+
+// The Role the chart renders for leader election grants exactly the rules of
+// config/rbac/leader_election_role.yaml, and is bound to the manager's
+// ServiceAccount.
+func TestChartLeaderElectionRoleMatchesGenerated(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "leader_election_role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want rbacv1.Role
+	if err := yaml.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Rules) == 0 {
+		t.Fatal("config/rbac/leader_election_role.yaml has no rules")
+	}
+	docs := render(t)
+	roles := find(docs, "Role")
+	if len(roles) != 1 {
+		t.Fatalf("chart renders %d Roles, want 1 (leader election)", len(roles))
+	}
+	var got rbacv1.Role
+	b, _ := yaml.Marshal(roles[0])
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Rules, want.Rules) {
+		t.Errorf("chart leader-election Role rules differ from config/rbac/leader_election_role.yaml:\n got %+v\nwant %+v", got.Rules, want.Rules)
+	}
+	if got.Namespace != "cometd-system" {
+		t.Errorf("leader-election Role is in namespace %q, want the release namespace", got.Namespace)
+	}
+	var sa string
+	for _, d := range find(docs, "ServiceAccount") {
+		var o rbacv1.Subject
+		b, _ := yaml.Marshal(d["metadata"])
+		if err := yaml.Unmarshal(b, &o); err != nil {
+			t.Fatal(err)
+		}
+		sa = o.Name
+	}
+	bound := false
+	for _, d := range find(docs, "RoleBinding") {
+		var rb rbacv1.RoleBinding
+		b, _ := yaml.Marshal(d)
+		if err := yaml.Unmarshal(b, &rb); err != nil {
+			t.Fatal(err)
+		}
+		if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != got.Name {
+			continue
+		}
+		for _, s := range rb.Subjects {
+			if s.Kind == "ServiceAccount" && s.Name == sa && s.Namespace == "cometd-system" {
+				bound = true
+			}
+		}
+	}
+	if sa == "" || !bound {
+		t.Errorf("no RoleBinding binds Role %s to the manager's ServiceAccount %q", got.Name, sa)
+	}
+}
+
+// The manager always runs with leader election, whatever replicaCount: during
+// `helm upgrade` (or any pod replacement) the old and the new pod run side by
+// side, and without a Lease both would reconcile.
+func TestChartAlwaysElectsALeader(t *testing.T) {
+	for _, values := range []string{"", filepath.Join(chart, "examples", "production.yaml")} {
+		var docs []map[string]any
+		if values == "" {
+			docs = render(t)
+		} else {
+			docs = render(t, values)
+		}
+		deps := find(docs, "Deployment")
+		if len(deps) != 1 {
+			t.Fatalf("values %q: %d Deployments, want 1", values, len(deps))
+		}
+		b, _ := yaml.Marshal(deps[0])
+		var dep appsv1.Deployment
+		if err := yaml.Unmarshal(b, &dep); err != nil {
+			t.Fatal(err)
+		}
+		args := dep.Spec.Template.Spec.Containers[0].Args
+		if !slices.Contains(args, "--leader-elect") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--leader-elect=") }) {
+			t.Errorf("values %q: manager args %q, want --leader-elect and no --leader-elect=...", values, args)
+		}
 	}
 }
