@@ -4,16 +4,23 @@
 package docs_test
 
 import (
+	"context"
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
 )
 
@@ -112,6 +119,156 @@ func TestOperationsDocumentsEveryCondition(t *testing.T) {
 	for name, v := range types {
 		if !anyRowContains(rows, "| "+v+"=") {
 			t.Errorf("docs/operations.md has no table row for condition %s (%s)", v, name)
+		}
+	}
+}
+
+// exportedMetrics starts the real broker (with its embedded NATS backbone) and
+// scrapes its admin /metrics: the names of every metric family it exports,
+// with their types.
+func exportedMetrics(t *testing.T) map[string]string {
+	t.Helper()
+	b := brokertest.Start(t, brokertest.Binary(t, "./cmd/broker", false), "docs-0", []string{"--node", "docs-0"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.Admin+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s/metrics: %d %v\n%s", b.Admin, resp.StatusCode, err, body)
+	}
+	families := map[string]string{}
+	for line := range strings.Lines(string(body)) {
+		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
+			families[f[2]] = f[3]
+		}
+	}
+	if _, ok := families["cometd_sessions"]; !ok {
+		t.Fatalf("the broker's /metrics has no cometd_sessions family:\n%s", body)
+	}
+	return families
+}
+
+// exports says whether name is an exported family, or a series of one (a
+// histogram's or summary's _bucket, _sum and _count).
+func exports(families map[string]string, name string) bool {
+	if _, ok := families[name]; ok {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if typ := families[base]; typ == "histogram" || (typ == "summary" && suffix != "_bucket") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var (
+	// metricName is a cometd_ metric name in a PromQL expression.
+	metricName = regexp.MustCompile(`cometd_[a-zA-Z0-9_]*`)
+	// nameMatcher is a PromQL matcher on the metric name: {__name__=~"re"}.
+	nameMatcher = regexp.MustCompile(`__name__\s*=~\s*"([^"]*)"`)
+	// docMetric is a metric name in backquotes in Markdown, possibly with
+	// brace alternatives: cometd_backbone_{in,out}_total.
+	docMetric = regexp.MustCompile("`(cometd_[a-z0-9_{},]*)`")
+	braces    = regexp.MustCompile(`\{([^{}]*)\}`)
+)
+
+// expand expands the first {a,b} of s, recursively.
+func expand(s string) []string {
+	loc := braces.FindStringSubmatchIndex(s)
+	if loc == nil {
+		return []string{s}
+	}
+	var out []string
+	for _, alt := range strings.Split(s[loc[2]:loc[3]], ",") {
+		out = append(out, expand(s[:loc[0]]+alt+s[loc[1]:])...)
+	}
+	return out
+}
+
+// The metrics operations.md and the Grafana dashboard name are the metrics a
+// real broker exports, and operations.md lists every cometd_ metric it exports.
+func TestDocumentedMetricsAreExported(t *testing.T) {
+	families := exportedMetrics(t)
+
+	ops, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range docMetric.FindAllStringSubmatch(string(ops), -1) {
+		for _, name := range expand(m[1]) {
+			documented[name] = true
+			if !exports(families, name) {
+				t.Errorf("docs/operations.md names metric %s, which the broker does not export", name)
+			}
+		}
+	}
+	for name := range families {
+		if strings.HasPrefix(name, "cometd_") && !documented[name] {
+			t.Errorf("the broker exports %s, which docs/operations.md does not list", name)
+		}
+	}
+
+	raw, err := os.ReadFile(filepath.Join(root, "docs", "grafana", "cometd-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard any
+	if err := json.Unmarshal(raw, &dashboard); err != nil {
+		t.Fatalf("cometd-dashboard.json: %v", err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case string:
+			if strings.Contains(v, "cometd_") {
+				exprs = append(exprs, v)
+			}
+		}
+	}
+	walk(dashboard)
+	if len(exprs) < 5 {
+		t.Fatalf("found only %d expressions naming cometd_ metrics in the dashboard", len(exprs))
+	}
+	for _, expr := range exprs {
+		for _, m := range nameMatcher.FindAllStringSubmatch(expr, -1) {
+			re, err := regexp.Compile("^(?:" + m[1] + ")$")
+			if err != nil {
+				t.Errorf("dashboard expression %q: bad __name__ regexp: %v", expr, err)
+				continue
+			}
+			matched := false
+			for name := range families {
+				matched = matched || re.MatchString(name)
+			}
+			if !matched {
+				t.Errorf("dashboard expression %q: __name__=~%q matches no metric the broker exports", expr, m[1])
+			}
+		}
+		for _, name := range metricName.FindAllString(nameMatcher.ReplaceAllString(expr, ""), -1) {
+			if !exports(families, name) {
+				t.Errorf("dashboard expression %q names metric %s, which the broker does not export", expr, name)
+			}
 		}
 	}
 }
