@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
 )
@@ -271,4 +273,72 @@ func TestDocumentedMetricsAreExported(t *testing.T) {
 			}
 		}
 	}
+}
+
+var (
+	applySample   = regexp.MustCompile(`kubectl apply -f (config/samples/\S+\.ya?ml)`)
+	clusterByName = regexp.MustCompile(`kubectl \w+ (?:cometdcluster|cometdclusters|cdc)[/ ]([a-z0-9][a-z0-9.-]*)`)
+)
+
+// In a shell block of the docs that applies a sample, every kubectl command on
+// a CometdCluster names a cluster that sample defines.
+func TestDocsCommandsNameTheAppliedCluster(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no docs: %v", err)
+	}
+	checked := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := strings.Split(string(b), "```")
+		for i := 1; i < len(blocks); i += 2 { // odd parts are inside fences
+			block := blocks[i]
+			applied := map[string]bool{}
+			for _, m := range applySample.FindAllStringSubmatch(block, -1) {
+				for _, name := range sampleClusterNames(t, m[1]) {
+					applied[name] = true
+				}
+			}
+			if len(applied) == 0 {
+				continue
+			}
+			for _, m := range clusterByName.FindAllStringSubmatch(block, -1) {
+				checked++
+				if !applied[m[1]] {
+					t.Errorf("%s: %q names CometdCluster %s, but the block applies %v", filepath.Base(f), m[0], m[1], applied)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no kubectl command on a CometdCluster after a sample was applied: has the quickstart moved?")
+	}
+}
+
+// sampleClusterNames returns the names of the CometdClusters a sample file defines.
+func sampleClusterNames(t *testing.T, rel string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, rel))
+	if err != nil {
+		t.Fatalf("docs apply %s: %v", rel, err)
+	}
+	var names []string
+	for _, doc := range strings.Split(string(b), "\n---") {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		if obj.Kind == "CometdCluster" {
+			names = append(names, obj.Metadata.Name)
+		}
+	}
+	return names
 }
