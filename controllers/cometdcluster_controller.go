@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -123,6 +124,9 @@ type observed struct {
 	natsRoutes []natsReport
 	// brokersChecked is true when the brokers' /status was asked for.
 	brokersChecked bool
+	// policyWritten is true when the policy ConfigMap holds the latest
+	// document (its apply succeeded in this reconcile).
+	policyWritten bool
 }
 
 // Reconcile applies the cluster's children in order, removes the ones its spec
@@ -144,14 +148,20 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if applyErr == nil {
 		applyErr = r.pruneObsolete(ctx, cc)
 	}
-	if applyErr == nil {
-		if obs.brokers, err = r.brokerReports(ctx, cc); err != nil {
-			return ctrl.Result{}, err
+	// The running children are observed even when the spec could not be
+	// applied: the brokers and NATS keep serving, and the conditions about
+	// them keep telling what they do.
+	if applyErr != nil {
+		if err := r.observeChildren(ctx, cc, &obs); err != nil {
+			return ctrl.Result{}, errors.Join(applyErr, err)
 		}
-		obs.brokersChecked = r.BrokerStatus != nil
-		if obs.natsRoutes, err = r.natsReports(ctx, cc); err != nil {
-			return ctrl.Result{}, err
-		}
+	}
+	if obs.brokers, err = r.brokerReports(ctx, cc); err != nil {
+		return ctrl.Result{}, errors.Join(applyErr, err)
+	}
+	obs.brokersChecked = r.BrokerStatus != nil
+	if obs.natsRoutes, err = r.natsReports(ctx, cc); err != nil {
+		return ctrl.Result{}, errors.Join(applyErr, err)
 	}
 	if err := r.reconcileStatus(ctx, cc, obs, applyErr); err != nil {
 		if applyErr == nil {
@@ -224,9 +234,38 @@ func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.
 			obs.deployment = o
 		case *appsv1.StatefulSet:
 			obs.nats = o
+		case *corev1.ConfigMap:
+			obs.policyWritten = obs.policyWritten || o.Name == cc.ChildName(resources.SuffixPolicy)
 		}
 	}
 	return obs, nil
+}
+
+// observeChildren reads the broker Deployment and the managed NATS
+// StatefulSet that an interrupted reconcileChildren did not reach, as they
+// are; a missing one, or one this cluster does not control, stays nil.
+func (r *CometdClusterReconciler) observeChildren(ctx context.Context, cc *v1.CometdCluster, obs *observed) error {
+	if obs.deployment == nil {
+		d := &appsv1.Deployment{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: cc.ChildName("")}, d); err == nil {
+			if metav1.IsControlledBy(d, cc) {
+				obs.deployment = d
+			}
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("read the broker Deployment: %w", err)
+		}
+	}
+	if obs.nats == nil && cc.ManagedNATS() {
+		sts := &appsv1.StatefulSet{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: cc.ChildName(resources.SuffixNATS)}, sts); err == nil {
+			if metav1.IsControlledBy(sts, cc) {
+				obs.nats = sts
+			}
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("read the managed NATS StatefulSet: %w", err)
+		}
+	}
+	return nil
 }
 
 // pruneObsolete deletes the children the spec no longer asks for (managed NATS

@@ -686,3 +686,83 @@ func TestRollingUpdateSurgeIsNotAScaleDown(t *testing.T) {
 	})
 	waitConditionsSaying(t, cc, map[string]string{v1.ConditionProgressing: "True/" + ReasonScalingDown}, "from 3 to 2")
 }
+
+// A spec the API server refuses for one child (here a pod annotation key the
+// Deployment validation rejects) makes the cluster Degraded, but the
+// conditions about the running brokers keep telling what they do, for the
+// current generation: nothing is rebuilt from an empty observation, nothing
+// is left stale.
+func TestApplyErrorKeepsReportingTheRunningBrokers(t *testing.T) {
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 2, false)) // external NATS
+	waitForChildren(t, cc, brokerChildren("chat"))
+	setDeploymentStatus(t, cc, func(d *appsv1.Deployment) {
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 2, UpdatedReplicas: 2,
+			ReadyReplicas: 2, AvailableReplicas: 2,
+			Conditions: []appsv1.DeploymentCondition{progressing(corev1.ConditionTrue, deploymentComplete, "done")}}
+	})
+	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
+	var version string
+	eventually(t, "a policy version", func() (bool, string) {
+		cur := &v1.CometdCluster{}
+		get(t, ns, "chat", cur)
+		version = cur.Status.PolicyVersion
+		return version != "", "none yet"
+	})
+	a.set(version, false)
+	b.set(version, false)
+	healthy := map[string]string{
+		v1.ConditionAvailable:     "True/" + ReasonBrokersReady,
+		v1.ConditionProgressing:   "False/" + ReasonRolloutComplete,
+		v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced,
+		v1.ConditionFanoutReady:   "True/" + ReasonFanoutMeshed,
+		v1.ConditionDegraded:      "False/" + ReasonAsExpected,
+	}
+	waitConditions(t, cc, healthy)
+
+	// The Deployment cannot be updated: Degraded, and the rest still true of
+	// the running brokers, at the new generation.
+	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Pod.Annotations = map[string]string{"not a valid key!": "x"} })
+	got := waitConditions(t, cc, map[string]string{
+		v1.ConditionDegraded:      "True/" + ReasonApplyFailed,
+		v1.ConditionAvailable:     "True/" + ReasonBrokersReady,
+		v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced,
+		v1.ConditionFanoutReady:   "True/" + ReasonFanoutMeshed,
+	})
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionDegraded); !strings.Contains(c.Message, "Deployment chat") {
+		t.Errorf("Degraded message does not name the child: %q", c.Message)
+	}
+
+	// While the apply keeps failing, FanoutReady still follows the brokers.
+	// A pod event drives the reconcile (the failing one backs off).
+	b.setDisconnected(true)
+	touchPod(t, ns, "chat-b")
+	waitConditionsSaying(t, cc, map[string]string{
+		v1.ConditionDegraded:    "True/" + ReasonApplyFailed,
+		v1.ConditionFanoutReady: "False/" + ReasonBackboneDisconnected,
+	}, "chat-b")
+	b.setDisconnected(false)
+
+	// Fixed: healthy again.
+	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Pod.Annotations = nil })
+	waitConditions(t, cc, healthy)
+}
+
+// touchPod changes an annotation of the pod, so that its watchers see an event.
+func touchPod(t *testing.T, ns, name string) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &corev1.Pod{}
+		if !get(t, ns, name, p) {
+			return fmt.Errorf("pod %s missing", name)
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations["test/touched"] = time.Now().Format(time.RFC3339Nano)
+		return env.Client.Update(context.Background(), p)
+	})
+	if err != nil {
+		t.Fatalf("touch pod %s: %v", name, err)
+	}
+}

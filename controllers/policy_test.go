@@ -278,20 +278,24 @@ func TestPolicyAppliedFollowsWhatBrokersEnforce(t *testing.T) {
 }
 
 func TestPolicyAppliedCondition(t *testing.T) {
+	writeErr := errors.New("forbidden")
 	for _, tc := range []struct {
-		name    string
-		err     error
-		reports []brokerReport
-		status  metav1.ConditionStatus
-		reason  string
+		name     string
+		err      error
+		writeErr error
+		reports  []brokerReport
+		status   metav1.ConditionStatus
+		reason   string
 	}{
-		{"rejected", errors.New("bad"), []brokerReport{{Pod: "a", Version: "v"}}, metav1.ConditionFalse, ReasonPolicyRejected},
-		{"no brokers", nil, nil, metav1.ConditionUnknown, ReasonNoReadyBroker},
-		{"all", nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "v"}}, metav1.ConditionTrue, ReasonPolicyEnforced},
-		{"one behind", nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "old"}}, metav1.ConditionFalse, ReasonPolicyPropagating},
-		{"unreachable", nil, []brokerReport{{Pod: "a", Err: errors.New("refused")}, {Pod: "b", Version: "v"}}, metav1.ConditionFalse, ReasonBrokerUnreachable},
+		{"rejected", errors.New("bad"), nil, []brokerReport{{Pod: "a", Version: "v"}}, metav1.ConditionFalse, ReasonPolicyRejected},
+		{"no brokers", nil, nil, nil, metav1.ConditionUnknown, ReasonNoReadyBroker},
+		{"all", nil, nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "v"}}, metav1.ConditionTrue, ReasonPolicyEnforced},
+		{"one behind", nil, nil, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "old"}}, metav1.ConditionFalse, ReasonPolicyPropagating},
+		{"unreachable", nil, nil, []brokerReport{{Pod: "a", Err: errors.New("refused")}, {Pod: "b", Version: "v"}}, metav1.ConditionFalse, ReasonBrokerUnreachable},
+		{"not written, all enforce it anyway", nil, writeErr, []brokerReport{{Pod: "a", Version: "v"}}, metav1.ConditionTrue, ReasonPolicyEnforced},
+		{"not written, one behind", nil, writeErr, []brokerReport{{Pod: "a", Version: "v"}, {Pod: "b", Version: "old"}}, metav1.ConditionFalse, ReasonApplyFailed},
 	} {
-		c := policyAppliedCondition("v", tc.err, tc.reports)
+		c := policyAppliedCondition("v", tc.err, tc.writeErr, tc.reports)
 		if c.Status != tc.status || c.Reason != tc.reason || c.Message == "" {
 			t.Errorf("%s: %s/%s %q, want %s/%s", tc.name, c.Status, c.Reason, c.Message, tc.status, tc.reason)
 		}

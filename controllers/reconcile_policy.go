@@ -170,8 +170,9 @@ func podReady(p *corev1.Pod) bool {
 }
 
 // policyAppliedCondition is True only when every ready broker enforces the
-// latest version.
-func policyAppliedCondition(latest string, compileErr error, reports []brokerReport) metav1.Condition {
+// latest version. writeErr, when not nil, is why the latest version could not
+// be written to the policy ConfigMap, so brokers that lag cannot catch up.
+func policyAppliedCondition(latest string, compileErr, writeErr error, reports []brokerReport) metav1.Condition {
 	c := metav1.Condition{Type: v1.ConditionPolicyApplied}
 	if compileErr != nil {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonPolicyRejected
@@ -202,6 +203,11 @@ func policyAppliedCondition(latest string, compileErr error, reports []brokerRep
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonBrokerUnreachable
 		c.Message = fmt.Sprintf("cannot read the admin /status of %d of %d ready brokers: %s",
 			len(unreachable), len(reports), strings.Join(unreachable, ", "))
+	case len(behind) > 0 && writeErr != nil:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonApplyFailed
+		c.Message = fmt.Sprintf("%d of %d ready brokers enforce policy version %s; the others (%s) cannot receive it: "+
+			"the operator could not write the policy ConfigMap: %v",
+			len(reports)-len(behind), len(reports), latest, strings.Join(behind, ", "), writeErr)
 	case len(behind) > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonPolicyPropagating
 		c.Message = fmt.Sprintf("%d of %d ready brokers enforce policy version %s; waiting for %s (the kubelet can take a minute to update the mounted ConfigMap)",

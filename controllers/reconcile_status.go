@@ -40,19 +40,23 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 	conds := conditionsFor(b, n, st.Endpoint, applyErr)
 	if obs.policy.version != "" {
 		st.PolicyVersion = obs.policy.version
-		conds = append(conds, policyAppliedCondition(obs.policy.version, obs.policy.err, obs.brokers))
+		var writeErr error
+		if !obs.policyWritten {
+			writeErr = applyErr
+		}
+		conds = append(conds, policyAppliedCondition(obs.policy.version, obs.policy.err, writeErr, obs.brokers))
 	}
-	if applyErr == nil {
-		conds = append(conds, fanoutReadyCondition(fanoutInput{
-			DesiredBrokers: resources.DesiredReplicas(cc),
-			ManagedNATS:    cc.ManagedNATS(),
-			NATSReplicas:   resources.NATSReplicas(cc),
-			NATS:           obs.natsRoutes,
-			ExternalNATS:   cc.Spec.NATS != nil && cc.Spec.NATS.URL != "",
-			Brokers:        obs.brokers,
-			BrokersChecked: obs.brokersChecked,
-		}))
-	}
+	// The brokers and NATS were asked even if the spec could not be applied:
+	// fan-out is what they report.
+	conds = append(conds, fanoutReadyCondition(fanoutInput{
+		DesiredBrokers: resources.DesiredReplicas(cc),
+		ManagedNATS:    cc.ManagedNATS(),
+		NATSReplicas:   resources.NATSReplicas(cc),
+		NATS:           obs.natsRoutes,
+		ExternalNATS:   cc.Spec.NATS != nil && cc.Spec.NATS.URL != "",
+		Brokers:        obs.brokers,
+		BrokersChecked: obs.brokersChecked,
+	}))
 	for _, c := range conds {
 		c.ObservedGeneration = cc.Generation
 		meta.SetStatusCondition(&st.Conditions, c)
