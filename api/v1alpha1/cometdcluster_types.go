@@ -160,7 +160,7 @@ type AuthSpec struct {
 	// +listMapKey=key
 	Keys []AuthKey `json:"keys"`
 
-	// LeewaySeconds is the clock skew tolerated on exp and nbf.
+	// LeewaySeconds is the clock skew tolerated on exp and nbf; 0 tolerates none.
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=600
