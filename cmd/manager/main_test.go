@@ -148,6 +148,17 @@ func newNamespace(t *testing.T, prefix string) string {
 	return ns.Name
 }
 
+// create creates obj and deletes it at test end: envtest runs no namespace
+// controller, so a deleted namespace keeps its objects, and a later test's
+// manager would otherwise reconcile them.
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := env.Client.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %s: %v", obj.GetName(), err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), obj) })
+}
+
 // managerProc is the manager command running as a child process.
 type managerProc struct {
 	t       *testing.T
@@ -291,15 +302,11 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 
 	cc := &v1.CometdCluster{ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: ns},
 		Spec: v1.CometdClusterSpec{Replicas: ptr.To[int32](2), NATS: &v1.NATSSpec{Managed: &v1.ManagedNATS{}}}}
-	if err := c.Create(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
+	create(t, cc)
 	pol := &v1.ChannelPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: ns},
 		Spec: v1.ChannelPolicySpec{ClusterName: "chat", Rules: []v1.ChannelRule{{Name: "r", Effect: v1.EffectAllow,
 			Actions: []v1.PolicyAction{v1.ActionSubscribe}, Channels: []v1.ChannelPattern{"/chat/*"}, Principals: []v1.Principal{"*"}}}}}
-	if err := c.Create(ctx, pol); err != nil {
-		t.Fatal(err)
-	}
+	create(t, pol)
 	m.wait("the broker Deployment", func() (bool, string) {
 		d := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "chat"}, d); err != nil {
@@ -384,7 +391,10 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 		if _, ok := rec["msg"]; !ok {
 			t.Errorf("log line without msg: %q", sc.Text())
 		}
-		if strings.Contains(sc.Text(), "forbidden") {
+		// An RBAC denial reads `… is forbidden: User "…" cannot …`; other
+		// "forbidden" errors (a namespace being deleted) are not about
+		// permissions.
+		if strings.Contains(sc.Text(), `is forbidden: User \"`) {
 			t.Errorf("the manager lacks a permission: %s", sc.Text())
 		}
 		lines++
@@ -412,13 +422,9 @@ func TestManagerWatchNamespaces(t *testing.T) {
 	// would have met it before the watched one.
 	spec := v1.CometdClusterSpec{Replicas: ptr.To[int32](1), Image: "example.com/broker:v1"}
 	ignored := &v1.CometdCluster{ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: other}, Spec: spec}
-	if err := c.Create(ctx, ignored); err != nil {
-		t.Fatal(err)
-	}
+	create(t, ignored)
 	served := &v1.CometdCluster{ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: watched}, Spec: spec}
-	if err := c.Create(ctx, served); err != nil {
-		t.Fatal(err)
-	}
+	create(t, served)
 	image := func(want string) func() (bool, string) {
 		return func() (bool, string) {
 			d := &appsv1.Deployment{}
