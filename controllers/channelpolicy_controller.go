@@ -28,30 +28,49 @@ const (
 	ReasonAccepted        = "Accepted"
 	ReasonInvalid         = "Invalid"
 	ReasonClusterNotFound = "ClusterNotFound"
+	// ReasonACLFrozen: the policy is valid, but another policy of its cluster
+	// or the cluster's spec.access is not, so the cluster's ACL stays at its
+	// last compiled version (the operator fails closed: leaving out an
+	// invalid policy could drop a deny and widen access).
+	ReasonACLFrozen = "ACLFrozen"
 )
 
 // ChannelPolicyReconciler keeps each ChannelPolicy's Accepted condition: is
-// it valid, and does the cluster it names exist. The CometdCluster
-// reconciler compiles the accepted policies into the cluster's ACL.
+// it part of its cluster's compiled ACL, and if not, why (it is invalid, its
+// cluster does not exist, or the cluster's policies do not compile). The
+// CometdCluster reconciler compiles the policies into the cluster's ACL; both
+// compile the same inputs, so they agree.
 type ChannelPolicyReconciler struct {
 	client.Client
 }
 
 // SetupWithManager registers the reconciler. A policy is reconsidered when it
-// changes and when a CometdCluster of its name appears or goes.
+// or another policy of its cluster changes, and when a CometdCluster of its
+// name appears, goes or changes its spec (spec.access is compiled with the
+// policies).
 func (r *ChannelPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	specChanged := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
+	}})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ChannelPolicy{}).
-		// Only a cluster's creation or deletion changes its policies' Accepted.
-		Watches(&v1.CometdCluster{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfCluster),
-			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		Watches(&v1.CometdCluster{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfCluster), specChanged).
+		// A sibling that turns invalid, or valid again, changes whether this
+		// policy is compiled.
+		Watches(&v1.ChannelPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.policiesOfClusterNamed(ctx, o.GetNamespace(), o.(*v1.ChannelPolicy).Spec.ClusterName)
+		}), specChanged).
 		Named("channelpolicy").
 		Complete(r)
 }
 
 func (r *ChannelPolicyReconciler) policiesOfCluster(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.policiesOfClusterNamed(ctx, o.GetNamespace(), o.GetName())
+}
+
+func (r *ChannelPolicyReconciler) policiesOfClusterNamed(ctx context.Context, ns, cluster string) []reconcile.Request {
 	var list v1.ChannelPolicyList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{policyClusterIndex: o.GetName()}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{policyClusterIndex: cluster}); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -68,13 +87,23 @@ func (r *ChannelPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.ClusterName}, &v1.CometdCluster{})
+	cc := &v1.CometdCluster{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.ClusterName}, cc)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
+	clusterExists := err == nil
+	var compileErr error
+	if clusterExists {
+		_, errs, err := compileCluster(ctx, r.Client, cc)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		compileErr = errors.Join(errs...)
+	}
 	status := *p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
-	c := acceptedCondition(p, err == nil)
+	c := acceptedCondition(p, clusterExists, compileErr)
 	c.ObservedGeneration = p.Generation
 	meta.SetStatusCondition(&status.Conditions, c)
 	if equality.Semantic.DeepEqual(status, p.Status) {
@@ -85,18 +114,30 @@ func (r *ChannelPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	return ctrl.Result{}, r.Status().Patch(ctx, p, client.MergeFrom(old))
 }
 
-// acceptedCondition says whether the policy is valid and its cluster exists,
-// with every validation error broker/policy reports.
-func acceptedCondition(p *v1.ChannelPolicy, clusterExists bool) metav1.Condition {
+// acceptedCondition says whether the policy is part of its cluster's compiled
+// ACL: it must be valid, its cluster must exist, and the cluster's policies
+// and spec.access must compile (compileErr nil). When they do not, the
+// operator keeps the ACL at its last compiled version (deny-all if none ever
+// compiled) rather than leave a policy out, and the messages say so.
+func acceptedCondition(p *v1.ChannelPolicy, clusterExists bool, compileErr error) metav1.Condition {
 	c := metav1.Condition{Type: v1.ConditionAccepted}
 	if errs := policy.ValidatePolicy(SourcePolicy(p)); len(errs) > 0 {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalid
-		c.Message = "the policy is left out of the cluster's ACL: " + errors.Join(errs...).Error()
+		c.Message = fmt.Sprintf("the policy is invalid: %v. Until it is fixed or deleted, CometdCluster %s keeps its last "+
+			"compiled ACL (deny-all if none ever compiled) and no ChannelPolicy change reaches its brokers",
+			errors.Join(errs...), p.Spec.ClusterName)
 		return c
 	}
 	if !clusterExists {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonClusterNotFound
 		c.Message = fmt.Sprintf("no CometdCluster %q in namespace %s; the policy applies once it exists", p.Spec.ClusterName, p.Namespace)
+		return c
+	}
+	if compileErr != nil {
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonACLFrozen
+		c.Message = fmt.Sprintf("the policy is valid, but CometdCluster %s's ChannelPolicies or spec.access do not compile, "+
+			"so its ACL stays at its last compiled version (deny-all if none ever compiled), which may lack this policy's "+
+			"current rules; fix or delete the invalid ones: %v", p.Spec.ClusterName, compileErr)
 		return c
 	}
 	c.Status, c.Reason = metav1.ConditionTrue, ReasonAccepted

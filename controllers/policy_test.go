@@ -14,7 +14,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
@@ -307,13 +313,134 @@ func TestAcceptedConditionReportsValidationErrors(t *testing.T) {
 	// CRD, a direct etcd write): the condition carries broker/policy's errors.
 	p := newPolicy("ns", "p", "chat", v1.ChannelRule{Name: "r", Effect: v1.EffectAllow,
 		Actions: []v1.PolicyAction{v1.ActionSubscribe}, Channels: []v1.ChannelPattern{"/meta/**"}, Principals: []v1.Principal{"bob"}})
-	c := acceptedCondition(p, true)
+	c := acceptedCondition(p, true, errors.New("policy ns/p: principals"))
 	if c.Status != metav1.ConditionFalse || c.Reason != ReasonInvalid ||
-		!strings.Contains(c.Message, "ns/p") || !strings.Contains(c.Message, "principals") {
+		!strings.Contains(c.Message, "ns/p") || !strings.Contains(c.Message, "principals") ||
+		!strings.Contains(c.Message, "keeps its last compiled ACL") {
 		t.Fatalf("Accepted = %s/%s %q", c.Status, c.Reason, c.Message)
 	}
-	if c := acceptedCondition(newPolicy("ns", "ok", "chat", allow("r", []v1.PolicyAction{v1.ActionSubscribe},
-		[]v1.ChannelPattern{"/a"}, "*")), true); c.Status != metav1.ConditionTrue {
+	ok := newPolicy("ns", "ok", "chat", allow("r", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/a"}, "*"))
+	if c := acceptedCondition(ok, true, nil); c.Status != metav1.ConditionTrue || c.Reason != ReasonAccepted {
 		t.Fatalf("valid policy: %+v", c)
 	}
+	// A valid policy whose sibling is invalid is not compiled: the ACL is frozen.
+	if c := acceptedCondition(ok, true, errors.New("policy ns/p: principals")); c.Status != metav1.ConditionFalse ||
+		c.Reason != ReasonACLFrozen || !strings.Contains(c.Message, "ns/p") {
+		t.Fatalf("valid policy next to an invalid one: %+v", c)
+	}
+}
+
+// allowInvalidPrincipals replaces the ChannelPolicy CRD with one that does not
+// check principals (like an older CRD would), until the test ends. It is the
+// only way a policy that broker/policy refuses reaches the operator through
+// the API server.
+func allowInvalidPrincipals(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+	key := types.NamespacedName{Name: "channelpolicies." + v1.GroupVersion.Group}
+	if err := env.Client.Get(ctx, key, crd); err != nil {
+		t.Fatalf("get CRD: %v", err)
+	}
+	original, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	loose := runtime.DeepCopyJSONValue(original).([]any)
+	for _, v := range loose {
+		unstructured.RemoveNestedField(v.(map[string]any), "schema", "openAPIV3Schema", "properties", "spec", "properties",
+			"rules", "items", "properties", "principals", "items", "pattern")
+	}
+	setVersions := func(versions []any) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := crd.DeepCopy()
+			if err := env.Client.Get(ctx, key, cur); err != nil {
+				return err
+			}
+			if err := unstructured.SetNestedSlice(cur.Object, versions, "spec", "versions"); err != nil {
+				return err
+			}
+			return env.Client.Update(ctx, cur)
+		})
+		if err != nil {
+			t.Fatalf("update CRD: %v", err)
+		}
+	}
+	// probe reports whether the API server accepts a policy with principal "bob".
+	probe := func() (bool, string) {
+		p := newPolicy("default", "probe", "x", allow("r", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/a"}, "bob"))
+		err := env.Client.Create(ctx, p, client.DryRunAll)
+		if err == nil {
+			return true, "accepted"
+		}
+		return false, err.Error()
+	}
+	setVersions(loose)
+	t.Cleanup(func() {
+		setVersions(original)
+		eventually(t, "the CRD to check principals again", func() (bool, string) {
+			ok, why := probe()
+			return !ok, why
+		})
+	})
+	eventually(t, "the CRD to accept any principal", probe)
+}
+
+// An invalid policy (past an older CRD) freezes the cluster's ACL at its last
+// compiled version: the operator fails closed rather than drop a policy that
+// may deny. The invalid policy says so, and so does its valid sibling, which
+// is no longer compiled.
+func TestInvalidPolicyFreezesTheACLAndEveryPolicySaysSo(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cc := create(t, newCluster(ns, "chat", 1, false))
+	waitForChildren(t, cc, brokerChildren("chat"))
+	members := newPolicy(ns, "members", "chat",
+		allow("read", []v1.PolicyAction{v1.ActionSubscribe}, []v1.ChannelPattern{"/chat/**"}, "authenticated"))
+	if err := env.Client.Create(ctx, members); err != nil {
+		t.Fatal(err)
+	}
+	var frozen policy.Document
+	eventually(t, "members compiled", func() (bool, string) {
+		frozen, _ = policyDoc(t, cc)
+		return len(frozen.Rules) == 1, fmt.Sprintf("%+v", frozen.Rules)
+	})
+	got := waitAccepted(t, members, metav1.ConditionTrue, ReasonAccepted)
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted); !strings.Contains(c.Message, "compiled into the ACL") {
+		t.Errorf("Accepted message: %q", c.Message)
+	}
+
+	allowInvalidPrincipals(t)
+	broken := newPolicy(ns, "broken", "chat", v1.ChannelRule{Name: "no-bob", Effect: v1.EffectDeny,
+		Actions: []v1.PolicyAction{v1.ActionPublish}, Channels: []v1.ChannelPattern{"/**"}, Principals: []v1.Principal{"bob"}})
+	if err := env.Client.Create(ctx, broken); err != nil {
+		t.Fatalf("create the invalid policy: %v", err)
+	}
+	got = waitAccepted(t, broken, metav1.ConditionFalse, ReasonInvalid)
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted); !strings.Contains(c.Message, "principals") ||
+		!strings.Contains(c.Message, "keeps its last compiled ACL") {
+		t.Errorf("invalid policy's message does not tell what happens: %q", c.Message)
+	}
+	got = waitAccepted(t, members, metav1.ConditionFalse, ReasonACLFrozen)
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted); !strings.Contains(c.Message, ns+"/broken") {
+		t.Errorf("valid sibling's message does not name the invalid policy: %q", c.Message)
+	}
+	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonPolicyRejected})
+
+	// Frozen indeed: a change to the valid policy does not reach the ACL.
+	updatePolicy(t, members, func(p *v1.ChannelPolicy) {
+		p.Spec.Rules = append(p.Spec.Rules, allow("write", []v1.PolicyAction{v1.ActionPublish}, []v1.ChannelPattern{"/chat/**"}, "authenticated"))
+	})
+	waitAccepted(t, members, metav1.ConditionFalse, ReasonACLFrozen)
+	if d, _ := policyDoc(t, cc); d.Version != frozen.Version {
+		t.Errorf("the ACL changed while a policy was invalid: %+v", d.Rules)
+	}
+
+	// The invalid policy goes: everything compiles again.
+	if err := env.Client.Delete(ctx, broken); err != nil {
+		t.Fatal(err)
+	}
+	waitAccepted(t, members, metav1.ConditionTrue, ReasonAccepted)
+	eventually(t, "members' two rules compiled", func() (bool, string) {
+		d, _ := policyDoc(t, cc)
+		return len(d.Rules) == 2, fmt.Sprintf("%+v", d.Rules)
+	})
 }

@@ -68,17 +68,32 @@ type compiledPolicy struct {
 	err error
 }
 
-// compilePolicy compiles every ChannelPolicy of the cluster with its access settings.
-func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.CometdCluster) (compiledPolicy, error) {
+// compileCluster compiles every ChannelPolicy of the cluster with its access
+// settings; errs are the compile errors (see policy.Compile), err a failure
+// to list the policies. Both reconcilers use it, so that the ConfigMap and
+// the policies' Accepted conditions agree.
+func compileCluster(ctx context.Context, c client.Reader, cc *v1.CometdCluster) (doc policy.Document, errs []error, err error) {
 	var list v1.ChannelPolicyList
-	if err := r.List(ctx, &list, client.InNamespace(cc.Namespace), client.MatchingFields{policyClusterIndex: cc.Name}); err != nil {
-		return compiledPolicy{}, fmt.Errorf("list ChannelPolicies: %w", err)
+	if err := c.List(ctx, &list, client.InNamespace(cc.Namespace), client.MatchingFields{policyClusterIndex: cc.Name}); err != nil {
+		return policy.Document{}, nil, fmt.Errorf("list ChannelPolicies: %w", err)
 	}
 	sources := make([]policy.SourcePolicy, 0, len(list.Items))
 	for i := range list.Items {
 		sources = append(sources, SourcePolicy(&list.Items[i]))
 	}
-	doc, errs := policy.Compile(sources, resources.PolicySettings(cc))
+	doc, errs = policy.Compile(sources, resources.PolicySettings(cc))
+	return doc, errs, nil
+}
+
+// compilePolicy compiles every ChannelPolicy of the cluster with its access
+// settings. When they do not compile, it fails closed: the document stays
+// the one in the policy ConfigMap (deny-all when there is none), rather than
+// leave out an invalid policy that may deny.
+func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.CometdCluster) (compiledPolicy, error) {
+	doc, errs, err := compileCluster(ctx, r.Client, cc)
+	if err != nil {
+		return compiledPolicy{}, err
+	}
 	if len(errs) == 0 {
 		b, err := policy.Marshal(doc)
 		if err != nil {
@@ -88,7 +103,7 @@ func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.Come
 	}
 	compileErr := errors.Join(errs...)
 	cm := &corev1.ConfigMap{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: cc.ChildName(resources.SuffixPolicy)}, cm)
+	err = r.Get(ctx, client.ObjectKey{Namespace: cc.Namespace, Name: cc.ChildName(resources.SuffixPolicy)}, cm)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return compiledPolicy{}, err
 	}
