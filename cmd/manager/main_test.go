@@ -21,6 +21,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -290,12 +291,15 @@ func metricValue(exposition, metric string, labels ...string) (float64, bool) {
 func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	ctx := context.Background()
 	c := env.Client
-	ns := newNamespace(t, "manager-test-")
-	kcPath := grantOperatorRBAC(t, ns, ns)
+	// The operator's own namespace (its Lease, and the leader-election
+	// Role, which also allows events there) apart from the cluster's, as
+	// in a real install.
+	leaseNS, ns := newNamespace(t, "manager-lease-"), newNamespace(t, "manager-test-")
+	kcPath := grantOperatorRBAC(t, ns, leaseNS)
 
 	probes, metrics := freeAddr(t), freeAddr(t)
 	m := startManager(t, kcPath,
-		"--leader-elect", "--leader-election-namespace="+ns,
+		"--leader-elect", "--leader-election-namespace="+leaseNS,
 		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probes,
 		"--broker-image=example.com/broker:under-test")
 	m.waitHTTP("http://" + probes + "/readyz")
@@ -336,10 +340,25 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	})
 	m.wait("a held leader-election Lease", func() (bool, string) {
 		lease := &coordinationv1.Lease{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cometd-operator.cometd.bayeux.dev"}, lease); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: leaseNS, Name: "cometd-operator.cometd.bayeux.dev"}, lease); err != nil {
 			return false, err.Error()
 		}
 		return ptr.Deref(lease.Spec.HolderIdentity, "") != "", "no holder"
+	})
+
+	// Events: recorded through events.k8s.io, which the ClusterRole must
+	// allow in the cluster's namespace.
+	m.wait("an Event about the cluster", func() (bool, string) {
+		var evs eventsv1.EventList
+		if err := c.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Kind == "CometdCluster" && e.Regarding.Name == "chat" && e.ReportingController != "" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events, none about CometdCluster chat", len(evs.Items))
 	})
 
 	// Metrics: plain HTTP on --metrics-bind-address, as a Prometheus
