@@ -103,7 +103,7 @@ type ChannelPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Accepted, with the reasons a policy is left out.
+	// Conditions: Accepted, whether the policy is part of its cluster's compiled ACL, and why not.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
