@@ -43,26 +43,38 @@ func (c *batchConn) begin() {
 	c.mu.Unlock()
 }
 
-// end writes what the round buffered, within writeWait.
-func (c *batchConn) end() error {
+// buffered is how many bytes the round has buffered so far.
+func (c *batchConn) buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		return 0
+	}
+	return len(*c.buf)
+}
+
+// end writes what the round buffered, within writeWait. It returns how many of
+// the round's bytes were written.
+func (c *batchConn) end() (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.batching = false
 	if c.buf == nil {
-		return nil
+		return 0, nil
 	}
 	b := c.buf
 	c.buf = nil
+	var n int
 	var err error
 	if len(*b) > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(writeWait))
-		_, err = c.Conn.Write(*b)
+		n, err = c.Conn.Write(*b)
 	}
 	if cap(*b) <= 1<<20 {
 		*b = (*b)[:0]
 		batchBufPool.Put(b)
 	}
-	return err
+	return n, err
 }
 
 // hijackCapture hands the websocket upgrader a batchConn in place of the raw

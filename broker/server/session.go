@@ -380,6 +380,29 @@ func (ss *ServerSession) takeQueue() []*ServerMessage {
 	return q
 }
 
+// requeue puts msgs, taken from the queue but not delivered (their websocket
+// write failed), back at the head of the queue in order, and wakes whoever
+// waits for the session's messages. It does nothing once the session ended.
+func (ss *ServerSession) requeue(msgs []*ServerMessage) {
+	ss.mu.Lock()
+	if ss.reason != nil {
+		ss.mu.Unlock()
+		return
+	}
+	q := make([]*ServerMessage, 0, len(msgs)+len(ss.queue))
+	q = append(append(q, msgs...), ss.queue...)
+	ss.queue = q
+	for _, m := range msgs {
+		ss.queueBytes += m.size()
+		if m.lazy {
+			ss.lazyDue = true // it was due already
+		}
+	}
+	ws := ss.ws
+	ss.mu.Unlock()
+	ss.signal(ws)
+}
+
 // stopLazyLocked forgets the lazy flush: the queue was taken.
 // Lock must be held.
 func (ss *ServerSession) stopLazyLocked() {

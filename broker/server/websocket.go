@@ -72,6 +72,24 @@ type wsConn struct {
 	pingTimer *time.Timer
 	nextPing  time.Time
 	broken    bool
+	// The frames of this round that carry messages taken from a session's
+	// queue, put back in the queue if they do not reach the network, and the
+	// taken slices to recycle once the round is over.
+	sent     []sentFrame
+	recycled []takenQueue
+}
+
+// sentFrame is a frame of the writer's round that carries queued messages.
+type sentFrame struct {
+	ss   *ServerSession
+	msgs []*ServerMessage // the session's queued messages in the frame
+	end  int              // the round's buffered bytes after the frame; -1: not written
+}
+
+// takenQueue is a slice takeQueue returned, recycled after the round.
+type takenQueue struct {
+	ss *ServerSession
+	q  []*ServerMessage
 }
 
 var wsWriteBufferPool sync.Pool
@@ -261,9 +279,11 @@ func (wc *wsConn) writer() {
 		}
 		wc.bc.begin()
 		wc.step(items)
-		if err := wc.bc.end(); err != nil {
+		n, err := wc.bc.end()
+		if err != nil {
 			wc.fail()
 		}
+		wc.settle(n, err)
 		wc.mu.Lock()
 		if !wc.dirty {
 			wc.running = false
@@ -313,7 +333,7 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.sess = it.session
 		}
 		if len(it.replies) > 0 {
-			wc.writeFrame(it.replies)
+			_ = wc.writeFrame(it.replies) // a failure marks the connection broken
 		}
 		if it.connect != nil {
 			if wc.held != nil {
@@ -346,8 +366,8 @@ func (wc *wsConn) step(items []wsItem) {
 			// wait for the session's next connection.
 			if !only && mine && !wc.broken {
 				if q := ss.takeQueue(); len(q) > 0 {
-					wc.writeBatches(q)
-					ss.recycle(q)
+					wc.writeBatches(ss, q, len(q))
+					wc.recycled = append(wc.recycled, takenQueue{ss, q})
 				}
 			}
 		}
@@ -386,34 +406,81 @@ func (wc *wsConn) answer() {
 		wc.heldTimer.Stop()
 	}
 	msgs, reply := wc.s.finish(h, !wc.broken)
+	queued := len(msgs)
+	if h.session.AckEnabled() {
+		queued = 0 // unacknowledged messages go again with the next connect reply
+	}
 	if reply != nil {
 		msgs = append(msgs, reply)
 	}
-	wc.writeBatches(msgs)
+	wc.writeBatches(h.session, msgs, queued)
 }
 
 // writeBatches writes msgs in frames of at most WSMessagesPerFrame messages.
-func (wc *wsConn) writeBatches(msgs []*ServerMessage) {
+// The first queued of msgs were taken from ss's queue: those that do not reach
+// the network go back to its head (see settle).
+func (wc *wsConn) writeBatches(ss *ServerSession, msgs []*ServerMessage, queued int) {
 	n := wc.s.cfg.WSMessagesPerFrame
 	for len(msgs) > 0 {
 		k := min(n, len(msgs))
 		if len(msgs) == k+1 && msgs[k].IsMeta() {
 			k++ // keep the connect reply in the frame of the last messages
 		}
-		wc.writeFrame(msgs[:k])
+		ok := wc.writeFrame(msgs[:k])
+		if q := min(k, queued); q > 0 {
+			end := -1
+			if ok {
+				end = wc.bc.buffered()
+			}
+			wc.sent = append(wc.sent, sentFrame{ss: ss, msgs: msgs[:q], end: end})
+			queued -= q
+		}
 		msgs = msgs[k:]
 	}
 }
 
-func (wc *wsConn) writeFrame(msgs []*ServerMessage) {
+// settle ends the writer's round, in which n bytes were written and the write
+// failed with err: the queued messages of the frames that were not written go
+// back to the head of their session's queue, in order, for the session's next
+// connection. Messages in a frame that was only partly written are put back
+// too: the client cannot have read them.
+func (wc *wsConn) settle(n int, err error) {
+	var back []*ServerMessage
+	var owner *ServerSession
+	for _, f := range wc.sent {
+		if f.end >= 0 && (err == nil || f.end <= n) {
+			continue
+		}
+		if owner != nil && f.ss != owner {
+			owner.requeue(back)
+			back = nil
+		}
+		owner = f.ss
+		back = append(back, f.msgs...)
+	}
+	if len(back) > 0 {
+		owner.requeue(back)
+	}
+	clear(wc.sent)
+	wc.sent = wc.sent[:0]
+	for _, t := range wc.recycled {
+		t.ss.recycle(t.q)
+	}
+	clear(wc.recycled)
+	wc.recycled = wc.recycled[:0]
+}
+
+// writeFrame writes msgs as one frame. It reports false when the connection
+// failed.
+func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
 	if wc.broken {
-		return
+		return false
 	}
 	_ = wc.c.SetWriteDeadline(time.Now().Add(writeWait))
 	w, err := wc.c.NextWriter(websocket.TextMessage)
 	if err != nil {
 		wc.fail()
-		return
+		return false
 	}
 	_, _ = w.Write([]byte{'['})
 	for i, m := range msgs {
@@ -425,7 +492,8 @@ func (wc *wsConn) writeFrame(msgs []*ServerMessage) {
 	_, _ = w.Write([]byte{']'})
 	if err := w.Close(); err != nil {
 		wc.fail()
-		return
+		return false
 	}
 	wc.s.stats.messagesOut.Add(uint64(len(msgs)))
+	return true
 }

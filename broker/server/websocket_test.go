@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,67 @@ func TestWebsocketSessionWithoutConnectsExpires(t *testing.T) {
 	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
 	if c := ws.readUntil("/meta/connect"); c["error"] != "402::session_unknown" {
 		t.Fatalf("connect after expiry: %v", c)
+	}
+}
+
+// TestWebsocketWriteFailureRequeues breaks a websocket's write side under a
+// session with messages on their way: the messages the writer took but could
+// not write go back to the session's queue, so the same clientId, connecting
+// over long-polling, gets each of them once and in order.
+func TestWebsocketWriteFailureRequeues(t *testing.T) {
+	for _, perFrame := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d per frame", perFrame), func(t *testing.T) {
+			ts := newTestServer(t, Config{Timeout: 2 * time.Second, WSMessagesPerFrame: perFrame})
+			ws := ts.dialWS(t)
+			id := ws.handshake()
+			ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"held"}]`, id))
+			ts.waitHeld(t, id)
+			ts.wsMu.Lock()
+			if len(ts.wsConns) != 1 {
+				ts.wsMu.Unlock()
+				t.Fatalf("%d websockets", len(ts.wsConns))
+			}
+			for wc := range ts.wsConns {
+				// The server can still read, but every write fails.
+				if err := wc.bc.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+					ts.wsMu.Unlock()
+					t.Fatal(err)
+				}
+			}
+			ts.wsMu.Unlock()
+			ss := ts.Session(id)
+			const n = 7
+			for i := range n {
+				if err := ss.Deliver(nil, "/requeued", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "the broken websocket to close", func() bool {
+				ts.wsMu.Lock()
+				defer ts.wsMu.Unlock()
+				return len(ts.wsConns) == 0
+			})
+			if got := ss.QueueLen(); got != n {
+				t.Fatalf("%d messages queued after the failed write, want %d", got, n)
+			}
+			var got []float64
+			for len(got) < n {
+				ev := events(ts.connect(t, id))
+				if len(ev) == 0 {
+					t.Fatalf("a long-poll connect got nothing after %v", got)
+				}
+				for _, m := range ev {
+					got = append(got, m["data"].(float64))
+				}
+			}
+			for i, v := range got {
+				if v != float64(i) {
+					t.Fatalf("messages %v, want 0..%d once each, in order", got, n-1)
+				}
+			}
+			if ss.QueueLen() != 0 {
+				t.Fatalf("%d messages left queued", ss.QueueLen())
+			}
+		})
 	}
 }
