@@ -217,3 +217,47 @@ func TestWebsocketWriteFailureRequeues(t *testing.T) {
 		})
 	}
 }
+
+// TestWebsocketMessagesPerFrame checks frame grouping with WSMessagesPerFrame
+// 3: seven messages queued before the first connect over a websocket go out
+// in frames of 3, 3 and 1, and the connect reply rides in the last frame.
+func TestWebsocketMessagesPerFrame(t *testing.T) {
+	ts := newTestServer(t, Config{WSMessagesPerFrame: 3})
+	id := ts.handshake(t) // over HTTP: no websocket takes the queue yet
+	ss := ts.Session(id)
+	const n = 7
+	for i := range n {
+		if err := ss.Deliver(nil, "/grouped", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := ts.dialWS(t)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c1"}]`, id))
+	var frames [][]msg
+	next := 0
+	for len(frames) == 0 || last(frames[len(frames)-1])["channel"] != "/meta/connect" {
+		f := ws.read()
+		for _, m := range events(f) {
+			if m["channel"] != "/grouped" || m["data"] != float64(next) {
+				t.Fatalf("frame %d holds %v, want message %d", len(frames), m, next)
+			}
+			next++
+		}
+		frames = append(frames, f)
+	}
+	if next != n {
+		t.Fatalf("got %d messages, want %d", next, n)
+	}
+	want := []int{3, 3, 2} // the last frame: message 6 and the connect reply
+	if len(frames) != len(want) {
+		t.Fatalf("%d frames, want %d: %v", len(frames), len(want), frames)
+	}
+	for i, f := range frames {
+		if len(f) != want[i] {
+			t.Errorf("frame %d holds %d messages, want %d: %v", i, len(f), want[i], f)
+		}
+	}
+	if r := last(frames[2]); r["successful"] != true || r["id"] != "c1" {
+		t.Errorf("connect reply %v", r)
+	}
+}
