@@ -46,7 +46,8 @@ type Config struct {
 	MaxInterval time.Duration
 	// MaxLazyTimeout bounds how long a lazy message may wait. 0 means DefaultMaxLazyTimeout.
 	MaxLazyTimeout time.Duration
-	// MaxQueue caps a session's queue in messages. 0 or -1 mean no message cap.
+	// MaxQueue caps a session's queue in messages; a message over it ends the
+	// session with ErrSlowConsumer. 0 or -1 mean no message cap.
 	MaxQueue int
 	// MaxQueueBytes caps a session's queue in encoded bytes; a session over it is
 	// disconnected with ErrSlowConsumer. 0 means DefaultMaxQueueBytes; -1 means no cap.

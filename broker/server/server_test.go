@@ -509,3 +509,40 @@ func TestChunkedBody(t *testing.T) {
 		t.Fatalf("chunked handshake: %d %v %v", resp.StatusCode, out, err)
 	}
 }
+
+// TestMaxQueueMessages fills a session's queue past MaxQueue messages (bytes
+// are not the limit here): the message over the cap ends the session as a
+// slow consumer and counts the messages dropped.
+func TestMaxQueueMessages(t *testing.T) {
+	const maxQueue = 3
+	ts := newTestServer(t, Config{MaxQueue: maxQueue, MaxQueueBytes: -1})
+	a := ts.connected(t)
+	ss := ts.Session(a)
+	reason := make(chan error, 1)
+	ss.AddRemovedListener(func(_ *ServerSession, r error) { reason <- r })
+	for i := range maxQueue {
+		if err := ss.Deliver(nil, "/q", i); err != nil {
+			t.Fatalf("message %d of %d refused: %v", i, maxQueue, err)
+		}
+	}
+	if n := ss.QueueLen(); n != maxQueue {
+		t.Fatalf("%d queued, want %d", n, maxQueue)
+	}
+	if err := ss.Deliver(nil, "/q", maxQueue); err != ErrSessionClosed {
+		t.Fatalf("message over MaxQueue: %v, want ErrSessionClosed", err)
+	}
+	select {
+	case r := <-reason:
+		if r != ErrSlowConsumer {
+			t.Fatalf("reason %v, want ErrSlowConsumer", r)
+		}
+	case <-time.After(testWait):
+		t.Fatal("session over MaxQueue kept")
+	}
+	if st := ts.Stats(); st.SlowConsumers != 1 || st.QueueDrops != maxQueue+1 || st.Sessions != 0 {
+		t.Fatalf("stats %+v, want 1 slow consumer, %d drops, no session", st, maxQueue+1)
+	}
+	if c := ts.connect(t, a)[0]; c["error"] != "402::session_unknown" || c["advice"].(msg)["reconnect"] != "handshake" {
+		t.Fatalf("connect after the overflow: %v", c)
+	}
+}
