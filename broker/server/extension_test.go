@@ -304,3 +304,82 @@ func TestAckUnacknowledgedCountsAgainstQueueCap(t *testing.T) {
 		t.Fatalf("session kept %d unacknowledged messages past the queue cap", ss.Unacknowledged())
 	}
 }
+
+// TestSessionMessageListener checks ServerSession.AddMessageListener: it sees
+// each message before it is queued to its session, with the sender, and
+// returning false drops the message for that session only.
+func TestSessionMessageListener(t *testing.T) {
+	ts := newTestServer(t, Config{Timeout: 100 * time.Millisecond})
+	a, b, c := ts.connected(t), ts.connected(t), ts.connected(t)
+	ts.subscribe(t, a, "/l/*")
+	ts.subscribe(t, c, "/l/*")
+	type call struct{ to, from, channel string }
+	calls := make(chan call, 10)
+	ts.Session(a).AddMessageListener(func(to, from *ServerSession, m *ServerMessage) bool {
+		calls <- call{to.ID(), from.ID(), m.Channel()}
+		return m.Channel() != "/l/drop"
+	})
+	ts.publish(t, b, "/l/keep", `1`)
+	ts.publish(t, b, "/l/drop", `2`)
+	// The publish replies came after the deliveries: the calls are made.
+	want := []call{{a, b, "/l/keep"}, {a, b, "/l/drop"}}
+	if len(calls) != len(want) {
+		t.Fatalf("listener called %d times, want %d", len(calls), len(want))
+	}
+	for _, w := range want {
+		if got := <-calls; got != w {
+			t.Fatalf("listener call %v, want %v", got, w)
+		}
+	}
+	if ev := events(ts.connect(t, a)); len(ev) != 1 || ev[0]["channel"] != "/l/keep" {
+		t.Fatalf("a got %v, want only /l/keep", ev)
+	}
+	if ev := events(ts.connect(t, c)); len(ev) != 2 {
+		t.Fatalf("c, with no listener, got %v, want both messages", ev)
+	}
+}
+
+// TestSessionChannelListenWithoutSubscribing checks SessionChannel.AddListener:
+// the listener hears what is delivered to its session on the channel, creates
+// no subscription and no channel, hears no publish to the channel, and stops
+// when removed.
+func TestSessionChannelListenWithoutSubscribing(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	local := ts.NewLocalSession("listener")
+	if err := local.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	ss := local.ServerSession()
+	var heard []string // dispatch to a local session runs on the deliverer's goroutine
+	remove := local.Channel("/direct/*").AddListener(func(m bayeux.Message) {
+		heard = append(heard, m.Channel()+" "+string(m.Data()))
+	})
+	if err := ts.Publish("/direct/x", "published"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.Deliver(nil, "/direct/x", "delivered"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.Deliver(nil, "/elsewhere", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 1 || heard[0] != `/direct/x "delivered"` {
+		t.Fatalf("listener heard %q, want only the delivered message", heard)
+	}
+	if subs := ss.Subscriptions(); len(subs) != 0 {
+		t.Fatalf("listening subscribed the session to %v", subs)
+	}
+	if ts.Channel("/direct/*") != nil || ts.Channel("/direct/x") != nil {
+		t.Fatal("listening created a channel")
+	}
+	if st := ts.Stats(); st.Subscriptions != 0 || st.Channels != 0 {
+		t.Fatalf("stats %+v, want no subscription and no channel", st)
+	}
+	remove()
+	if err := ss.Deliver(nil, "/direct/x", "after"); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 1 {
+		t.Fatalf("a removed listener heard %q", heard[1:])
+	}
+}
