@@ -205,12 +205,16 @@ func TestSessionExpiry(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	ts := newTestServer(t, Config{MaxMessageSize: 1024})
 	id := ts.connected(t)
+	baseline := ts.Stats()
 	tests := []struct {
 		name   string
 		body   string
 		status int
 		errStr string // expected reply error for 200 responses
 	}{
+		{"handshake, unsupported connection types", `[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["flash"]}]`, 200, "406::connection_type_unsupported"},
+		{"handshake, unsupported version", `[{"channel":"/meta/handshake","version":"1.0","minimumVersion":"2.0","supportedConnectionTypes":["long-polling"]}]`, 200, "400::version_unsupported"},
+		{"subscribe, one valid channel and one invalid", fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":["/fine","/a//b"]}]`, id), 200, "405::channel_invalid"},
 		{"malformed JSON", `[{"channel":"/meta/handshake"`, 400, ""},
 		{"not JSON at all", `hello`, 400, ""},
 		{"wrong field type", `[{"channel":"/meta/subscribe","clientId":"x","subscription":42}]`, 400, ""},
@@ -247,6 +251,12 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Nothing leaked: no session, channel or subscription is left over.
+	if st := ts.Stats(); st.Sessions != baseline.Sessions || st.Channels != baseline.Channels ||
+		st.Subscriptions != baseline.Subscriptions {
+		t.Fatalf("after bad input: %d sessions, %d channels, %d subscriptions; before: %d, %d, %d",
+			st.Sessions, st.Channels, st.Subscriptions, baseline.Sessions, baseline.Channels, baseline.Subscriptions)
 	}
 	// Nothing was lost or broken: the session still works.
 	ts.subscribe(t, id, "/still/works")

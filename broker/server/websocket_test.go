@@ -117,6 +117,36 @@ func TestWebsocketBadInput(t *testing.T) {
 		defer ts.wsMu.Unlock()
 		return len(ts.wsConns) == 1
 	})
+	// Nothing leaked: the one session left is the good connection's, with no
+	// channel or subscription.
+	if st := ts.Stats(); st.Sessions != 1 || st.Channels != 0 || st.Subscriptions != 0 {
+		t.Fatalf("after bad frames: %+v, want 1 session, no channel, no subscription", st)
+	}
+}
+
+// TestWebsocketBadFrameAfterHandshake closes a connection on a bad frame that
+// follows a handshake and a subscription: the session, its subscription and
+// its channel go when the session expires, and the connection is released.
+func TestWebsocketBadFrameAfterHandshake(t *testing.T) {
+	ts := newTestServer(t, Config{MaxInterval: 200 * time.Millisecond})
+	c := ts.dialWS(t)
+	id := c.handshake()
+	c.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/bad/after"}]`, id))
+	if r := c.readUntil("/meta/subscribe"); r["successful"] != true {
+		t.Fatalf("subscribe: %v", r)
+	}
+	c.send(`[{"channel":`)
+	_ = c.c.SetReadDeadline(time.Now().Add(testWait))
+	if _, _, err := c.c.ReadMessage(); closeCode(err) != websocket.CloseInvalidFramePayloadData {
+		t.Fatalf("bad frame: %v", err)
+	}
+	waitFor(t, "the session, channel and connection to go", func() bool {
+		ts.wsMu.Lock()
+		conns := len(ts.wsConns)
+		ts.wsMu.Unlock()
+		st := ts.Stats()
+		return conns == 0 && st.Sessions == 0 && st.Channels == 0 && st.Subscriptions == 0
+	})
 }
 
 // TestWebsocketEncodeOnce proves a publish to N websocket subscribers is encoded
