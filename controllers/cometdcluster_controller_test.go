@@ -702,15 +702,7 @@ func TestApplyErrorKeepsReportingTheRunningBrokers(t *testing.T) {
 			Conditions: []appsv1.DeploymentCondition{progressing(corev1.ConditionTrue, deploymentComplete, "done")}}
 	})
 	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
-	var version string
-	eventually(t, "a policy version", func() (bool, string) {
-		cur := &v1.CometdCluster{}
-		get(t, ns, "chat", cur)
-		version = cur.Status.PolicyVersion
-		return version != "", "none yet"
-	})
-	a.set(version, false)
-	b.set(version, false)
+	enforceCurrentPolicy(t, cc, a, b)
 	healthy := map[string]string{
 		v1.ConditionAvailable:     "True/" + ReasonBrokersReady,
 		v1.ConditionProgressing:   "False/" + ReasonRolloutComplete,

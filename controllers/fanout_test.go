@@ -115,15 +115,7 @@ func TestFanoutReadyIsRecheckedWhenTheMeshBreaksLater(t *testing.T) {
 		f.setPeers(2)
 		servers = append(servers, f)
 	}
-	var version string
-	eventually(t, "a policy version", func() (bool, string) {
-		cur := &v1.CometdCluster{}
-		get(t, ns, "chat", cur)
-		version = cur.Status.PolicyVersion
-		return version != "", "none yet"
-	})
-	a.set(version, false)
-	b.set(version, false)
+	enforceCurrentPolicy(t, cc, a, b)
 	waitConditions(t, cc, map[string]string{
 		v1.ConditionFanoutReady:   "True/" + ReasonFanoutMeshed,
 		v1.ConditionPolicyApplied: "True/" + ReasonPolicyEnforced,

@@ -49,6 +49,23 @@ func (f *fakeBroker) set(version string, fail bool) {
 	f.mu.Unlock()
 }
 
+// enforceCurrentPolicy waits until the cluster has compiled a policy version
+// and makes every broker report that it enforces it.
+func enforceCurrentPolicy(t *testing.T, cc *v1.CometdCluster, brokers ...*fakeBroker) string {
+	t.Helper()
+	var version string
+	eventually(t, "a policy version", func() (bool, string) {
+		cur := &v1.CometdCluster{}
+		get(t, cc.Namespace, cc.Name, cur)
+		version = cur.Status.PolicyVersion
+		return version != "", "none yet"
+	})
+	for _, b := range brokers {
+		b.set(version, false)
+	}
+	return version
+}
+
 // startBrokerPod creates a ready broker Pod of the cluster and its fake admin endpoint.
 func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker {
 	t.Helper()
