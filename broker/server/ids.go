@@ -26,7 +26,7 @@ func newClientID(nodeID string) string { return nodeID + clientIDSep + randomTok
 // issued by a Server of this package (its prefix is not a valid node ID).
 func OwnerOf(clientID string) string {
 	i := strings.LastIndex(clientID, clientIDSep)
-	if i <= 0 || validNodeID(clientID[:i]) != nil {
+	if i <= 0 || !isNodeID(clientID[:i]) {
 		return ""
 	}
 	return clientID[:i]
@@ -34,15 +34,30 @@ func OwnerOf(clientID string) string {
 
 // validNodeID reports whether id can prefix clientIds.
 func validNodeID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("server: node ID must have 1 to 128 characters, got %d", len(id))
+	if id == "" || len(id) > maxNodeID {
+		return fmt.Errorf("server: node ID must have 1 to %d characters, got %d", maxNodeID, len(id))
 	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("server: node ID %q may only hold letters, digits, '-', '_' and '.'", id)
-		}
+	if !isNodeID(id) {
+		return fmt.Errorf("server: node ID %q may only hold letters, digits, '-', '_' and '.'", id)
 	}
 	return nil
+}
+
+// maxNodeID bounds a node ID's length.
+const maxNodeID = 128
+
+// isNodeID is validNodeID without the error: cheap enough for every message.
+func isNodeID(id string) bool {
+	if id == "" || len(id) > maxNodeID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // SanitizeNodeID turns any name (a pod name, a hostname) into a valid node ID.
