@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,20 +70,24 @@ func TestStatusReportsBackboneConnected(t *testing.T) {
 }
 
 // TestHealthzFailsWhenBackboneDead: /healthz stays ok through a NATS outage
-// the client recovers from, but fails once the client has closed the
-// connection for good (here a server with a short max_control_line ends it),
-// so that Kubernetes restarts the broker.
+// the client recovers from (only /readyz fails), but fails once the client has
+// closed the connection for good (here a server with a short max_control_line
+// ends it), so that Kubernetes restarts the broker.
 func TestHealthzFailsWhenBackboneDead(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
-		NoLog: true, NoSigs: true, MaxControlLine: 256})
-	if err != nil {
-		t.Fatal(err)
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true, MaxControlLine: 256}
+	startNATS := func() *natsserver.Server {
+		ns, err := natsserver.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		t.Cleanup(ns.Shutdown)
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS not ready")
+		}
+		return ns
 	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
+	ns := startNATS()
 	bb, closeBB, err := openBackbone(&config.File{Cluster: "c1", NATS: config.NATS{URL: ns.ClientURL()}}, "n1")
 	if err != nil {
 		t.Fatal(err)
@@ -104,23 +109,44 @@ func TestHealthzFailsWhenBackboneDead(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	waitProbe := func(path string, want int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			code, got := probe(path)
+			if code == want && strings.Contains(got, body) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %d %q, want %d with %q", path, code, got, want, body)
+			}
+			<-tick.C
+		}
+	}
 	if code, body := probe("/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %q on a connected broker", code, body)
 	}
-	_ = bb.Publish("/"+strings.Repeat("x", 400), []byte(`{}`))
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		code, body := probe("/healthz")
-		if code == http.StatusServiceUnavailable && strings.Contains(body, "closed for good") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz = %d %q, want 503 once NATS closed the connection", code, body)
-		}
-		<-tick.C
+
+	// An outage the client recovers from: not ready, but alive throughout.
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitProbe("/readyz", http.StatusServiceUnavailable, "backbone")
+	if code, body := probe("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d %q while NATS is only down", code, body)
 	}
+	startNATS()
+	waitProbe("/readyz", http.StatusOK, "ok")
+	if code, body := probe("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d %q after NATS came back", code, body)
+	}
+
+	// The server closes the connection for good over a subject longer than
+	// its max_control_line.
+	_ = bb.Publish("/"+strings.Repeat("x", 400), []byte(`{}`))
+	waitProbe("/healthz", http.StatusServiceUnavailable, "closed for good")
 	if code, _ := probe("/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d with the backbone closed, want 503", code)
 	}
