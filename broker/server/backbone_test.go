@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -8,11 +9,34 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 )
 
-// countingBackbone records the calls the server makes on a real Memory backbone.
+// countingBackbone records the calls the server makes on a real Memory
+// backbone, and how many of its requests are in flight (now and at the peak).
 type countingBackbone struct {
 	*backbone.Memory
 	mu    sync.Mutex
 	calls []string
+
+	inFlight, peak int
+}
+
+func (c *countingBackbone) Request(ctx context.Context, node string, data []byte) ([]byte, error) {
+	c.mu.Lock()
+	c.inFlight++
+	c.peak = max(c.peak, c.inFlight)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}()
+	return c.Memory.Request(ctx, node, data)
+}
+
+// requests returns the requests in flight and the peak.
+func (c *countingBackbone) requests() (inFlight, peak int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inFlight, c.peak
 }
 
 func (c *countingBackbone) record(s string) {

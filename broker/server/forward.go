@@ -241,8 +241,8 @@ type forwardJob struct {
 // request at a time, as they would be processed on the owner's own websocket.
 // A /meta/connect, which the owner may hold, is split off and forwarded on its
 // own, so that it holds up none of the batches behind it. The reader waits while
-// more than wsMaxPending batches are queued. At most one connect batch per
-// connection is in flight (see forwardConnect).
+// more than wsMaxPending batches are queued. At most maxForwardedConnects connect
+// batches per connection are in flight (see forwardConnect).
 func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
 	req, owner := s.forwardTarget(msgs)
 	if req == nil {
@@ -318,7 +318,7 @@ func (wc *wsConn) forwardLoop(s *Server, req backbone.Requester) {
 		case wc.fwdSpace <- struct{}{}:
 		default:
 		}
-		s.forwardOne(context.Background(), wc, req, j)
+		s.forwardOne(wc, req, j)
 	}
 }
 
@@ -355,7 +355,7 @@ const maxForwardedConnects = 2
 // until none is waiting.
 func (wc *wsConn) connectLoop(s *Server, req backbone.Requester, j forwardJob) {
 	for {
-		s.forwardOne(context.Background(), wc, req, j)
+		s.forwardOne(wc, req, j)
 		wc.mu.Lock()
 		next := wc.fwdConnNext
 		if next == nil {
@@ -394,15 +394,12 @@ func (wc *wsConn) queueReplies(replies []*ServerMessage) {
 }
 
 // forwardOne sends one batch to its owner and queues the replies for wc's
-// writer. It reports false when it queued none because ctx ended or the
-// connection is gone.
-func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Requester, j forwardJob) bool {
-	select {
-	case <-wc.finished:
-		return false // the connection is gone
-	default:
+// writer, unless the connection is gone.
+func (s *Server) forwardOne(wc *wsConn, req backbone.Requester, j forwardJob) {
+	if closed(wc.finished) {
+		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+forwardMargin)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
 	go func() { // the connection's end cancels the request (and the owner's hold)
 		select {
@@ -411,10 +408,6 @@ func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Reques
 		case <-ctx.Done():
 		}
 	}()
-	if j.connect {
-		s.stats.forwardedConnectStarted()
-		defer s.stats.fwdConnects.Add(-1)
-	}
 	resp, err := req.Request(ctx, j.owner, j.payload)
 	var replies []*ServerMessage
 	switch {
@@ -422,8 +415,8 @@ func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Reques
 		for _, m := range j.msgs {
 			replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
 		}
-	case err != nil && ctx.Err() != nil:
-		return false // the connection is gone, or a newer connect replaced this one
+	case err != nil && closed(wc.finished):
+		return // the connection is gone: nobody to answer
 	case err == nil:
 		// A reply that arrived is written even if ctx ended since: it may
 		// carry messages the owner took from the queue.
@@ -438,7 +431,7 @@ func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Reques
 		}
 		err = errors.New("malformed reply")
 		fallthrough
-	default:
+	default: // an owner that failed or did not answer in time
 		s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", j.owner, "err", err)
 		for _, m := range j.msgs {
 			r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
@@ -447,16 +440,14 @@ func (s *Server) forwardOne(ctx context.Context, wc *wsConn, req backbone.Reques
 		}
 	}
 	wc.queueReplies(replies)
-	return true
 }
 
-// forwardedConnectStarted counts a forwarded connect batch in flight.
-func (c *counters) forwardedConnectStarted() {
-	n := c.fwdConnects.Add(1)
-	for {
-		p := c.fwdConnectsPeak.Load()
-		if n <= p || c.fwdConnectsPeak.CompareAndSwap(p, n) {
-			return
-		}
+// closed reports whether ch is closed (it is only ever closed, never sent on).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

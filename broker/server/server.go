@@ -72,9 +72,6 @@ type counters struct {
 	remote                            atomic.Int64 // sessions that are not LocalSessions
 	messagesIn, messagesOut           atomic.Uint64
 	published, queueDrops, slow       atomic.Uint64
-	// Forwarded /meta/connect batches in flight from websockets, and their
-	// high-water mark (forward.go).
-	fwdConnects, fwdConnectsPeak atomic.Int64
 }
 
 // Server is one Bayeux node.

@@ -381,8 +381,11 @@ func (ss *ServerSession) takeQueue() []*ServerMessage {
 }
 
 // requeue puts msgs, taken from the queue but not delivered (their websocket
-// write failed), back at the head of the queue in order, and wakes whoever
-// waits for the session's messages. It does nothing once the session ended.
+// write failed), back at the head of the queue, in their order, and wakes
+// whoever waits for the session's messages. They are not lost, but they are
+// not always first: if the client has meanwhile reconnected and received newer
+// messages on another connection, the put-back ones arrive after those. It
+// does nothing once the session ended.
 func (ss *ServerSession) requeue(msgs []*ServerMessage) {
 	ss.mu.Lock()
 	if ss.reason != nil {

@@ -441,8 +441,9 @@ func (wc *wsConn) writeBatches(ss *ServerSession, msgs []*ServerMessage, queued 
 
 // settle ends the writer's round, in which n bytes were written and the write
 // failed with err: the queued messages of the frames that were not written go
-// back to the head of their session's queue, in order, for the session's next
-// connection. Messages in a frame that was only partly written are put back
+// back to the head of their session's queue, in their order, for the
+// session's next connection (see ServerSession.requeue for what a reconnect in
+// between does to the order). Messages in a frame that was only partly written are put back
 // too: the client cannot have read them.
 func (wc *wsConn) settle(n int, err error) {
 	var back []*ServerMessage
