@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -447,6 +448,13 @@ func TestInvalidPolicyFreezesTheACLAndEveryPolicySaysSo(t *testing.T) {
 		p.Spec.Rules = append(p.Spec.Rules, allow("write", []v1.PolicyAction{v1.ActionPublish}, []v1.ChannelPattern{"/chat/**"}, "authenticated"))
 	})
 	waitAccepted(t, members, metav1.ConditionFalse, ReasonACLFrozen)
+	// The cache now holds the changed policy (its reconciler saw it). A spec
+	// change makes the cluster's reconciler run after that, and its status
+	// says when it has: only then is an unchanged ACL proof of the freeze.
+	updateCluster(t, cc, func(c *v1.CometdCluster) {
+		c.Spec.Broker.Timeout = &metav1.Duration{Duration: 45 * time.Second}
+	})
+	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "False/" + ReasonPolicyRejected})
 	if d, _ := policyDoc(t, cc); d.Version != frozen.Version {
 		t.Errorf("the ACL changed while a policy was invalid: %+v", d.Rules)
 	}
