@@ -189,7 +189,7 @@ func (r *CometdClusterReconciler) policyRecheck(cc *v1.CometdCluster) time.Durat
 		}
 		return defaultPolicyRecheck
 	}
-	if !cc.ManagedNATS() && (cc.Spec.NATS == nil || cc.Spec.NATS.URL == "") {
+	if !cc.ManagedNATS() && !cc.ExternalNATS() {
 		return 0
 	}
 	if r.FanoutRecheckInterval > 0 {

@@ -221,7 +221,7 @@ func policyAppliedCondition(latest string, compileErr, writeErr error, reports [
 	case len(behind) > 0 && writeErr != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonApplyFailed
 		c.Message = fmt.Sprintf("%d of %d ready brokers enforce policy version %s; the others (%s) cannot receive it: "+
-			"the operator could not write the policy ConfigMap: %v",
+			"the apply stopped before the policy ConfigMap was written: %v",
 			len(reports)-len(behind), len(reports), latest, strings.Join(behind, ", "), writeErr)
 	case len(behind) > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonPolicyPropagating

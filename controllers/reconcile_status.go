@@ -53,7 +53,7 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 		ManagedNATS:    cc.ManagedNATS(),
 		NATSReplicas:   resources.NATSReplicas(cc),
 		NATS:           obs.natsRoutes,
-		ExternalNATS:   cc.Spec.NATS != nil && cc.Spec.NATS.URL != "",
+		ExternalNATS:   cc.ExternalNATS(),
 		Brokers:        obs.brokers,
 		BrokersChecked: obs.brokersChecked,
 	}))

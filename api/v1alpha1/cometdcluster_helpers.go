@@ -14,3 +14,8 @@ func (c *CometdCluster) ChildName(suffix string) string {
 func (c *CometdCluster) ManagedNATS() bool {
 	return c.Spec.NATS != nil && c.Spec.NATS.Managed != nil
 }
+
+// ExternalNATS reports whether the cluster's brokers join a NATS at a URL.
+func (c *CometdCluster) ExternalNATS() bool {
+	return c.Spec.NATS != nil && c.Spec.NATS.URL != ""
+}
