@@ -86,6 +86,10 @@ type File struct {
 	// MaxSubscriptionsPerSession caps the channels one session may subscribe to.
 	// 0 means the server's default (1000); -1 means no cap.
 	MaxSubscriptionsPerSession int `json:"maxSubscriptionsPerSession,omitempty"`
+	// MaxSessions caps the client sessions one broker holds at once; a handshake
+	// past it is refused with 503::too_many_sessions and advice to handshake
+	// again later. 0 means no limit.
+	MaxSessions int `json:"maxSessions,omitempty"`
 
 	// NATS configures the backbone. A zero value means an embedded NATS server.
 	NATS NATS `json:"nats,omitempty"`
@@ -144,7 +148,7 @@ func (f *File) Validate() error {
 		{"timeoutMs", f.TimeoutMs}, {"intervalMs", f.IntervalMs}, {"maxIntervalMs", f.MaxIntervalMs},
 		{"maxLazyTimeoutMs", f.MaxLazyTimeoutMs}, {"maxQueueBytes", f.MaxQueueBytes},
 		{"maxMessageSize", f.MaxMessageSize}, {"wsMessagesPerFrame", int64(f.WSMessagesPerFrame)},
-		{"drainGracePeriodMs", f.DrainGracePeriodMs},
+		{"drainGracePeriodMs", f.DrainGracePeriodMs}, {"maxSessions", int64(f.MaxSessions)},
 	} {
 		if v.n < 0 {
 			return fmt.Errorf("broker config: %s must not be negative, got %d", v.name, v.n)

@@ -22,6 +22,8 @@ func TestParseAndValidate(t *testing.T) {
 		{"relative mount path", "mountPath: cometd\n", "mountPath must start with '/'"},
 		{"maxQueue below -1", "maxQueue: -2\n", "maxQueue must be -1"},
 		{"drainRate negative", "drainRate: -2\n", "drainRate must be -1"},
+		{"session cap", "maxSessions: 5000\n", ""},
+		{"negative session cap", "maxSessions: -1\n", "maxSessions must not be negative"},
 		{"subscriptions cap below -1", "maxSubscriptionsPerSession: -5\n", "maxSubscriptionsPerSession must be -1"},
 	}
 	for _, tt := range tests {
@@ -47,7 +49,7 @@ func TestDefaultsAndRoundTrip(t *testing.T) {
 		t.Errorf("EnabledTransports() = %v, want %v", got, DefaultTransports)
 	}
 	in := File{Cluster: "chat", TimeoutMs: 45000, Transports: []string{TransportLongPolling}, DrainRate: 10,
-		MaxSubscriptionsPerSession: 50, NATS: NATS{URL: "nats://a:4222,nats://b:4222", CredsFile: "/c"}}
+		MaxSubscriptionsPerSession: 50, MaxSessions: 10000, NATS: NATS{URL: "nats://a:4222,nats://b:4222", CredsFile: "/c"}}
 	b, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)

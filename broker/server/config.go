@@ -78,6 +78,11 @@ type Config struct {
 	// 403::subscription_limit. Server-side subscriptions (ServerChannel.Subscribe)
 	// are not capped. 0 means DefaultMaxSubscriptionsPerSession; -1 means no cap.
 	MaxSubscriptionsPerSession int
+	// MaxSessions caps the remote sessions (LocalSessions are not counted) this
+	// server holds at once; a handshake past it fails with 503::too_many_sessions
+	// and advice to handshake again after a few seconds, so that a flood of
+	// handshakes cannot exhaust the broker's memory. 0 means no limit.
+	MaxSessions int
 	// DrainRate is how many sessions per second a drain releases (their held
 	// /meta/connect answered with reconnect "retry"), so that the clients of a
 	// draining node do not all arrive at the other nodes at the same instant.
@@ -111,6 +116,7 @@ func ConfigFromFile(f *config.File) Config {
 		DrainRate:          f.DrainRate,
 
 		MaxSubscriptionsPerSession: f.MaxSubscriptionsPerSession,
+		MaxSessions:                f.MaxSessions,
 	}
 	return c
 }
@@ -146,6 +152,7 @@ func (c *Config) validate() error {
 		{"WSMessagesPerFrame", int64(c.WSMessagesPerFrame), false},
 		{"MaxSessionsPerBrowser", int64(c.MaxSessionsPerBrowser), true},
 		{"MaxSubscriptionsPerSession", int64(c.MaxSubscriptionsPerSession), true},
+		{"MaxSessions", int64(c.MaxSessions), false},
 	}
 	for _, n := range counts {
 		switch {

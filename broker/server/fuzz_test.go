@@ -72,10 +72,10 @@ func TestConfigDefaultsMatchCometD(t *testing.T) {
 var emptyFile = config.File{}
 
 func TestConfigFromFileMapsLimits(t *testing.T) {
-	c := ConfigFromFile(&config.File{DrainRate: 25, MaxSubscriptionsPerSession: -1, MaxQueue: 7})
-	if c.DrainRate != 25 || c.MaxSubscriptionsPerSession != -1 || c.MaxQueue != 7 {
-		t.Errorf("ConfigFromFile lost settings: DrainRate %v, MaxSubscriptionsPerSession %d, MaxQueue %d",
-			c.DrainRate, c.MaxSubscriptionsPerSession, c.MaxQueue)
+	c := ConfigFromFile(&config.File{DrainRate: 25, MaxSubscriptionsPerSession: -1, MaxQueue: 7, MaxSessions: 3})
+	if c.DrainRate != 25 || c.MaxSubscriptionsPerSession != -1 || c.MaxQueue != 7 || c.MaxSessions != 3 {
+		t.Errorf("ConfigFromFile lost settings: DrainRate %v, MaxSubscriptionsPerSession %d, MaxQueue %d, MaxSessions %d",
+			c.DrainRate, c.MaxSubscriptionsPerSession, c.MaxQueue, c.MaxSessions)
 	}
 }
 
@@ -96,6 +96,8 @@ func TestNewServerRejectsNegativeConfig(t *testing.T) {
 		{"MaxQueueBytes -5", Config{MaxQueueBytes: -5}, "MaxQueueBytes"},
 		{"MaxQueueBytes -1 means no cap", Config{MaxQueueBytes: -1}, ""},
 		{"MaxMessageSize", Config{MaxMessageSize: -1}, "MaxMessageSize"},
+		{"MaxSessions -1", Config{MaxSessions: -1}, "MaxSessions"},
+		{"MaxSessions 0 means no limit", Config{MaxSessions: 0}, ""},
 		{"WSMessagesPerFrame -1", Config{WSMessagesPerFrame: -1}, "WSMessagesPerFrame"},
 		{"WSMessagesPerFrame -3", Config{WSMessagesPerFrame: -3}, "WSMessagesPerFrame"},
 		{"MaxSessionsPerBrowser -2", Config{MaxSessionsPerBrowser: -2}, "MaxSessionsPerBrowser"},

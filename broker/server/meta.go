@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,16 @@ const errMessageDeleted = "404::message_deleted"
 
 // drainInterval is the least advice.interval given while draining.
 const drainInterval = time.Second
+
+// errTooManySessions refuses a handshake while Config.MaxSessions remote
+// sessions are live. The advice tells the client to handshake again after
+// fullInterval plus up to fullJitter, so that refused clients do not all come
+// back at once (and, behind a Service, may land on another broker).
+const (
+	errTooManySessions = "503::too_many_sessions"
+	fullInterval       = 2 * time.Second
+	fullJitter         = 3 * time.Second
+)
 
 // reqInfo describes the transport a batch arrived on.
 type reqInfo struct {
@@ -170,13 +181,22 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		r.m.SupportedConnectionTypes = s.cfg.Transports
 		return s.fail(r, bayeux.ErrConnTypeMismatch), nil
 	}
+	if !s.takeSlot() {
+		s.stats.refused.Add(1)
+		wait := fullInterval + rand.N(fullJitter)
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectHandshake, wait.Milliseconds())
+		return s.fail(r, errTooManySessions), nil
+	}
 	ss := newSession(s)
+	ss.slot = s.cfg.MaxSessions > 0
 	ss.browser = ri.browser
 	ss.userAgent = ri.userAgent
 	if !s.incoming(ss, m) {
+		s.giveBackSlot(ss)
 		return s.fail(r, errMessageDeleted), ss
 	}
 	if !s.cfg.Security.CanHandshake(s, ss, m) {
+		s.giveBackSlot(ss)
 		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		return s.fail(r, bayeux.ErrHandshakeDenied), ss
 	}

@@ -65,6 +65,9 @@ type Stats struct {
 	QueueDrops uint64
 	// SlowConsumers counts sessions ended because their queue overflowed.
 	SlowConsumers uint64
+	// HandshakesRefused counts handshakes refused with 503::too_many_sessions
+	// because Config.MaxSessions remote sessions were live.
+	HandshakesRefused uint64
 }
 
 type counters struct {
@@ -72,6 +75,8 @@ type counters struct {
 	remote                            atomic.Int64 // sessions that are not LocalSessions
 	messagesIn, messagesOut           atomic.Uint64
 	published, queueDrops, slow       atomic.Uint64
+	slots                             atomic.Int64 // Config.MaxSessions slots taken
+	refused                           atomic.Uint64
 }
 
 // Server is one Bayeux node.
@@ -182,6 +187,8 @@ func (s *Server) Stats() Stats {
 		Published:     s.stats.published.Load(),
 		QueueDrops:    s.stats.queueDrops.Load(),
 		SlowConsumers: s.stats.slow.Load(),
+
+		HandshakesRefused: s.stats.refused.Load(),
 	}
 }
 
@@ -271,6 +278,39 @@ func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) {
 	}
 }
 
+// takeSlot takes one of the Config.MaxSessions slots for a remote session
+// being handshaken and reports whether it could; with no limit it takes none
+// and reports true. The compare-and-swap keeps concurrent handshakes from
+// passing the limit together. The handshake marks the session that holds the
+// slot (ServerSession.slot); removeSession gives it back once the session was
+// added, giveBackSlot when the handshake fails before that.
+func (s *Server) takeSlot() bool {
+	limit := int64(s.cfg.MaxSessions)
+	if limit <= 0 {
+		return true
+	}
+	for {
+		n := s.stats.slots.Load()
+		if n >= limit {
+			return false
+		}
+		if s.stats.slots.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// giveBackSlot returns the slot of a session whose handshake failed.
+func (s *Server) giveBackSlot(ss *ServerSession) {
+	ss.mu.Lock()
+	slot := ss.slot
+	ss.slot = false
+	ss.mu.Unlock()
+	if slot {
+		s.stats.slots.Add(-1)
+	}
+}
+
 // removeSession ends ss with reason; the first call wins.
 func (s *Server) removeSession(ss *ServerSession, reason error) {
 	ss.mu.Lock()
@@ -284,6 +324,10 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		subs = append(subs, c)
 	}
 	registered := ss.handshook
+	slot := registered && ss.slot // an unregistered one is the handshake's to give back
+	if slot {
+		ss.slot = false
+	}
 	rm := ss.rmListen
 	ws := ss.ws
 	dropped := len(ss.queue)
@@ -310,6 +354,9 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		s.unsubscribe(ss, c)
 	}
 	s.stats.sessions.Add(-1)
+	if slot { // after the session count, so Stats().Sessions never passes MaxSessions
+		s.stats.slots.Add(-1)
+	}
 	if ss.local == nil && s.stats.remote.Add(-1) == 0 {
 		select {
 		case s.emptied <- struct{}{}:

@@ -73,6 +73,7 @@ type ServerSession struct {
 	ws          *wsConn
 	connected   bool
 	handshook   bool
+	slot        bool // holds one of Config.MaxSessions' slots
 	lastActive  time.Time
 	reason      error
 	attrs       map[string]any

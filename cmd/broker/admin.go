@@ -45,6 +45,7 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	counter("cometd_published_total", "Messages published, locally or from the backbone.", func(s server.Stats) float64 { return float64(s.Published) })
 	counter("cometd_queue_drops_total", "Messages dropped from session queues.", func(s server.Stats) float64 { return float64(s.QueueDrops) })
 	counter("cometd_slow_consumers_total", "Sessions ended because their queue overflowed.", func(s server.Stats) float64 { return float64(s.SlowConsumers) })
+	counter("cometd_handshakes_refused_total", "Handshakes refused because the broker held maxSessions sessions.", func(s server.Stats) float64 { return float64(s.HandshakesRefused) })
 	registerBackboneMetrics(a.reg, bb)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
 		func() float64 {

@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -90,15 +91,21 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 			*dst = v
 		}
 	}
+	maxSessions := int64(f.MaxSessions)
 	for name, dst := range map[string]*int64{
 		"COMETD_TIMEOUT_MS": &f.TimeoutMs, "COMETD_INTERVAL_MS": &f.IntervalMs,
 		"COMETD_MAX_INTERVAL_MS": &f.MaxIntervalMs, "COMETD_MAX_QUEUE_BYTES": &f.MaxQueueBytes,
 		"COMETD_MAX_MESSAGE_SIZE": &f.MaxMessageSize, "COMETD_DRAIN_GRACE_PERIOD_MS": &f.DrainGracePeriodMs,
+		"COMETD_MAX_SESSIONS": &maxSessions,
 	} {
 		if err := envInt64(getenv, name, dst); err != nil {
 			return nil, err
 		}
 	}
+	if maxSessions < math.MinInt32 || maxSessions > math.MaxInt32 {
+		return nil, fmt.Errorf("COMETD_MAX_SESSIONS: %d is out of range", maxSessions)
+	}
+	f.MaxSessions = int(maxSessions)
 	if v := getenv("COMETD_ALLOWED_ORIGINS"); v != "" {
 		f.AllowedOrigins = strings.Split(v, ",")
 	}
