@@ -106,7 +106,7 @@ func TestCometdClusterAcceptsFullSpec(t *testing.T) {
 		},
 		"broker": map[string]any{
 			"timeout": "25s", "interval": "0s", "maxInterval": "1m30s",
-			"maxQueue": 1000, "maxQueueSize": "8Mi", "maxMessageSize": "128Ki",
+			"maxQueue": 1000, "maxQueueSize": "8Mi", "maxMessageSize": "128Ki", "maxSessions": 20000,
 			"transports":     []any{"websocket", "long-polling"},
 			"allowedOrigins": []any{"https://app.example.com", "http://localhost:3000"},
 		},
@@ -182,6 +182,8 @@ func TestCometdClusterValidation(t *testing.T) {
 			"spec.broker.maxInterval must be at least 1s"},
 		{"broker maxQueue below -1", map[string]any{"broker": map[string]any{"maxQueue": -2}},
 			"spec.broker.maxQueue"},
+		{"broker maxSessions negative", map[string]any{"broker": map[string]any{"maxSessions": -1}},
+			"spec.broker.maxSessions"},
 		{"broker maxMessageSize not a quantity", map[string]any{"broker": map[string]any{"maxMessageSize": "lots"}},
 			"spec.broker.maxMessageSize"},
 		{"broker maxMessageSize too large", map[string]any{"broker": map[string]any{"maxMessageSize": "1Gi"}},

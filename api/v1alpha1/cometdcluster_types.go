@@ -222,6 +222,15 @@ type BrokerSettings struct {
 	// +optional
 	MaxQueue *int32 `json:"maxQueue,omitempty"`
 
+	// MaxSessions caps the client sessions one broker pod holds at once, so a
+	// flood of handshakes cannot exhaust its memory. A handshake past it is
+	// refused with 503::too_many_sessions and advice to handshake again after
+	// a few seconds (through the Service, possibly on another pod). 0 or
+	// absent means no limit.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxSessions *int32 `json:"maxSessions,omitempty"`
+
 	// MaxQueueSize caps a session's queue in bytes; a session over it is
 	// disconnected as a slow consumer.
 	// +kubebuilder:default="4Mi"

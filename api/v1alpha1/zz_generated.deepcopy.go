@@ -145,6 +145,11 @@ func (in *BrokerSettings) DeepCopyInto(out *BrokerSettings) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.MaxSessions != nil {
+		in, out := &in.MaxSessions, &out.MaxSessions
+		*out = new(int32)
+		**out = **in
+	}
 	if in.MaxQueueSize != nil {
 		in, out := &in.MaxQueueSize, &out.MaxQueueSize
 		x := (*in).DeepCopy()

@@ -59,6 +59,9 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 	if s.MaxQueue != nil {
 		f.MaxQueue = int(*s.MaxQueue)
 	}
+	if s.MaxSessions != nil {
+		f.MaxSessions = int(*s.MaxSessions)
+	}
 	if s.MaxQueueSize != nil {
 		f.MaxQueueBytes = s.MaxQueueSize.Value()
 	}

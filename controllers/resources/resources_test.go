@@ -227,6 +227,7 @@ func TestBrokerConfigRendersSpec(t *testing.T) {
 	cc := cluster(func(cc *v1.CometdCluster) {
 		cc.Spec.Broker.Timeout.Duration = 25 * time.Second
 		cc.Spec.Broker.MaxQueue = ptr.To[int32](500)
+		cc.Spec.Broker.MaxSessions = ptr.To[int32](20000)
 		cc.Spec.Broker.MaxMessageSize = ptr.To(resource.MustParse("128Ki"))
 		cc.Spec.Broker.Transports = []v1.Transport{v1.TransportWebsocket}
 		cc.Spec.Broker.AllowedOrigins = []string{"https://app.example.com"}
@@ -244,7 +245,7 @@ func TestBrokerConfigRendersSpec(t *testing.T) {
 	want := config.File{
 		Cluster: "ns1/chat", Listen: ":8080", AdminListen: ":8081", MountPath: "/cometd",
 		TimeoutMs: 25000, MaxIntervalMs: 10000, MaxQueue: 500, MaxQueueBytes: 4 << 20, MaxMessageSize: 128 << 10,
-		Transports: []string{"websocket"}, AllowedOrigins: []string{"https://app.example.com"},
+		MaxSessions: 20000, Transports: []string{"websocket"}, AllowedOrigins: []string{"https://app.example.com"},
 		DrainGracePeriodMs: 55000, PolicyFile: "/etc/cometd/policy/policy.json",
 		NATS: config.NATS{URL: "nats://nats.infra:4222", CredsFile: "/etc/cometd/nats/nats.creds"},
 	}
@@ -275,6 +276,7 @@ func TestConfigHashFollowsSettings(t *testing.T) {
 	}{
 		{"timeout", func(cc *v1.CometdCluster) { cc.Spec.Broker.Timeout.Duration = time.Minute }, true},
 		{"transports", func(cc *v1.CometdCluster) { cc.Spec.Broker.Transports = []v1.Transport{"websocket"} }, true},
+		{"maxSessions", func(cc *v1.CometdCluster) { cc.Spec.Broker.MaxSessions = ptr.To[int32](100) }, true},
 		{"nats url", func(cc *v1.CometdCluster) { cc.Spec.NATS.URL = "nats://other:4222" }, true},
 		{"replicas", func(cc *v1.CometdCluster) { cc.Spec.Replicas = ptr.To[int32](7) }, false},
 		{"service port", func(cc *v1.CometdCluster) { cc.Spec.Service.Port = 8080 }, false},
