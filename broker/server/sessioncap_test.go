@@ -206,3 +206,44 @@ func TestMaxSessionsConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHandshakeDisconnect measures a handshake and a disconnect with no
+// session cap and with one (the slot's compare-and-swap), and a handshake
+// refused at the cap.
+func BenchmarkHandshakeDisconnect(b *testing.B) {
+	hs := func() *bayeux.Mutable {
+		return &bayeux.Mutable{Channel: bayeux.MetaHandshake, Version: "1.0", SupportedConnectionTypes: []string{"long-polling"}}
+	}
+	ri := reqInfo{transport: "long-polling"}
+	for _, tc := range []struct {
+		name  string
+		limit int
+	}{{"nolimit", 0}, {"capped", 1 << 20}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s, err := NewServer(Config{MaxSessions: tc.limit})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				r := s.process([]*bayeux.Mutable{hs()}, ri).replies[0].m
+				s.Session(r.ClientID).Disconnect()
+			}
+		})
+	}
+	b.Run("refused", func(b *testing.B) {
+		s, err := NewServer(Config{MaxSessions: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		s.process([]*bayeux.Mutable{hs()}, ri)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := s.process([]*bayeux.Mutable{hs()}, ri).replies[0].m; r.Error != errTooManySessions {
+				b.Fatalf("reply %+v", r)
+			}
+		}
+	})
+}
