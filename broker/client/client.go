@@ -585,7 +585,12 @@ func (c *Client) run(ctx context.Context, done chan struct{}) {
 				failures++
 				cause = err
 				c.setState(StateUnconnected, err)
-				if !c.wait(ctx, c.backoff(failures)) {
+				delay := c.backoff(failures)
+				if be != nil && be.Advice != nil && be.Advice.Interval != nil {
+					// A server that refuses for now (a full broker) says when to come back.
+					delay = max(delay, time.Duration(*be.Advice.Interval)*time.Millisecond)
+				}
+				if !c.wait(ctx, delay) {
 					return
 				}
 				continue

@@ -788,3 +788,65 @@ func testConnectIntervalAdvice(t *testing.T, tr string) {
 		t.Fatal("no second connect")
 	}
 }
+
+// TestRehandshakeHonoursRefusalInterval: when the client re-handshakes on its
+// own and the server refuses with an advised interval (a full broker answers
+// 503::too_many_sessions with one), the next attempt waits at least that long,
+// even though the client's own backoff is far shorter.
+func TestRehandshakeHonoursRefusalInterval(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	var (
+		mu         sync.Mutex
+		handshakes int
+		refusedAt  time.Time
+		gap        = make(chan time.Duration, 1)
+		s          *scripted
+	)
+	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
+		m := batch[0]
+		switch m.Channel {
+		case client.ChannelHandshake:
+			mu.Lock()
+			handshakes++
+			n := handshakes
+			switch n {
+			case 2:
+				refusedAt = time.Now() // before the reply: the real gap is longer
+			case 3:
+				gap <- time.Since(refusedAt)
+			}
+			mu.Unlock()
+			if n == 2 {
+				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "503::too_many_sessions",
+					"advice": reply{"reconnect": "handshake", "interval": interval.Milliseconds()}}}
+			}
+			id := "c1"
+			if n > 1 {
+				id = "c3"
+			}
+			return 200, []reply{handshakeOK(m, id, nil)}
+		case client.ChannelConnect:
+			mu.Lock()
+			n := handshakes
+			mu.Unlock()
+			if n == 1 { // the session is gone: handshake again
+				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "402::session_unknown",
+					"advice": reply{"reconnect": "handshake", "interval": 0}}}
+			}
+			s.hold(r)
+			return 200, "[]"
+		}
+		return 200, []reply{ok(m, nil)}
+	})
+	newTestClient(t, s.url(), client.TransportLongPolling, func(c *client.Config) {
+		c.BackoffBase = time.Millisecond
+	})
+	select {
+	case g := <-gap:
+		if g < interval {
+			t.Fatalf("handshake retried %v after a refusal advising %v", g, interval)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no handshake after the refusal")
+	}
+}
