@@ -743,34 +743,68 @@ func TestConnectIntervalAdvice(t *testing.T) {
 	}
 }
 
+// gapProbe measures the time between the server's reply to the mark-th
+// request of a kind and the arrival of the next one.
+type gapProbe struct {
+	mark  int
+	mu    sync.Mutex
+	n     int
+	at    time.Time
+	gapCh chan time.Duration
+}
+
+func newGapProbe(mark int) *gapProbe {
+	return &gapProbe{mark: mark, gapCh: make(chan time.Duration, 1)}
+}
+
+// hit counts one request and returns its number. The time of the mark-th is
+// taken before its reply is written, so the measured gap can only be shorter
+// than the real one.
+func (g *gapProbe) hit() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n++
+	switch g.n {
+	case g.mark:
+		g.at = time.Now()
+	case g.mark + 1:
+		g.gapCh <- time.Since(g.at)
+	}
+	return g.n
+}
+
+// count is the number of requests so far.
+func (g *gapProbe) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// atLeast fails t unless the next request came at least want after the mark-th
+// reply.
+func (g *gapProbe) atLeast(t *testing.T, want time.Duration, what string) {
+	t.Helper()
+	select {
+	case gap := <-g.gapCh:
+		if gap < want {
+			t.Fatalf("%s came %v after the reply advising %v", what, gap, want)
+		}
+	case <-ctxT(t).Done():
+		t.Fatalf("no %s", what)
+	}
+}
+
 func testConnectIntervalAdvice(t *testing.T, tr string) {
 	const interval = 300 * time.Millisecond
-	var (
-		mu        sync.Mutex
-		connects  int
-		repliedAt time.Time
-		gap       = make(chan time.Duration, 1)
-		s         *scripted
-	)
+	connects := newGapProbe(1)
+	var s *scripted
 	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
 		m := batch[0]
 		switch m.Channel {
 		case client.ChannelHandshake:
 			return 200, []reply{handshakeOK(m, "c1", nil)}
 		case client.ChannelConnect:
-			mu.Lock()
-			connects++
-			n := connects
-			switch n {
-			case 1:
-				// Taken before the reply is written: the real gap can only
-				// be longer than the measured one.
-				repliedAt = time.Now()
-			case 2:
-				gap <- time.Since(repliedAt)
-			}
-			mu.Unlock()
-			if n == 1 {
+			if connects.hit() == 1 {
 				return 200, []reply{ok(m, reply{"advice": reply{"reconnect": "retry", "interval": interval.Milliseconds(), "timeout": 2000}})}
 			}
 			s.hold(r)
@@ -779,14 +813,7 @@ func testConnectIntervalAdvice(t *testing.T, tr string) {
 		return 200, []reply{ok(m, nil)}
 	})
 	newTestClient(t, s.url(), tr)
-	select {
-	case g := <-gap:
-		if g < interval {
-			t.Fatalf("second connect came %v after the reply advising interval %v", g, interval)
-		}
-	case <-ctxT(t).Done():
-		t.Fatal("no second connect")
-	}
+	connects.atLeast(t, interval, "second connect")
 }
 
 // TestRehandshakeHonoursRefusalInterval: when the client re-handshakes on its
@@ -795,41 +822,22 @@ func testConnectIntervalAdvice(t *testing.T, tr string) {
 // even though the client's own backoff is far shorter.
 func TestRehandshakeHonoursRefusalInterval(t *testing.T) {
 	const interval = 400 * time.Millisecond
-	var (
-		mu         sync.Mutex
-		handshakes int
-		refusedAt  time.Time
-		gap        = make(chan time.Duration, 1)
-		s          *scripted
-	)
+	handshakes := newGapProbe(2)
+	var s *scripted
 	s = newScripted(t, func(r *http.Request, batch []*client.Message) (int, any) {
 		m := batch[0]
 		switch m.Channel {
 		case client.ChannelHandshake:
-			mu.Lock()
-			handshakes++
-			n := handshakes
-			switch n {
+			switch handshakes.hit() {
+			case 1:
+				return 200, []reply{handshakeOK(m, "c1", nil)}
 			case 2:
-				refusedAt = time.Now() // before the reply: the real gap is longer
-			case 3:
-				gap <- time.Since(refusedAt)
-			}
-			mu.Unlock()
-			if n == 2 {
 				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "503::too_many_sessions",
 					"advice": reply{"reconnect": "handshake", "interval": interval.Milliseconds()}}}
 			}
-			id := "c1"
-			if n > 1 {
-				id = "c3"
-			}
-			return 200, []reply{handshakeOK(m, id, nil)}
+			return 200, []reply{handshakeOK(m, "c3", nil)}
 		case client.ChannelConnect:
-			mu.Lock()
-			n := handshakes
-			mu.Unlock()
-			if n == 1 { // the session is gone: handshake again
+			if handshakes.count() == 1 { // the session is gone: handshake again
 				return 200, []reply{{"channel": m.Channel, "id": m.ID, "successful": false, "error": "402::session_unknown",
 					"advice": reply{"reconnect": "handshake", "interval": 0}}}
 			}
@@ -841,12 +849,5 @@ func TestRehandshakeHonoursRefusalInterval(t *testing.T) {
 	newTestClient(t, s.url(), client.TransportLongPolling, func(c *client.Config) {
 		c.BackoffBase = time.Millisecond
 	})
-	select {
-	case g := <-gap:
-		if g < interval {
-			t.Fatalf("handshake retried %v after a refusal advising %v", g, interval)
-		}
-	case <-ctxT(t).Done():
-		t.Fatal("no handshake after the refusal")
-	}
+	handshakes.atLeast(t, interval, "handshake after the refusal")
 }
