@@ -310,6 +310,10 @@ func (s *scanner) message() (*Message, bool) {
 				m.Subscription = nil
 			case "supportedConnectionTypes":
 				m.SupportedConnectionTypes = nil
+			default:
+				if foldsTo(key, knownKeys) {
+					return nil, false
+				}
 			}
 		} else {
 			var f *string
@@ -367,10 +371,8 @@ func (s *scanner) message() (*Message, bool) {
 					return nil, false
 				}
 			default:
-				for _, k := range knownKeys {
-					if strings.EqualFold(k, key) {
-						return nil, false
-					}
+				if foldsTo(key, knownKeys) {
+					return nil, false
 				}
 				if !s.skip(0) {
 					return nil, false
@@ -394,6 +396,17 @@ func (s *scanner) message() (*Message, bool) {
 }
 
 var adviceKeys = []string{"reconnect", "interval", "timeout"}
+
+// foldsTo reports whether key is one of keys but for case (an exact match was
+// handled before): the fast path leaves such a key to encoding/json.
+func foldsTo(key string, keys []string) bool {
+	for _, k := range keys {
+		if strings.EqualFold(k, key) {
+			return true
+		}
+	}
+	return false
+}
 
 // advice decodes an advice object into a (merging, like encoding/json).
 func (s *scanner) advice(a *Advice) bool {
@@ -441,10 +454,8 @@ func (s *scanner) advice(a *Advice) bool {
 			}
 			**p = n
 		default:
-			for _, k := range adviceKeys {
-				if strings.EqualFold(k, key) {
-					return false
-				}
+			if foldsTo(key, adviceKeys) {
+				return false
 			}
 			if !null && !s.skip(0) {
 				return false

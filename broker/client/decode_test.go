@@ -25,6 +25,8 @@ var decodeSeeds = []string{
 	"[{\"channel\":\"\xff\"}]",
 	`[{"channel":"/a"}] x`,
 	`[{"id":"1","successful":"yes"}]`,
+	`[{"dATA":null}]`, // a known key but for case, with null: left to encoding/json (found by the fuzzer)
+	`[{"advice":{"Interval":null}}]`,
 }
 
 // FuzzFastDecode checks the fast decoder against encoding/json: whenever it
