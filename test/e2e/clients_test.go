@@ -245,12 +245,7 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 		if err != nil {
 			return false, "", err
 		}
-		ready := 0
-		for _, p := range pods {
-			if p.ready() {
-				ready++
-			}
-		}
+		ready := readyCount(pods)
 		return len(eps) >= 2 && len(eps) == ready, fmt.Sprintf("%d endpoints, %d ready pods", len(eps), ready), nil
 	})
 	if len(eps) < 2 {

@@ -195,12 +195,7 @@ func waitSettled(t *testing.T, e env, ns, name string, replicas int32, timeout t
 		if err != nil {
 			return false, "", err
 		}
-		ready := 0
-		for _, p := range pods {
-			if p.ready() {
-				ready++
-			}
-		}
+		ready := readyCount(pods)
 		avail := cc.condition("Available")
 		state := fmt.Sprintf("generation %d observed %d, status %d/%d ready, Available=%s (%s), deployment %d/%d updated %d ready %d, pods %d ready %d",
 			cc.Metadata.Generation, cc.Status.ObservedGeneration, cc.Status.ReadyReplicas, cc.Status.Replicas, avail.Status, avail.Reason,

@@ -206,6 +206,17 @@ func (c cometdCluster) condition(typ string) condition {
 	return condition{Type: typ, Status: "Unknown"}
 }
 
+// readyCount is how many of pods are ready.
+func readyCount(pods []pod) int {
+	n := 0
+	for _, p := range pods {
+		if p.ready() {
+			n++
+		}
+	}
+	return n
+}
+
 func (p pod) ready() bool {
 	if p.Metadata.DeletionTimestamp != nil || p.Status.Phase != "Running" {
 		return false
