@@ -59,18 +59,26 @@ func startNATSPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeNATS {
 	return f
 }
 
-func TestFanoutReadyFollowsNATSRoutesAndBrokers(t *testing.T) {
+// managedFanoutCluster creates a cluster "chat" with managed NATS, two ready
+// brokers with fake admin endpoints and three ready NATS pods with fake
+// monitoring endpoints that report no routes yet.
+func managedFanoutCluster(t *testing.T) (*v1.CometdCluster, *fakeBroker, *fakeBroker, []*fakeNATS) {
+	t.Helper()
 	ns := newNamespace(t)
 	cc := create(t, newCluster(ns, "chat", 2, true))
 	waitForChildren(t, cc, append(brokerChildren("chat"), natsChildren("chat")...))
 	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
-
-	// Three NATS servers up, none routed yet: brokers are connected, but a
-	// message may stay on one server.
 	var servers []*fakeNATS
 	for i := range 3 {
 		servers = append(servers, startNATSPod(t, cc, fmt.Sprintf("chat-nats-%d", i)))
 	}
+	return cc, a, b, servers
+}
+
+func TestFanoutReadyFollowsNATSRoutesAndBrokers(t *testing.T) {
+	// Three NATS servers up, none routed yet: brokers are connected, but a
+	// message may stay on one server.
+	cc, a, b, servers := managedFanoutCluster(t)
 	waitConditionsSaying(t, cc, map[string]string{
 		v1.ConditionFanoutReady: "False/" + ReasonNATSNotMeshed,
 		v1.ConditionAvailable:   "False/" + ReasonNoBrokerReady, // envtest runs no Deployment controller
@@ -103,15 +111,9 @@ func TestFanoutReadyFollowsNATSRoutesAndBrokers(t *testing.T) {
 // when NATS routes break (every pod stays Ready): the operator re-checks on
 // its own, so FanoutReady follows the mesh.
 func TestFanoutReadyIsRecheckedWhenTheMeshBreaksLater(t *testing.T) {
-	ns := newNamespace(t)
-	cc := create(t, newCluster(ns, "chat", 2, true))
-	waitForChildren(t, cc, append(brokerChildren("chat"), natsChildren("chat")...))
-	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
-	var servers []*fakeNATS
-	for i := range 3 {
-		f := startNATSPod(t, cc, fmt.Sprintf("chat-nats-%d", i))
+	cc, a, b, servers := managedFanoutCluster(t)
+	for _, f := range servers {
 		f.setPeers(2)
-		servers = append(servers, f)
 	}
 	enforceCurrentPolicy(t, cc, a, b)
 	waitConditions(t, cc, map[string]string{
