@@ -28,9 +28,11 @@ func benchSessions(b *testing.B, s *Server, n int, channel string) []*ServerSess
 	b.Helper()
 	out := make([]*ServerSession, n)
 	for i := range out {
-		ss := newSession(s)
-		s.addSession(ss, nil)
-		if err := s.subscribe(ss, channel, nil); err != nil {
+		ss := newSession(s, newClientID(s.nodeID))
+		if err := s.addSession(ss, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.hub.subscribe(s, ss, bayeux.MustParseChannel(channel), nil); err != nil {
 			b.Fatal(err)
 		}
 		out[i] = ss
@@ -57,11 +59,11 @@ func BenchmarkBroadcast(b *testing.B) {
 			for b.Loop() {
 				s.publish(nil, NewServerMessage(&bayeux.Mutable{Channel: "/bench/room", Data: data}), false)
 				for _, ss := range subs {
-					q := ss.takeQueue()
+					q := ss.queue.take()
 					if len(q) != 1 {
 						b.Fatal("message not queued")
 					}
-					ss.recycle(q) // as the websocket writer does
+					ss.queue.recycle(q) // as the websocket writer does
 				}
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
@@ -79,7 +81,7 @@ func BenchmarkBroadcastOverlapping(b *testing.B) {
 	defer s.Close()
 	subs := benchSessions(b, s, 100, "/bench/*")
 	for _, ss := range subs {
-		if err := s.subscribe(ss, "/bench/**", nil); err != nil {
+		if err := s.hub.subscribe(s, ss, bayeux.MustParseChannel("/bench/**"), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -88,7 +90,7 @@ func BenchmarkBroadcastOverlapping(b *testing.B) {
 	for b.Loop() {
 		s.publish(nil, NewServerMessage(&bayeux.Mutable{Channel: "/bench/room", Data: data}), false)
 		for _, ss := range subs {
-			if len(ss.takeQueue()) != 1 {
+			if len(ss.queue.take()) != 1 {
 				b.Fatal("not exactly once")
 			}
 		}

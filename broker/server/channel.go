@@ -35,6 +35,8 @@ type ServerChannel struct {
 	removed     bool
 
 	snap atomic.Pointer[[]*ServerSession] // subscriber snapshot, nil when stale
+
+	initialized chan struct{} // closed once the creator's initializers ran
 }
 
 // ID is the parsed channel name.
@@ -64,7 +66,7 @@ func (c *ServerChannel) SetPersistent(p bool) {
 	c.persistent = p
 	c.mu.Unlock()
 	if !p {
-		c.srv.maybeRemoveChannel(c)
+		c.srv.hub.maybeRemoveChannel(c)
 	}
 }
 
@@ -120,7 +122,7 @@ func (c *ServerChannel) AddListener(l ChannelMessageListener) (remove func()) {
 			}
 		}
 		c.mu.Unlock()
-		c.srv.maybeRemoveChannel(c)
+		c.srv.hub.maybeRemoveChannel(c)
 	}
 }
 
@@ -163,12 +165,16 @@ func (c *ServerChannel) subscribers() []*ServerSession {
 // Subscribe subscribes session to the channel from the server side (no security
 // check). It returns ErrSessionClosed for an ended session.
 func (c *ServerChannel) Subscribe(session *ServerSession) error {
-	return c.srv.subscribe(session, c.Name(), nil)
+	h := c.srv.hub
+	if err := h.subscribeTo(session, c, nil); err != errChannelRemoved {
+		return err
+	}
+	return h.subscribe(c.srv, session, c.id, nil) // c was removed: subscribe to its successor
 }
 
 // Unsubscribe removes session's subscription.
 func (c *ServerChannel) Unsubscribe(session *ServerSession) {
-	c.srv.unsubscribe(session, c)
+	c.srv.hub.unsubscribe(session, c)
 }
 
 // Publish publishes data on this (non-wildcard) channel from the server; from may

@@ -77,12 +77,12 @@ func (AckExtension) Incoming(from *ServerSession, m *ServerMessage) bool {
 	case bayeux.MetaHandshake:
 		var on bool
 		if m.Message().ExtField("ack", &on) && on {
-			from.enableAck()
+			from.queue.enableAck()
 		}
 	case bayeux.MetaConnect:
 		var batch int64
 		if m.Message().ExtField("ack", &batch) {
-			from.acknowledge(batch)
+			from.queue.acknowledge(batch)
 		}
 	}
 	return true

@@ -272,3 +272,16 @@ func readAll(resp *http.Response) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// websockets returns the server's open websocket connections.
+func (ts *testServer) websockets() []*wsConn {
+	ts.conns.mu.Lock()
+	defer ts.conns.mu.Unlock()
+	var out []*wsConn
+	for c := range ts.conns.m {
+		if wc, ok := c.(*wsConn); ok {
+			out = append(out, wc)
+		}
+	}
+	return out
+}

@@ -37,11 +37,13 @@ func (l *LocalSession) Handshake() error {
 	if l.ss != nil && l.ss.Err() == nil {
 		return nil
 	}
-	ss := newSession(l.srv)
+	ss := newSession(l.srv, newClientID(l.srv.nodeID))
 	ss.local = l
 	ss.connected = true
+	if err := l.srv.addSession(ss, nil); err != nil {
+		return err
+	}
 	l.ss = ss
-	l.srv.addSession(ss, nil)
 	return nil
 }
 
@@ -115,7 +117,11 @@ func (c *SessionChannel) Subscribe(cb func(bayeux.Message)) error {
 	if ss == nil {
 		return ErrNotHandshaken
 	}
-	if err := c.l.srv.subscribe(ss, c.name, nil); err != nil {
+	id, err := bayeux.ParseChannel(c.name)
+	if err != nil {
+		return err
+	}
+	if err := c.l.srv.hub.subscribe(c.l.srv, ss, id, nil); err != nil {
 		return err
 	}
 	c.l.mu.Lock()
@@ -134,7 +140,7 @@ func (c *SessionChannel) Unsubscribe() {
 	delete(c.l.subs, c.name)
 	c.l.mu.Unlock()
 	if ch := c.l.srv.Channel(c.name); ch != nil {
-		c.l.srv.unsubscribe(ss, ch)
+		c.l.srv.hub.unsubscribe(ss, ch)
 	}
 }
 

@@ -123,15 +123,11 @@ func TestOldWebsocketDoesNotTakeTheQueue(t *testing.T) {
 	ws2.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, id))
 	ts.waitHeld(t, id)
 	var old *wsConn
-	ts.wsMu.Lock()
-	for wc := range ts.wsConns {
-		ss.mu.Lock()
-		if wc.current() == ss && ss.ws != wc {
+	for _, wc := range ts.websockets() {
+		if wc.current() == ss && !ss.boundTo(wc) {
 			old = wc
 		}
-		ss.mu.Unlock()
 	}
-	ts.wsMu.Unlock()
 	if old == nil {
 		t.Fatal("no old connection found")
 	}
@@ -139,7 +135,7 @@ func TestOldWebsocketDoesNotTakeTheQueue(t *testing.T) {
 	if err := c.Publish(nil, "m1"); err != nil {
 		t.Fatal(err)
 	}
-	old.kick()
+	old.wake()
 	if ev := events([]msg{ws2.readUntil("/lazy")}); len(ev) != 1 || ev[0]["data"] != "m1" {
 		t.Fatalf("new connection got %v", ev)
 	}

@@ -3,6 +3,22 @@
 // hooks, in-process LocalSessions, and the HTTP and websocket transports that
 // carry it (long-polling, callback-polling, websocket).
 //
+// Where things are:
+//   - server.go: the node (Server): configuration, session lifecycle, drain
+//     and shutdown.
+//   - hub.go: the registry: sessions and channels in sharded maps, the
+//     subscription trie, subscribe and unsubscribe.
+//   - session.go: one session's state; queue.go: its outgoing queue (where a
+//     message waits, with the ack extension's batches); snapshot.go: a
+//     session written out and rebuilt elsewhere.
+//   - protocol.go: the Bayeux meta channels (handshake, connect, subscribe,
+//     publish, disconnect) and how a held /meta/connect is answered.
+//   - publish.go: fan-out of a published message to local subscribers and the
+//     backbone.
+//   - longpoll.go and websocket.go: the transports, where messages are
+//     written; forward*.go: relaying a session's requests to the node that
+//     owns it.
+//
 // Its API follows the CometD 2 server design: ServerMessage, ServerSession,
 // ServerChannel, LocalSession and SessionChannel, listeners, Extensions and a
 // SecurityPolicy. A Server may be given a backbone.Backbone to fan publishes out
@@ -11,11 +27,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,18 +38,6 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
-
-const numShards = 64
-
-type sessionShard struct {
-	mu sync.RWMutex
-	m  map[string]*ServerSession
-}
-
-type channelShard struct {
-	mu sync.RWMutex
-	m  map[string]*ServerChannel
-}
 
 // ServerListener receives server-wide events. Any field may be nil. Callbacks run
 // synchronously on the goroutine that caused the event and must not block.
@@ -86,20 +89,15 @@ type Server struct {
 	log        *slog.Logger
 	transports map[string]bool
 
-	sessions [numShards]sessionShard
-	channels [numShards]channelShard
-	trie     *bayeux.Trie[*ServerChannel]
-
-	exts      atomic.Pointer[[]Extension]
-	extMu     sync.Mutex
-	listeners atomic.Pointer[[]ServerListener]
-	lisMu     sync.Mutex
+	hub       *hub
+	exts      cowList[Extension]
+	listeners cowList[ServerListener]
+	attrTypes sync.Map // attribute name → AttributeDecoder (snapshot.go)
 
 	browserMu sync.Mutex
 	browsers  map[string]int
 
-	wsMu    sync.Mutex
-	wsConns map[*wsConn]struct{}
+	conns connSet // open transport connections, closed by Close
 
 	stats counters
 
@@ -122,7 +120,7 @@ func NewServer(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	for _, t := range cfg.Transports {
 		switch t {
-		case "websocket", "long-polling", "callback-polling":
+		case TransportWebsocket, TransportLongPolling, TransportCallbackPolling:
 		default:
 			return nil, fmt.Errorf("server: unknown transport %q", t)
 		}
@@ -142,9 +140,8 @@ func NewServer(cfg Config) (*Server, error) {
 		nodeID:     nodeID,
 		log:        cfg.Logger.With("node", nodeID),
 		transports: map[string]bool{},
-		trie:       bayeux.NewTrie[*ServerChannel](0),
 		browsers:   map[string]int{},
-		wsConns:    map[*wsConn]struct{}{},
+		conns:      connSet{m: map[closer]struct{}{}},
 		emptied:    make(chan struct{}, 1),
 		newTicker:  newTimeTicker,
 		closeCh:    make(chan struct{}),
@@ -152,10 +149,7 @@ func NewServer(cfg Config) (*Server, error) {
 	for _, t := range cfg.Transports {
 		s.transports[t] = true
 	}
-	for i := range s.sessions {
-		s.sessions[i].m = map[string]*ServerSession{}
-		s.channels[i].m = map[string]*ServerChannel{}
-	}
+	s.hub = newHub(&s.stats, &s.listeners, s.interest)
 	if cfg.Backbone != nil {
 		cfg.Backbone.SetHandler(s.onRemote)
 		if rq, ok := cfg.Backbone.(backbone.Requester); ok {
@@ -192,81 +186,76 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-func shardOf(key string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % numShards)
-}
-
 // AddExtension adds a server-wide extension.
-func (s *Server) AddExtension(e Extension) {
-	s.extMu.Lock()
-	defer s.extMu.Unlock()
-	var l []Extension
-	if p := s.exts.Load(); p != nil {
-		l = slices.Clone(*p)
-	}
-	l = append(l, e)
-	s.exts.Store(&l)
-}
+func (s *Server) AddExtension(e Extension) { s.exts.add(e) }
 
-func (s *Server) extensionList() []Extension {
-	if p := s.exts.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Server) extensionList() []Extension { return s.exts.list() }
 
 // AddListener adds a server-wide listener.
-func (s *Server) AddListener(l ServerListener) {
-	s.lisMu.Lock()
-	defer s.lisMu.Unlock()
-	var ls []ServerListener
-	if p := s.listeners.Load(); p != nil {
-		ls = slices.Clone(*p)
-	}
-	ls = append(ls, l)
-	s.listeners.Store(&ls)
-}
+func (s *Server) AddListener(l ServerListener) { s.listeners.add(l) }
 
-func (s *Server) listenerList() []ServerListener {
-	if p := s.listeners.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Server) listenerList() []ServerListener { return s.listeners.list() }
 
 // Session returns the live session with the given clientId, or nil.
-func (s *Server) Session(id string) *ServerSession {
-	sh := &s.sessions[shardOf(id)]
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	return sh.m[id]
-}
+func (s *Server) Session(id string) *ServerSession { return s.hub.session(id) }
 
 // Sessions returns every live session.
-func (s *Server) Sessions() []*ServerSession {
-	var out []*ServerSession
-	for i := range s.sessions {
-		sh := &s.sessions[i]
-		sh.mu.RLock()
-		for _, ss := range sh.m {
-			out = append(out, ss)
-		}
-		sh.mu.RUnlock()
+func (s *Server) Sessions() []*ServerSession { return s.hub.sessions.values() }
+
+// Channel returns the channel object named name, or nil if it does not exist.
+func (s *Server) Channel(name string) *ServerChannel { return s.hub.channel(name) }
+
+// Channels returns every channel object.
+func (s *Server) Channels() []*ServerChannel { return s.hub.channels.values() }
+
+// CreateChannel returns the channel named name, creating it if needed. A
+// channel this call creates is in the server when init runs, so init may
+// subscribe sessions to it or change its flags; anyone else asking for it
+// waits until init is done. init must not create the same channel again. A
+// created channel stays until something that kept it (a subscriber, listener
+// or authorizer) goes away, unless it is persistent.
+func (s *Server) CreateChannel(name string, init ...func(*ServerChannel)) (*ServerChannel, error) {
+	id, err := bayeux.ParseChannel(name)
+	if err != nil {
+		return nil, err
 	}
-	return out
+	c, _ := s.hub.channelFor(s, id, init...)
+	return c, nil
 }
 
-func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) {
-	sh := &s.sessions[shardOf(ss.id)]
-	sh.mu.Lock()
-	sh.m[ss.id] = ss
-	sh.mu.Unlock()
+// interest tells the backbone that a broadcast channel got its first local
+// subscriber or lost its last one (the hub's interest hook).
+func (s *Server) interest(channel string, subscribed bool) {
+	bb := s.cfg.Backbone
+	if bb == nil {
+		return
+	}
+	if subscribed {
+		if err := bb.Subscribe(channel); err != nil {
+			s.log.Warn("backbone subscribe failed", "channel", channel, "err", err)
+		}
+		return
+	}
+	if err := bb.Unsubscribe(channel); err != nil {
+		s.log.Warn("backbone unsubscribe failed", "channel", channel, "err", err)
+	}
+}
+
+// errSessionExists: a session with the same clientId is already registered.
+var errSessionExists = errors.New("server: a session with this clientId exists")
+
+// addSession registers a handshaken (or restored) session.
+func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) error {
 	ss.mu.Lock()
 	ss.handshook = true
 	ss.lastActive = time.Now()
 	ss.mu.Unlock()
+	if _, ok := s.hub.sessions.putIfAbsent(ss.id, ss); !ok {
+		ss.mu.Lock()
+		ss.handshook = false
+		ss.mu.Unlock()
+		return errSessionExists
+	}
 	s.stats.sessions.Add(1)
 	if ss.local == nil {
 		s.stats.remote.Add(1)
@@ -275,6 +264,40 @@ func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) {
 		if l.SessionAdded != nil {
 			l.SessionAdded(ss, hs)
 		}
+	}
+	return nil
+}
+
+// closer is a transport connection the server closes when it closes.
+type closer interface{ close() }
+
+// connSet is the set of open transport connections.
+type connSet struct {
+	mu sync.Mutex
+	m  map[closer]struct{}
+}
+
+func (cs *connSet) add(c closer) {
+	cs.mu.Lock()
+	cs.m[c] = struct{}{}
+	cs.mu.Unlock()
+}
+
+func (cs *connSet) remove(c closer) {
+	cs.mu.Lock()
+	delete(cs.m, c)
+	cs.mu.Unlock()
+}
+
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	all := make([]closer, 0, len(cs.m))
+	for c := range cs.m {
+		all = append(all, c)
+	}
+	cs.mu.Unlock()
+	for _, c := range all {
+		c.close()
 	}
 }
 
@@ -329,15 +352,10 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		ss.slot = false
 	}
 	rm := ss.rmListen
-	ws := ss.ws
-	dropped := len(ss.queue)
-	ss.queue, ss.queueBytes = nil, 0
-	ss.stopLazyLocked()
 	ss.mu.Unlock()
+	dropped := ss.queue.close()
 	close(ss.done)
-	if ws != nil {
-		ws.kick()
-	}
+	ss.signal()
 	if reason == ErrSlowConsumer {
 		s.stats.slow.Add(1)
 	} else if dropped > 0 && reason != ErrClientDisconnect {
@@ -346,12 +364,9 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 	if !registered {
 		return
 	}
-	sh := &s.sessions[shardOf(ss.id)]
-	sh.mu.Lock()
-	delete(sh.m, ss.id)
-	sh.mu.Unlock()
+	s.hub.sessions.deleteIf(ss.id, ss)
 	for _, c := range subs {
-		s.unsubscribe(ss, c)
+		s.hub.unsubscribe(ss, c)
 	}
 	s.stats.sessions.Add(-1)
 	if slot { // after the session count, so Stats().Sessions never passes MaxSessions
@@ -376,279 +391,6 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 	}
 }
 
-// Channel returns the channel object named name, or nil if it does not exist.
-func (s *Server) Channel(name string) *ServerChannel {
-	sh := &s.channels[shardOf(name)]
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	return sh.m[name]
-}
-
-// Channels returns every channel object.
-func (s *Server) Channels() []*ServerChannel {
-	var out []*ServerChannel
-	for i := range s.channels {
-		sh := &s.channels[i]
-		sh.mu.RLock()
-		for _, c := range sh.m {
-			out = append(out, c)
-		}
-		sh.mu.RUnlock()
-	}
-	return out
-}
-
-// CreateChannel returns the channel named name, creating it (and running init on
-// it, before anyone else can see it) if needed. A created channel with no
-// subscribers, listeners or authorizers is removed again unless init makes it
-// persistent.
-func (s *Server) CreateChannel(name string, init ...func(*ServerChannel)) (*ServerChannel, error) {
-	id, err := bayeux.ParseChannel(name)
-	if err != nil {
-		return nil, err
-	}
-	c, _ := s.getOrCreateChannel(id, init...)
-	return c, nil
-}
-
-func (s *Server) getOrCreateChannel(id bayeux.ChannelID, init ...func(*ServerChannel)) (*ServerChannel, bool) {
-	name := id.String()
-	sh := &s.channels[shardOf(name)]
-	sh.mu.RLock()
-	c := sh.m[name]
-	sh.mu.RUnlock()
-	if c != nil {
-		return c, false
-	}
-	sh.mu.Lock()
-	if c = sh.m[name]; c != nil {
-		sh.mu.Unlock()
-		return c, false
-	}
-	c = &ServerChannel{id: id, srv: s, subs: map[*ServerSession]struct{}{}}
-	for _, f := range init {
-		f(c)
-	}
-	sh.m[name] = c
-	s.trie.Insert(name, c)
-	sh.mu.Unlock()
-	s.stats.channels.Add(1)
-	for _, l := range s.listenerList() {
-		if l.ChannelAdded != nil {
-			l.ChannelAdded(c)
-		}
-	}
-	return c, true
-}
-
-func (s *Server) maybeRemoveChannel(c *ServerChannel) {
-	c.mu.Lock()
-	if c.removed || len(c.subs) > 0 || len(c.listeners) > 0 || len(c.authorizers) > 0 || c.persistent {
-		c.mu.Unlock()
-		return
-	}
-	c.removed = true
-	name := c.Name()
-	sh := &s.channels[shardOf(name)]
-	sh.mu.Lock()
-	if sh.m[name] == c {
-		delete(sh.m, name)
-	}
-	sh.mu.Unlock()
-	s.trie.Remove(name, c)
-	c.mu.Unlock()
-	s.stats.channels.Add(-1)
-	for _, l := range s.listenerList() {
-		if l.ChannelRemoved != nil {
-			l.ChannelRemoved(c)
-		}
-	}
-}
-
-// subscribe adds ss to the channel name (created if needed).
-func (s *Server) subscribe(ss *ServerSession, name string, m *ServerMessage) error {
-	id, err := bayeux.ParseChannel(name)
-	if err != nil {
-		return err
-	}
-	for {
-		c, _ := s.getOrCreateChannel(id)
-		c.interestMu.Lock()
-		c.mu.Lock()
-		if c.removed {
-			c.mu.Unlock()
-			c.interestMu.Unlock()
-			continue
-		}
-		ss.mu.Lock()
-		if ss.reason != nil {
-			ss.mu.Unlock()
-			c.mu.Unlock()
-			c.interestMu.Unlock()
-			s.maybeRemoveChannel(c)
-			return ErrSessionClosed
-		}
-		if ss.subs == nil {
-			ss.subs = map[*ServerChannel]struct{}{}
-		}
-		ss.subs[c] = struct{}{}
-		ss.mu.Unlock()
-		_, already := c.subs[ss]
-		first := false
-		if !already {
-			c.subs[ss] = struct{}{}
-			c.snap.Store(nil)
-			s.stats.subscriptions.Add(1)
-			first = len(c.subs) == 1
-		}
-		c.mu.Unlock()
-		// The backbone may take a round trip: publishes, which need c.mu, go on
-		// meanwhile; interestMu keeps the backbone calls in the order of the
-		// changes they follow.
-		if first && s.cfg.Backbone != nil && c.id.IsBroadcast() {
-			if err := s.cfg.Backbone.Subscribe(name); err != nil {
-				s.log.Warn("backbone subscribe failed", "channel", name, "err", err)
-			}
-		}
-		c.interestMu.Unlock()
-		if !already {
-			for _, l := range s.listenerList() {
-				if l.Subscribed != nil {
-					l.Subscribed(ss, c, m)
-				}
-			}
-		}
-		return nil
-	}
-}
-
-func (s *Server) unsubscribe(ss *ServerSession, c *ServerChannel) {
-	c.interestMu.Lock()
-	c.mu.Lock()
-	ss.mu.Lock()
-	delete(ss.subs, c)
-	ss.mu.Unlock()
-	_, was := c.subs[ss]
-	last := false
-	if was {
-		delete(c.subs, ss)
-		c.snap.Store(nil)
-		s.stats.subscriptions.Add(-1)
-		last = len(c.subs) == 0
-	}
-	c.mu.Unlock()
-	if last && s.cfg.Backbone != nil && c.id.IsBroadcast() {
-		if err := s.cfg.Backbone.Unsubscribe(c.Name()); err != nil {
-			s.log.Warn("backbone unsubscribe failed", "channel", c.Name(), "err", err)
-		}
-	}
-	c.interestMu.Unlock()
-	if was {
-		for _, l := range s.listenerList() {
-			if l.Unsubscribed != nil {
-				l.Unsubscribed(ss, c)
-			}
-		}
-	}
-	s.maybeRemoveChannel(c)
-}
-
-var seenPool = sync.Pool{New: func() any { return map[*ServerSession]struct{}{} }}
-
-// publish runs channel listeners (for local publishes), delivers to every
-// matching subscriber once, and forwards broadcast messages to the backbone.
-// It reports false when a channel listener vetoed the message.
-func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) bool {
-	name := m.m.Channel
-	chans := s.trie.Match(name)
-	if !remote {
-		for _, c := range chans {
-			for _, l := range c.listenerList() {
-				if !(*l)(from, c, m) {
-					return false
-				}
-			}
-		}
-		if c := s.Channel(name); c != nil && c.IsLazy() {
-			m.lazy = true
-		}
-	}
-	out := m
-	if m.m.ClientID != "" {
-		// Subscribers never see the publisher's clientId.
-		out = &ServerMessage{m: &bayeux.Mutable{Channel: name, ID: m.m.ID, Data: m.m.Data, Ext: m.m.Ext}, lazy: m.lazy}
-	}
-	s.stats.published.Add(1)
-	service := bayeux.IsService(name)
-	var only *ServerChannel
-	nonEmpty := 0
-	for _, c := range chans {
-		if len(c.subscribers()) > 0 {
-			nonEmpty++
-			only = c
-		}
-	}
-	switch {
-	case nonEmpty == 1:
-		for _, ss := range only.subscribers() {
-			if service && ss.local == nil {
-				continue
-			}
-			ss.deliver(from, out)
-		}
-	case nonEmpty > 1:
-		seen := seenPool.Get().(map[*ServerSession]struct{})
-		for _, c := range chans {
-			for _, ss := range c.subscribers() {
-				if _, dup := seen[ss]; dup || (service && ss.local == nil) {
-					continue
-				}
-				seen[ss] = struct{}{}
-				ss.deliver(from, out)
-			}
-		}
-		clear(seen)
-		seenPool.Put(seen)
-	}
-	if !remote && !service && s.cfg.Backbone != nil {
-		if err := s.cfg.Backbone.Publish(name, out.Encoded()); err != nil {
-			s.log.Warn("backbone publish failed", "channel", name, "err", err)
-		}
-	}
-	return true
-}
-
-// onRemote delivers a message another node published.
-func (s *Server) onRemote(msg backbone.Message) {
-	m, err := bayeux.Decode(msg.Data)
-	if err != nil {
-		s.log.Warn("undecodable message from backbone", "origin", msg.Origin, "err", err)
-		return
-	}
-	if _, err := bayeux.ParseChannel(m.Channel); err != nil || bayeux.IsMeta(m.Channel) || bayeux.IsService(m.Channel) {
-		s.log.Warn("invalid channel from backbone", "origin", msg.Origin, "channel", m.Channel)
-		return
-	}
-	s.publish(nil, newEncodedMessage(m, msg.Data), true)
-}
-
-// Publish publishes data on channel from the server (creating no channel object).
-func (s *Server) Publish(channel string, data any) error {
-	id, err := bayeux.ParseChannel(channel)
-	if err != nil {
-		return err
-	}
-	if id.IsWildcard() || id.IsMeta() {
-		return fmt.Errorf("server: cannot publish to %q", channel)
-	}
-	raw, err := jsonMarshal(data)
-	if err != nil {
-		return err
-	}
-	s.publish(nil, NewServerMessage(&bayeux.Mutable{Channel: channel, Data: raw}), false)
-	return nil
-}
-
 func (s *Server) sweep() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.SweepInterval)
@@ -661,20 +403,15 @@ func (s *Server) sweep() {
 		}
 		deadline := time.Now().Add(-(s.cfg.MaxInterval + s.cfg.Interval))
 		var expired []*ServerSession
-		for i := range s.sessions {
-			sh := &s.sessions[i]
-			sh.mu.RLock()
-			for _, ss := range sh.m {
-				ss.mu.Lock()
-				// A websocket that stays open without connects does not keep
-				// its session: lastActive moves with connects (and detaches).
-				if ss.local == nil && ss.held == nil && ss.lastActive.Before(deadline) {
-					expired = append(expired, ss)
-				}
-				ss.mu.Unlock()
+		s.hub.sessions.each(func(ss *ServerSession) {
+			ss.mu.Lock()
+			// A websocket that stays open without connects does not keep
+			// its session: lastActive moves with connects (and detaches).
+			if ss.local == nil && ss.held == nil && ss.lastActive.Before(deadline) {
+				expired = append(expired, ss)
 			}
-			sh.mu.RUnlock()
-		}
+			ss.mu.Unlock()
+		})
 		for _, ss := range expired {
 			s.removeSession(ss, ErrExpired)
 		}
@@ -775,15 +512,7 @@ func (s *Server) Close() {
 		for _, ss := range s.Sessions() {
 			s.removeSession(ss, ErrShutdown)
 		}
-		s.wsMu.Lock()
-		conns := make([]*wsConn, 0, len(s.wsConns))
-		for c := range s.wsConns {
-			conns = append(conns, c)
-		}
-		s.wsMu.Unlock()
-		for _, c := range conns {
-			c.close()
-		}
+		s.conns.closeAll()
 	})
 	s.wg.Wait()
 }
@@ -805,4 +534,14 @@ wait:
 	}
 	s.Close()
 	return nil
+}
+
+// closed reports whether ch is closed (it is only ever closed, never sent on).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

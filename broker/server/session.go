@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
@@ -44,61 +45,68 @@ type heldConnect struct {
 	release chan struct{} // closed when a newer connect replaces this one
 }
 
-// ackState is the ack extension's per-session bookkeeping.
-type ackState struct {
-	batch   int64
-	unacked []ackEntry
-	bytes   int64 // encoded size of unacked, counted against MaxQueueBytes
+// connection is all a session knows of the transport connection bound to it
+// (a websocket; long-polling binds none): something to wake when the session
+// has messages to send or has ended.
+type connection interface {
+	wake()
 }
 
-type ackEntry struct {
-	batch int64
-	msg   *ServerMessage
+// connRef boxes a connection for an atomic pointer.
+type connRef struct{ c connection }
+
+// clientInfo is what a session remembers of its client's requests.
+type clientInfo struct {
+	browser   string // BAYEUX_BROWSER cookie of the handshake, "" when absent
+	connType  string // transport of the last connect
+	userAgent string // User-Agent of the handshake
 }
 
 // ServerSession is the server's view of one client session, remote or local.
+// Its messages wait in its queue (queue.go); the rest of its state is guarded
+// by mu, taken before the queue's lock and the channels' never after them.
 type ServerSession struct {
 	id    string
 	srv   *Server
 	local *LocalSession
+	queue sessionQueue
 
-	wake chan struct{} // a token when the queue got non-lazy messages
-	done chan struct{} // closed when the session ends
+	wakeCh chan struct{} // a token when a held long-poll should look again
+	done   chan struct{} // closed when the session ends
+	conn   atomic.Pointer[connRef]
 
-	mu          sync.Mutex
-	queue       []*ServerMessage
-	queueBytes  int64
-	subs        map[*ServerChannel]struct{}
-	held        *heldConnect
-	ws          *wsConn
-	connected   bool
-	handshook   bool
-	slot        bool // holds one of Config.MaxSessions' slots
-	lastActive  time.Time
-	reason      error
-	attrs       map[string]any
-	exts        []SessionExtension
-	msgListen   []SessionMessageListener
-	rmListen    []SessionRemovedListener
-	ack         *ackState
-	deliverOnly bool // messages go out only with /meta/connect replies
-	lazyTimer   *time.Timer
-	lazyGen     uint64 // identifies the current lazyTimer; a stale one does nothing
-	lazyDue     bool   // the lazy timer fired: flush lazy messages
-	drained     bool   // the drain released the session: answer its connects at once
-	browser     string
-	connType    string
-	userAgent   string
+	exts      cowList[SessionExtension]
+	msgListen cowList[SessionMessageListener]
+
+	mu         sync.Mutex
+	subs       map[*ServerChannel]struct{}
+	held       *heldConnect
+	connected  bool
+	handshook  bool
+	slot       bool // holds one of Config.MaxSessions' slots
+	drained    bool // the drain released the session: answer its connects at once
+	lastActive time.Time
+	reason     error
+	attrs      map[string]any
+	rmListen   []SessionRemovedListener
+	client     clientInfo
 }
 
-func newSession(srv *Server) *ServerSession {
-	return &ServerSession{
-		id:         newClientID(srv.nodeID),
+func newSession(srv *Server, id string) *ServerSession {
+	ss := &ServerSession{
+		id:         id,
 		srv:        srv,
-		wake:       make(chan struct{}, 1),
+		wakeCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		lastActive: time.Now(),
 	}
+	ss.queue = sessionQueue{
+		maxMsgs:     srv.cfg.MaxQueue,
+		maxBytes:    srv.cfg.MaxQueueBytes,
+		lazyTimeout: srv.cfg.MaxLazyTimeout,
+		wake:        ss.signal,
+	}
+	return ss
 }
 
 // ID is the session's clientId.
@@ -131,17 +139,18 @@ func (ss *ServerSession) IsConnected() bool {
 func (ss *ServerSession) ConnectionType() string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.connType
+	return ss.client.connType
 }
 
 // UserAgent is the User-Agent header of the handshake request ("" for local sessions).
 func (ss *ServerSession) UserAgent() string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.userAgent
+	return ss.client.userAgent
 }
 
-// SetAttribute stores a value on the session.
+// SetAttribute stores a value on the session. A value that encodes to JSON
+// moves with the session (see ServerSession.Snapshot).
 func (ss *ServerSession) SetAttribute(name string, v any) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -160,24 +169,12 @@ func (ss *ServerSession) Attribute(name string) (any, bool) {
 }
 
 // AddExtension adds a per-session extension.
-func (ss *ServerSession) AddExtension(e SessionExtension) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.exts = append(ss.exts, e)
-}
+func (ss *ServerSession) AddExtension(e SessionExtension) { ss.exts.add(e) }
 
-func (ss *ServerSession) extensions() []SessionExtension {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.exts
-}
+func (ss *ServerSession) extensions() []SessionExtension { return ss.exts.list() }
 
 // AddMessageListener adds a listener consulted before each message is queued.
-func (ss *ServerSession) AddMessageListener(l SessionMessageListener) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.msgListen = append(ss.msgListen, l)
-}
+func (ss *ServerSession) AddMessageListener(l SessionMessageListener) { ss.msgListen.add(l) }
 
 // AddRemovedListener adds a listener called when the session ends.
 func (ss *ServerSession) AddRemovedListener(l SessionRemovedListener) {
@@ -188,11 +185,7 @@ func (ss *ServerSession) AddRemovedListener(l SessionRemovedListener) {
 
 // SetMetaConnectDeliveryOnly makes messages go out only with /meta/connect
 // replies, as the ack extension requires.
-func (ss *ServerSession) SetMetaConnectDeliveryOnly(v bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.deliverOnly = v
-}
+func (ss *ServerSession) SetMetaConnectDeliveryOnly(v bool) { ss.queue.setDeliverOnly(v) }
 
 // Subscriptions returns the channels the session is subscribed to.
 func (ss *ServerSession) Subscriptions() []*ServerChannel {
@@ -205,12 +198,32 @@ func (ss *ServerSession) Subscriptions() []*ServerChannel {
 	return out
 }
 
+// addSub records a subscription to c; it reports false once the session ended.
+func (ss *ServerSession) addSub(c *ServerChannel) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.reason != nil {
+		return false
+	}
+	if ss.subs == nil {
+		ss.subs = map[*ServerChannel]struct{}{}
+	}
+	ss.subs[c] = struct{}{}
+	return true
+}
+
+func (ss *ServerSession) dropSub(c *ServerChannel) {
+	ss.mu.Lock()
+	delete(ss.subs, c)
+	ss.mu.Unlock()
+}
+
 // wouldSubscribe returns how many channels the session would be subscribed to
 // after subscribing to ids.
 func (ss *ServerSession) wouldSubscribe(ids []bayeux.ChannelID) int {
 	chans := make(map[string]*ServerChannel, len(ids)) // nil: does not exist yet
 	for _, id := range ids {
-		chans[id.String()] = ss.srv.Channel(id.String())
+		chans[id.String()] = ss.srv.hub.channel(id.String())
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -224,25 +237,20 @@ func (ss *ServerSession) wouldSubscribe(ids []bayeux.ChannelID) int {
 }
 
 // QueueLen is the number of messages waiting for delivery.
-func (ss *ServerSession) QueueLen() int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return len(ss.queue)
-}
+func (ss *ServerSession) QueueLen() int { return ss.queue.len() }
 
 // QueueBytes is the encoded size of the waiting messages.
-func (ss *ServerSession) QueueBytes() int64 {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.queueBytes
-}
+func (ss *ServerSession) QueueBytes() int64 { return ss.queue.size() }
 
 // Queue returns a snapshot of the waiting messages.
-func (ss *ServerSession) Queue() []*ServerMessage {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return append([]*ServerMessage(nil), ss.queue...)
-}
+func (ss *ServerSession) Queue() []*ServerMessage { return ss.queue.snapshotMessages() }
+
+// Unacknowledged returns how many messages sent with the ack extension wait for
+// the client's acknowledgement.
+func (ss *ServerSession) Unacknowledged() int { return ss.queue.unacknowledged() }
+
+// AckEnabled reports whether the session negotiated the ack extension.
+func (ss *ServerSession) AckEnabled() bool { return ss.queue.ackEnabled() }
 
 // Deliver sends data on channel to this session only, bypassing subscriptions.
 // from may be nil (the server).
@@ -265,62 +273,33 @@ func (ss *ServerSession) Deliver(from *ServerSession, channel string, data any) 
 // told to handshake again.
 func (ss *ServerSession) Disconnect() { ss.srv.removeSession(ss, ErrServerDisconnect) }
 
-// deliver runs listeners and outgoing extensions, then queues m (or hands it to a
-// local session). It never blocks on the client. It reports whether the session
-// accepted the message.
+// deliver runs listeners and outgoing extensions, then queues m (or hands it to
+// a local session). It never blocks on the client, and takes no session lock.
+// It reports whether the session accepted the message.
 func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
-	ss.mu.Lock()
-	if ss.reason != nil {
-		ss.mu.Unlock()
+	if closed(ss.done) {
 		return false
 	}
-	listeners, exts := ss.msgListen, ss.exts
-	ss.mu.Unlock()
-	for _, l := range listeners {
+	for _, l := range ss.msgListen.list() {
 		if !l(ss, from, m) {
 			return false
 		}
 	}
-	if m = ss.srv.outgoing(from, ss, m, exts); m == nil {
+	if m = ss.srv.outgoing(from, ss, m, ss.exts.list()); m == nil {
 		return false
 	}
 	if ss.local != nil {
 		ss.local.dispatch(m)
 		return true
 	}
-	size := m.size()
-	ss.mu.Lock()
-	if ss.reason != nil {
-		ss.mu.Unlock()
-		return false
-	}
-	cfg := &ss.srv.cfg
-	pending := ss.queueBytes
-	if ss.ack != nil {
-		pending += ss.ack.bytes // a client that never acknowledges is a slow consumer too
-	}
-	if (cfg.MaxQueueBytes > 0 && pending+size > cfg.MaxQueueBytes) ||
-		(cfg.MaxQueue > 0 && len(ss.queue) >= cfg.MaxQueue) {
-		dropped := len(ss.queue) + 1
-		ss.mu.Unlock()
-		ss.srv.stats.queueDrops.Add(uint64(dropped))
+	switch ss.queue.push(m) {
+	case pushed:
+		return true
+	case pushFull:
+		ss.srv.stats.queueDrops.Add(uint64(ss.queue.len() + 1))
 		ss.srv.removeSession(ss, ErrSlowConsumer)
-		return false
 	}
-	ss.queue = append(ss.queue, m)
-	ss.queueBytes += size
-	lazy := m.lazy
-	if lazy && ss.lazyTimer == nil {
-		ss.lazyGen++
-		gen := ss.lazyGen
-		ss.lazyTimer = time.AfterFunc(cfg.MaxLazyTimeout, func() { ss.lazyFire(gen) })
-	}
-	ws := ss.ws
-	ss.mu.Unlock()
-	if !lazy {
-		ss.signal(ws)
-	}
-	return true
+	return false
 }
 
 // releaseForDrain answers the session's held connect and makes its next ones
@@ -328,174 +307,47 @@ func (ss *ServerSession) deliver(from *ServerSession, m *ServerMessage) bool {
 func (ss *ServerSession) releaseForDrain() {
 	ss.mu.Lock()
 	ss.drained = true
-	ws := ss.ws
 	ss.mu.Unlock()
-	ss.signal(ws)
+	ss.signal()
 }
 
-func (ss *ServerSession) lazyFire(gen uint64) {
-	ss.mu.Lock()
-	if gen != ss.lazyGen {
-		ss.mu.Unlock()
-		return // the queue was taken since this timer started
-	}
-	ss.lazyTimer = nil
-	ss.lazyDue = true
-	ws := ss.ws
-	ss.mu.Unlock()
-	ss.signal(ws)
-}
-
-// signal wakes whoever waits for the session's messages: a held long-poll, or
-// the writer of its websocket (ws, which may be nil).
-func (ss *ServerSession) signal(ws *wsConn) {
+// signal wakes whoever waits for the session: a held long-poll, or the writer
+// of its bound connection.
+func (ss *ServerSession) signal() {
 	select {
-	case ss.wake <- struct{}{}:
+	case ss.wakeCh <- struct{}{}:
 	default:
 	}
-	if ws != nil {
-		ws.kick()
+	if r := ss.conn.Load(); r != nil {
+		r.c.wake()
 	}
 }
 
-// hasNonLazy reports whether something queued should wake a held connect.
-// Lock must be held.
-func (ss *ServerSession) hasNonLazyLocked() bool {
-	for _, m := range ss.queue {
-		if !m.lazy {
-			return true
-		}
-	}
-	return false
-}
+// bind makes c the session's connection (a handshake or connect arrived on it).
+func (ss *ServerSession) bind(c connection) { ss.conn.Store(&connRef{c}) }
 
-// takeQueue removes and returns every queued message (for direct websocket
-// delivery, which ignores the ack extension).
-func (ss *ServerSession) takeQueue() []*ServerMessage {
+// unbind forgets c if it is still the session's connection; the session's
+// expiry clock starts again then.
+func (ss *ServerSession) unbind(c connection) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	q := ss.queue
-	ss.queue = nil
-	ss.queueBytes = 0
-	ss.stopLazyLocked()
-	return q
+	if r := ss.conn.Load(); r != nil && r.c == c {
+		ss.conn.Store(nil)
+		ss.lastActive = time.Now()
+	}
 }
 
-// requeue puts msgs, taken from the queue but not delivered (their websocket
-// write failed), back at the head of the queue, in their order, and wakes
-// whoever waits for the session's messages. They are not lost, but they are
-// not always first: if the client has meanwhile reconnected and received newer
-// messages on another connection, the put-back ones arrive after those. It
-// does nothing once the session ended.
-func (ss *ServerSession) requeue(msgs []*ServerMessage) {
-	ss.mu.Lock()
-	if ss.reason != nil {
-		ss.mu.Unlock()
-		return
-	}
-	q := make([]*ServerMessage, 0, len(msgs)+len(ss.queue))
-	q = append(append(q, msgs...), ss.queue...)
-	ss.queue = q
-	for _, m := range msgs {
-		ss.queueBytes += m.size()
-		if m.lazy {
-			ss.lazyDue = true // it was due already
-		}
-	}
-	ws := ss.ws
-	ss.mu.Unlock()
-	ss.signal(ws)
+// boundTo reports whether c is the session's connection.
+func (ss *ServerSession) boundTo(c connection) bool {
+	r := ss.conn.Load()
+	return r != nil && r.c == c
 }
 
-// stopLazyLocked forgets the lazy flush: the queue was taken.
-// Lock must be held.
-func (ss *ServerSession) stopLazyLocked() {
-	ss.lazyDue = false
-	if ss.lazyTimer != nil {
-		ss.lazyTimer.Stop()
-		ss.lazyTimer = nil
-	}
-	ss.lazyGen++
-}
-
-// recycle gives back a slice returned by takeQueue once its messages are
-// written, so steady traffic does not allocate a queue per message.
-func (ss *ServerSession) recycle(q []*ServerMessage) {
-	if cap(q) == 0 || cap(q) > 64 {
-		return
-	}
-	clear(q)
-	ss.mu.Lock()
-	if ss.queue == nil && ss.reason == nil {
-		ss.queue = q[:0]
-	}
-	ss.mu.Unlock()
-}
-
-// takeForConnect returns the messages to send with a /meta/connect reply and, for
-// sessions using the ack extension, the batch id to send with them (-1 otherwise).
-func (ss *ServerSession) takeForConnect() ([]*ServerMessage, int64) {
+// ended reports whether a held connect must be answered whatever the queue
+// holds: the session ended, a newer connect replaced hc, or a drain released
+// the session.
+func (ss *ServerSession) heldEnded(hc *heldConnect) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	q := ss.queue
-	ss.queue = nil
-	ss.queueBytes = 0
-	ss.stopLazyLocked()
-	if ss.ack == nil {
-		return q, -1
-	}
-	if len(q) > 0 {
-		ss.ack.batch++
-		for _, m := range q {
-			ss.ack.unacked = append(ss.ack.unacked, ackEntry{ss.ack.batch, m})
-			ss.ack.bytes += m.size()
-		}
-	}
-	out := make([]*ServerMessage, len(ss.ack.unacked))
-	for i, e := range ss.ack.unacked {
-		out[i] = e.msg
-	}
-	return out, ss.ack.batch
-}
-
-// acknowledge drops messages of batches up to and including batch.
-func (ss *ServerSession) acknowledge(batch int64) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.ack == nil {
-		return
-	}
-	i := 0
-	for i < len(ss.ack.unacked) && ss.ack.unacked[i].batch <= batch {
-		ss.ack.bytes -= ss.ack.unacked[i].msg.size()
-		i++
-	}
-	ss.ack.unacked = append(ss.ack.unacked[:0], ss.ack.unacked[i:]...)
-}
-
-// Unacknowledged returns how many messages sent with the ack extension wait for
-// the client's acknowledgement.
-func (ss *ServerSession) Unacknowledged() int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.ack == nil {
-		return 0
-	}
-	return len(ss.ack.unacked)
-}
-
-// AckEnabled reports whether the session negotiated the ack extension.
-func (ss *ServerSession) AckEnabled() bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.ack != nil
-}
-
-func (ss *ServerSession) enableAck() {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.ack == nil {
-		ss.ack = &ackState{}
-	}
-	ss.deliverOnly = true
+	return ss.reason != nil || ss.held != hc || ss.drained
 }

@@ -56,14 +56,8 @@ type wsConn struct {
 	closed  bool // the reader has exited
 	done    bool // the final clean-up ran
 
-	// Batches on their way to the node that owns the session (forward.go).
-	fwdQueue   []forwardJob
-	fwdRunning bool          // a forwardLoop goroutine is active
-	fwdSpace   chan struct{} // a token when forwardLoop took a batch
-	// The connect batch waiting to be forwarded, and how many are in flight
-	// (each on a connectLoop goroutine).
-	fwdConnNext     *forwardJob
-	fwdConnInFlight int
+	// Batches on their way to the node that owns the session (forward_ws.go).
+	fwd wsForwarder
 
 	// Owned by the active writer.
 	sess      *ServerSession
@@ -86,7 +80,7 @@ type sentFrame struct {
 	end  int              // the round's buffered bytes after the frame; -1: not written
 }
 
-// takenQueue is a slice takeQueue returned, recycled after the round.
+// takenQueue is a slice sessionQueue.take returned, recycled after the round.
 type takenQueue struct {
 	ss *ServerSession
 	q  []*ServerMessage
@@ -104,7 +98,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 }
 
 func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
-	if !s.transports["websocket"] {
+	if !s.transports[TransportWebsocket] {
 		http.Error(w, "websocket transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -123,14 +117,12 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		s: s, c: c, bc: hc.conn,
 		dead:     make(chan struct{}),
 		space:    make(chan struct{}, 1),
-		fwdSpace: make(chan struct{}, 1),
 		finished: make(chan struct{}),
 		nextPing: time.Now().Add(pingPeriod),
 	}
-	wc.pingTimer = time.AfterFunc(pingPeriod, wc.kick)
-	s.wsMu.Lock()
-	s.wsConns[wc] = struct{}{}
-	s.wsMu.Unlock()
+	wc.fwd.init(wc)
+	wc.pingTimer = time.AfterFunc(pingPeriod, wc.wake)
+	s.conns.add(wc)
 	// The reader runs on its own goroutine so the handler returns at once:
 	// net/http then releases the request and its buffers, which an idle
 	// connection would otherwise keep for its lifetime.
@@ -141,27 +133,17 @@ func (wc *wsConn) close() {
 	wc.closeOnce.Do(func() { _ = wc.c.Close() })
 }
 
-// attach binds ss to this connection (a handshake or connect arrived on it).
-func (wc *wsConn) attach(ss *ServerSession) {
+// bindSession makes this connection carry ss's messages (a handshake or
+// connect of ss arrived on it).
+func (wc *wsConn) bindSession(ss *ServerSession) {
 	wc.mu.Lock()
 	old := wc.session
 	wc.session = ss
 	wc.mu.Unlock()
 	if old != nil && old != ss {
-		old.detach(wc)
+		old.unbind(wc)
 	}
-	ss.mu.Lock()
-	ss.ws = wc
-	ss.mu.Unlock()
-}
-
-func (ss *ServerSession) detach(wc *wsConn) {
-	ss.mu.Lock()
-	if ss.ws == wc {
-		ss.ws = nil
-		ss.lastActive = time.Now()
-	}
-	ss.mu.Unlock()
+	ss.bind(wc)
 }
 
 func (wc *wsConn) current() *ServerSession {
@@ -170,8 +152,8 @@ func (wc *wsConn) current() *ServerSession {
 	return wc.session
 }
 
-// kick makes sure a writer runs soon.
-func (wc *wsConn) kick() {
+// wake makes sure a writer runs soon.
+func (wc *wsConn) wake() {
 	wc.mu.Lock()
 	if wc.done {
 		wc.mu.Unlock()
@@ -193,14 +175,12 @@ func (wc *wsConn) readLoop(userAgent string) {
 		wc.mu.Lock()
 		wc.closed = true
 		wc.mu.Unlock()
-		wc.kick()
+		wc.wake()
 		<-wc.finished
 		if ss := wc.current(); ss != nil {
-			ss.detach(wc)
+			ss.unbind(wc)
 		}
-		s.wsMu.Lock()
-		delete(s.wsConns, wc)
-		s.wsMu.Unlock()
+		s.conns.remove(wc)
 		wc.close()
 	}()
 	wc.c.SetReadLimit(s.cfg.MaxMessageSize)
@@ -230,25 +210,24 @@ func (wc *wsConn) readLoop(userAgent string) {
 		if s.forwardWebsocket(wc, msgs, data, userAgent) { // forward.go
 			continue
 		}
-		res := s.process(msgs, reqInfo{transport: "websocket", userAgent: userAgent, ws: wc})
+		res := s.process(msgs, reqInfo{transport: TransportWebsocket, userAgent: userAgent, conn: wc})
 		wc.mu.Lock()
 		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
 		wc.mu.Unlock()
-		wc.kick()
-		if !waitBelowMax(wc, &wc.pending, wc.space) {
+		wc.wake()
+		if !waitBelowMax(wc, wc.pendingLen, wc.space) {
 			return
 		}
 	}
 }
 
-// waitBelowMax blocks the reader while the queue *q (wc.pending or
-// wc.fwdQueue) holds more than wsMaxPending batches; space gets a token each
-// time the queue's consumer takes some. It reports false if the writer failed.
-func waitBelowMax[T any](wc *wsConn, q *[]T, space <-chan struct{}) bool {
+// waitBelowMax blocks the reader while the queue measured by n (wc.pending,
+// or the forwarder's queue) holds more than wsMaxPending batches; space gets
+// a token each time the queue's consumer takes some. It reports false if the
+// writer failed.
+func waitBelowMax(wc *wsConn, n func() int, space <-chan struct{}) bool {
 	for {
-		wc.mu.Lock()
-		n := len(*q)
-		wc.mu.Unlock()
+		n := n()
 		if n <= wsMaxPending {
 			return true
 		}
@@ -258,6 +237,12 @@ func waitBelowMax[T any](wc *wsConn, q *[]T, space <-chan struct{}) bool {
 			return false
 		}
 	}
+}
+
+func (wc *wsConn) pendingLen() int {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return len(wc.pending)
 }
 
 // writer runs until no work is left.
@@ -343,7 +328,7 @@ func (wc *wsConn) step(items []wsItem) {
 			if wc.held.timeout <= 0 {
 				wc.answer()
 			} else if wc.heldTimer == nil {
-				wc.heldTimer = time.AfterFunc(wc.held.timeout, wc.kick)
+				wc.heldTimer = time.AfterFunc(wc.held.timeout, wc.wake)
 			} else {
 				wc.heldTimer.Reset(wc.held.timeout)
 			}
@@ -356,16 +341,13 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.answer()
 			wc.sess = nil
 		default:
-			ss.mu.Lock()
-			only = ss.deliverOnly
+			only = ss.queue.isDeliverOnly()
 			// A session that moved to another connection (the client opened a
 			// new websocket; this one may be dead) has its messages sent there.
-			mine := ss.ws == wc
-			ss.mu.Unlock()
 			// A connection whose write failed takes nothing: the messages
 			// wait for the session's next connection.
-			if !only && mine && !wc.broken {
-				if q := ss.takeQueue(); len(q) > 0 {
+			if !only && ss.boundTo(wc) && !wc.broken {
+				if q := ss.queue.take(); len(q) > 0 {
 					wc.writeBatches(ss, q, len(q))
 					wc.recycled = append(wc.recycled, takenQueue{ss, q})
 				}
@@ -442,7 +424,7 @@ func (wc *wsConn) writeBatches(ss *ServerSession, msgs []*ServerMessage, queued 
 // settle ends the writer's round, in which n bytes were written and the write
 // failed with err: the queued messages of the frames that were not written go
 // back to the head of their session's queue, in their order, for the
-// session's next connection (see ServerSession.requeue for what a reconnect in
+// session's next connection (see sessionQueue.requeue for what a reconnect in
 // between does to the order). Messages in a frame that was only partly written are put back
 // too: the client cannot have read them.
 func (wc *wsConn) settle(n int, err error) {
@@ -453,19 +435,19 @@ func (wc *wsConn) settle(n int, err error) {
 			continue
 		}
 		if owner != nil && f.ss != owner {
-			owner.requeue(back)
+			owner.queue.requeue(back)
 			back = nil
 		}
 		owner = f.ss
 		back = append(back, f.msgs...)
 	}
 	if len(back) > 0 {
-		owner.requeue(back)
+		owner.queue.requeue(back)
 	}
 	clear(wc.sent)
 	wc.sent = wc.sent[:0]
 	for _, t := range wc.recycled {
-		t.ss.recycle(t.q)
+		t.ss.queue.recycle(t.q)
 	}
 	clear(wc.recycled)
 	wc.recycled = wc.recycled[:0]

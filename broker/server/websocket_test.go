@@ -113,9 +113,7 @@ func TestWebsocketBadInput(t *testing.T) {
 		t.Fatalf("error replies %v", out)
 	}
 	waitFor(t, "ws connections to be released", func() bool {
-		ts.wsMu.Lock()
-		defer ts.wsMu.Unlock()
-		return len(ts.wsConns) == 1
+		return len(ts.websockets()) == 1
 	})
 	// Nothing leaked: the one session left is the good connection's, with no
 	// channel or subscription.
@@ -141,9 +139,7 @@ func TestWebsocketBadFrameAfterHandshake(t *testing.T) {
 		t.Fatalf("bad frame: %v", err)
 	}
 	waitFor(t, "the session, channel and connection to go", func() bool {
-		ts.wsMu.Lock()
-		conns := len(ts.wsConns)
-		ts.wsMu.Unlock()
+		conns := len(ts.websockets())
 		st := ts.Stats()
 		return conns == 0 && st.Sessions == 0 && st.Channels == 0 && st.Subscriptions == 0
 	})
@@ -198,19 +194,14 @@ func TestWebsocketWriteFailureRequeues(t *testing.T) {
 			id := ws.handshake()
 			ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"held"}]`, id))
 			ts.waitHeld(t, id)
-			ts.wsMu.Lock()
-			if len(ts.wsConns) != 1 {
-				ts.wsMu.Unlock()
-				t.Fatalf("%d websockets", len(ts.wsConns))
+			conns := ts.websockets()
+			if len(conns) != 1 {
+				t.Fatalf("%d websockets", len(conns))
 			}
-			for wc := range ts.wsConns {
-				// The server can still read, but every write fails.
-				if err := wc.bc.Conn.(*net.TCPConn).CloseWrite(); err != nil {
-					ts.wsMu.Unlock()
-					t.Fatal(err)
-				}
+			// The server can still read, but every write fails.
+			if err := conns[0].bc.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
 			}
-			ts.wsMu.Unlock()
 			ss := ts.Session(id)
 			const n = 7
 			for i := range n {
@@ -219,9 +210,7 @@ func TestWebsocketWriteFailureRequeues(t *testing.T) {
 				}
 			}
 			waitFor(t, "the broken websocket to close", func() bool {
-				ts.wsMu.Lock()
-				defer ts.wsMu.Unlock()
-				return len(ts.wsConns) == 0
+				return len(ts.websockets()) == 0
 			})
 			if got := ss.QueueLen(); got != n {
 				t.Fatalf("%d messages queued after the failed write, want %d", got, n)

@@ -113,7 +113,7 @@ func (s *Server) tooLarge(w http.ResponseWriter) {
 }
 
 func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
-	if !s.transports["long-polling"] {
+	if !s.transports[TransportLongPolling] {
 		http.Error(w, "long-polling transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -140,10 +140,10 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	if s.forward(w, r, msgs, body, "long-polling", "") {
+	if s.forward(w, r, msgs, body, TransportLongPolling, "") {
 		return
 	}
-	s.respond(w, r, msgs, "long-polling", "")
+	s.respond(w, r, msgs, TransportLongPolling, "")
 }
 
 // validCallback accepts JavaScript identifiers and dotted paths of them.
@@ -162,7 +162,7 @@ func validCallback(cb string) bool {
 }
 
 func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
-	if !s.transports["callback-polling"] {
+	if !s.transports[TransportCallbackPolling] {
 		http.Error(w, "callback-polling transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -186,10 +186,10 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	if s.forward(w, r, msgs, []byte(msg), "callback-polling", cb) {
+	if s.forward(w, r, msgs, []byte(msg), TransportCallbackPolling, cb) {
 		return
 	}
-	s.respond(w, r, msgs, "callback-polling", cb)
+	s.respond(w, r, msgs, TransportCallbackPolling, cb)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

@@ -32,10 +32,16 @@ const (
 
 // reqInfo describes the transport a batch arrived on.
 type reqInfo struct {
-	transport string // "long-polling", "callback-polling" or "websocket"
+	transport string // TransportLongPolling, TransportCallbackPolling or TransportWebsocket
 	browser   string // BAYEUX_BROWSER cookie, "" when absent
 	userAgent string
-	ws        *wsConn
+	conn      sessionBinder // the connection of a transport that keeps one, or nil
+}
+
+// sessionBinder is a transport connection that carries a session's messages
+// once a handshake or connect of the session arrived on it (a websocket).
+type sessionBinder interface {
+	bindSession(ss *ServerSession)
 }
 
 // pendingConnect is a /meta/connect being answered.
@@ -187,10 +193,10 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		r.m.Advice = reconnectAdvice(bayeux.ReconnectHandshake, wait.Milliseconds())
 		return s.fail(r, errTooManySessions), nil
 	}
-	ss := newSession(s)
+	ss := newSession(s, newClientID(s.nodeID))
 	ss.slot = s.cfg.MaxSessions > 0
-	ss.browser = ri.browser
-	ss.userAgent = ri.userAgent
+	ss.client.browser = ri.browser
+	ss.client.userAgent = ri.userAgent
 	if !s.incoming(ss, m) {
 		s.giveBackSlot(ss)
 		return s.fail(r, errMessageDeleted), ss
@@ -200,14 +206,17 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
 		return s.fail(r, bayeux.ErrHandshakeDenied), ss
 	}
-	s.addSession(ss, m)
+	if err := s.addSession(ss, m); err != nil { // a clientId collision: 128 random bits make it never happen
+		s.giveBackSlot(ss)
+		return s.fail(r, bayeux.ErrHandshakeDenied), nil
+	}
 	if s.draining.Load() {
 		// Drain began after the check above: the pacer may have taken its
 		// last look at the sessions already.
 		ss.releaseForDrain()
 	}
-	if ri.ws != nil {
-		ri.ws.attach(ss)
+	if ri.conn != nil {
+		ri.conn.bindSession(ss)
 	}
 	r.m.ClientID = ss.id
 	r.m.Successful = bayeux.True
@@ -262,7 +271,7 @@ func (s *Server) metaSubscribe(m *ServerMessage, ss *ServerSession) *ServerMessa
 		return s.fail(r, bayeux.ErrSubscriptionLimit)
 	}
 	for _, id := range ids {
-		if err := s.subscribe(ss, id.String(), m); err != nil {
+		if err := s.hub.subscribe(s, ss, id, m); err != nil {
 			return unknownSession(r)
 		}
 	}
@@ -277,7 +286,7 @@ func (s *Server) metaUnsubscribe(m *ServerMessage, ss *ServerSession) *ServerMes
 	}
 	for _, id := range ids {
 		if c := s.Channel(id.String()); c != nil {
-			s.unsubscribe(ss, c)
+			s.hub.unsubscribe(ss, c)
 		}
 	}
 	r.m.Successful = bayeux.True
@@ -323,17 +332,17 @@ func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *
 	}
 	ss.held = pc.hc
 	ss.connected = true
-	ss.connType = m.m.ConnectionType
-	if ss.connType == "" {
-		ss.connType = ri.transport
+	ss.client.connType = m.m.ConnectionType
+	if ss.client.connType == "" {
+		ss.client.connType = ri.transport
 	}
 	ss.mu.Unlock()
 	if first {
 		// The first connect is answered at once, so the client learns the advice.
 		pc.timeout = 0
 	}
-	if ri.ws != nil {
-		ri.ws.attach(ss)
+	if ri.conn != nil {
+		ri.conn.bindSession(ss)
 	}
 	if pc.timeout > 0 && ri.browser != "" && s.cfg.MaxSessionsPerBrowser > 0 {
 		s.browserMu.Lock()
@@ -355,20 +364,13 @@ func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *
 
 // ready reports whether a held connect should be answered now.
 func (pc *pendingConnect) ready() bool {
-	ss := pc.session
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.reason != nil || ss.held != pc.hc || ss.drained || ss.lazyDue || ss.hasNonLazyLocked() ||
-		(ss.ack != nil && len(ss.ack.unacked) > 0)
+	return pc.ended() || pc.session.queue.ready()
 }
 
 // ended reports whether the connect must be answered whatever the queue holds:
 // its session ended, a newer connect replaced it, or a drain released it.
 func (pc *pendingConnect) ended() bool {
-	ss := pc.session
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.reason != nil || ss.held != pc.hc || ss.drained
+	return pc.session.heldEnded(pc.hc)
 }
 
 // wait blocks until the connect should be answered: messages arrived, its
@@ -382,7 +384,7 @@ func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
 	defer t.Stop()
 	for !pc.ready() {
 		select {
-		case <-pc.session.wake:
+		case <-pc.session.wakeCh:
 		case <-pc.hc.release:
 			return ctx.Err() == nil
 		case <-pc.session.done:
@@ -431,7 +433,7 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	var msgs []*ServerMessage
 	batch := int64(-1)
 	if deliver && !replaced {
-		msgs, batch = ss.takeForConnect()
+		msgs, batch = ss.queue.takeForConnect()
 	}
 	r.m.Successful = bayeux.True
 	r.m.Advice = s.advice(bayeux.ReconnectRetry)
