@@ -7,7 +7,10 @@
 package serverpolicy
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
@@ -63,6 +66,20 @@ func IdentityOf(ss *server.ServerSession) policy.Identity {
 		}
 	}
 	return policy.Anonymous
+}
+
+// DecodeIdentity rebuilds the identity attribute of a moved session from its
+// snapshot (register it with Server.RegisterAttribute under
+// IdentityAttribute), so that the session keeps its authority on the node it
+// moved to. Claims keep their numbers as json.Number, as at handshake.
+func DecodeIdentity(raw json.RawMessage) (any, error) {
+	var id policy.Identity
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&id); err != nil {
+		return nil, fmt.Errorf("serverpolicy: identity attribute: %w", err)
+	}
+	return id, nil
 }
 
 // CanHandshake reads the token in ext.auth.token, verifies it and applies the
@@ -193,7 +210,10 @@ type Notice struct {
 // forbids is removed and its session gets a notice on NoticeChannel; sessions
 // that may still handshake survive the reload, the others are disconnected.
 // onRevoke, when not nil, is then called for each (on the watcher's goroutine).
+// It also registers DecodeIdentity with srv, so that a session restored from
+// a snapshot keeps its identity.
 func (s *Security) Attach(w *policy.Watcher, srv *server.Server, onRevoke func(Revoked)) {
+	srv.RegisterAttribute(IdentityAttribute, DecodeIdentity)
 	w.OnReload(func(_, p *policy.Policy) {
 		for _, r := range s.Recheck(srv, p) {
 			if r.Channel == "" {

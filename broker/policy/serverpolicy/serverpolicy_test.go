@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -468,5 +469,28 @@ func TestReloadBansUser(t *testing.T) {
 	}
 	if r := b.handshake(t, msg{"auth": msg{"token": token(t, msg{"sub": "bob"})}}); r["error"] != "403::handshake_denied" {
 		t.Fatalf("bob's new handshake: %v", r)
+	}
+}
+
+// TestDecodeIdentityRoundTrip: the identity a session carries survives its
+// snapshot's JSON with its type and its claims' numbers.
+func TestDecodeIdentityRoundTrip(t *testing.T) {
+	want := policy.Identity{
+		Subject: "alice", Groups: []string{"ops", "dev"}, Authenticated: true,
+		Claims: map[string]any{"sub": "alice", "exp": json.Number("1893456000"), "tenant": map[string]any{"id": json.Number("7")}},
+	}
+	raw, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeIdentity(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeIdentity = %#v, want %#v", got, want)
+	}
+	if _, err := DecodeIdentity(json.RawMessage(`{"Subject":`)); err == nil {
+		t.Fatal("a truncated identity decoded")
 	}
 }
