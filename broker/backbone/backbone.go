@@ -23,6 +23,10 @@ type Message struct {
 	Data []byte
 	// Origin is the ID of the node that published it.
 	Origin string
+	// ID is what the publisher gave Publish to identify the message (may be
+	// empty). The server uses it to recognise one message reaching a session
+	// twice while the session moves between nodes.
+	ID string
 }
 
 // Handler receives messages that other nodes published on channels this node has
@@ -41,8 +45,10 @@ type Backbone interface {
 	// Unsubscribe drops one reference to pattern.
 	Unsubscribe(pattern string) error
 	// Publish sends data, published on channel by this node, to the other nodes
-	// with interest. It never echoes back to this node: the caller delivers locally.
-	Publish(channel string, data []byte) error
+	// with interest, with id (at most MaxMessageIDLength bytes, may be empty) as
+	// its Message.ID. It never echoes back to this node: the caller delivers
+	// locally.
+	Publish(channel string, data []byte, id string) error
 	// SetHandler installs the receiver of remote messages; call it before Subscribe.
 	SetHandler(h Handler)
 	// NodeID is this node's ID, unique in the cluster.
@@ -62,6 +68,27 @@ type Requester interface {
 	// HandleRequests installs the handler for requests addressed to this node.
 	HandleRequests(h RequestHandler)
 }
+
+// Router is an optional ability for work that is not addressed to one node:
+// handing a session to whichever node can take it, and finding which node
+// holds something. Requests reach the same RequestHandler as Requester's.
+type Router interface {
+	// RequestAny sends data to one other node that takes work (see TakeWork),
+	// chosen by the backbone, and returns that node's ID and its reply. It
+	// returns ErrNoNode when no other node takes work.
+	RequestAny(ctx context.Context, data []byte) (node string, reply []byte, err error)
+	// TakeWork makes this node one that RequestAny may choose (on) or not. A
+	// node takes work from the start; a draining node stops.
+	TakeWork(on bool) error
+	// Ask sends data to every other node and returns the first reply, with the
+	// ID of the node that gave it. A handler that returns a nil reply and a nil
+	// error stays silent. Ask returns ErrNoNode when no node answered before
+	// ctx ended.
+	Ask(ctx context.Context, data []byte) (node string, reply []byte, err error)
+}
+
+// MaxMessageIDLength bounds Publish's id.
+const MaxMessageIDLength = 64
 
 // Health is an optional ability: whether the backbone can currently carry traffic
 // (a NATS backbone is unhealthy while disconnected). /readyz reports it.

@@ -29,7 +29,7 @@ func benchFanout(b *testing.B, pub, sub Backbone, settleFn func()) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if err := pub.Publish("/bench/x", data); err != nil {
+		if err := pub.Publish("/bench/x", data, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -31,7 +31,7 @@ func TestNATSSubjectLimit(t *testing.T) {
 	rec.waitData(t, "longest")
 
 	tooLong := "/l/" + strings.Repeat("é", 700)
-	if err := a.Publish(tooLong, []byte("x")); !errors.Is(err, ErrSubjectTooLong) {
+	if err := a.Publish(tooLong, []byte("x"), ""); !errors.Is(err, ErrSubjectTooLong) {
 		t.Errorf("Publish on a %d-byte channel: err = %v, want ErrSubjectTooLong", len(tooLong), err)
 	}
 	if err := b.Subscribe(tooLong + "/**"); !errors.Is(err, ErrSubjectTooLong) {
@@ -63,7 +63,7 @@ func TestNATSAlive(t *testing.T) {
 		t.Fatalf("Alive on a fresh connection: %v", err)
 	}
 	// Under MaxSubjectLength, over this server's limit.
-	_ = n.Publish("/"+strings.Repeat("x", 400), []byte("x"))
+	_ = n.Publish("/"+strings.Repeat("x", 400), []byte("x"), "")
 	waitCond(t, "the server to close the connection", func() bool { return n.Alive() != nil })
 	if err := n.Healthy(); err == nil {
 		t.Error("Healthy = nil on a connection closed for good")

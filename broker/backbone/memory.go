@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 )
@@ -13,6 +14,7 @@ import (
 var (
 	_ Backbone    = (*Memory)(nil)
 	_ Requester   = (*Memory)(nil)
+	_ Router      = (*Memory)(nil)
 	_ Health      = (*Memory)(nil)
 	_ StatsSource = (*Memory)(nil)
 )
@@ -54,6 +56,7 @@ type Memory struct {
 	patterns map[string]int // pattern → references
 	handler  Handler
 	reqH     RequestHandler
+	noWork   bool // TakeWork(false)
 	queue    []memItem
 	closed   bool
 	health   error
@@ -154,9 +157,12 @@ func (m *Memory) Unsubscribe(pattern string) error {
 // Publish queues data for every other node of the hub with a pattern matching
 // channel, once per node. The queues are filled before Publish returns, so
 // publishes made one after another arrive in that order.
-func (m *Memory) Publish(channel string, data []byte) error {
+func (m *Memory) Publish(channel string, data []byte, id string) error {
 	if err := validateChannel(channel); err != nil {
 		return err
+	}
+	if len(id) > MaxMessageIDLength {
+		return fmt.Errorf("backbone: message ID longer than %d bytes", MaxMessageIDLength)
 	}
 	m.mu.Lock()
 	closed := m.closed
@@ -165,7 +171,7 @@ func (m *Memory) Publish(channel string, data []byte) error {
 		return ErrClosed
 	}
 	m.stats.published(len(data))
-	msg := Message{Channel: channel, Data: data, Origin: m.id}
+	msg := Message{Channel: channel, Data: data, Origin: m.id, ID: id}
 	now := time.Now()
 	m.hub.mu.RLock()
 	defer m.hub.mu.RUnlock()
@@ -253,14 +259,22 @@ func (m *Memory) Request(ctx context.Context, node string, data []byte) ([]byte,
 	if target == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoNode, node)
 	}
-	target.mu.Lock()
-	h := target.reqH
-	if target.closed || h == nil {
-		target.mu.Unlock()
+	return target.serve(ctx, data)
+}
+
+// serve runs the node's request handler for one request, as a node's NATS
+// subscription would: on a goroutine of its own, cancelled when ctx ends or
+// the node closes.
+func (m *Memory) serve(ctx context.Context, data []byte) ([]byte, error) {
+	node := m.id
+	m.mu.Lock()
+	h := m.reqH
+	if m.closed || h == nil {
+		m.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrNoNode, node)
 	}
-	target.reqs.Add(1)
-	target.mu.Unlock()
+	m.reqs.Add(1)
+	m.mu.Unlock()
 
 	type result struct {
 		b   []byte
@@ -269,11 +283,11 @@ func (m *Memory) Request(ctx context.Context, node string, data []byte) ([]byte,
 	ch := make(chan result, 1)
 	hctx, cancel := context.WithCancel(ctx)
 	go func() {
-		defer target.reqs.Done()
+		defer m.reqs.Done()
 		defer cancel()
-		go func() { // a closing target cancels the requests it serves
+		go func() { // a closing m cancels the requests it serves
 			select {
-			case <-target.quit:
+			case <-m.quit:
 				cancel()
 			case <-hctx.Done():
 			}
@@ -295,6 +309,75 @@ func (m *Memory) Request(ctx context.Context, node string, data []byte) ([]byte,
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// RequestAny sends data to a random other node of the hub that takes work.
+func (m *Memory) RequestAny(ctx context.Context, data []byte) (string, []byte, error) {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return "", nil, ErrClosed
+	}
+	m.hub.mu.RLock()
+	var cands []*Memory
+	for id, n := range m.hub.nodes { // map order is random: so is the choice
+		if id == m.id {
+			continue
+		}
+		n.mu.Lock()
+		ok := !n.noWork && !n.closed && n.reqH != nil
+		n.mu.Unlock()
+		if ok {
+			cands = append(cands, n)
+		}
+	}
+	m.hub.mu.RUnlock()
+	if len(cands) == 0 {
+		return "", nil, fmt.Errorf("%w: no other node takes work", ErrNoNode)
+	}
+	target := cands[mrand.IntN(len(cands))]
+	reply, err := target.serve(ctx, data)
+	return target.id, reply, err
+}
+
+// TakeWork makes the node one that RequestAny may choose, or not.
+func (m *Memory) TakeWork(on bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.noWork = !on
+	return nil
+}
+
+// Ask asks every other node in turn; the first non-nil reply wins.
+func (m *Memory) Ask(ctx context.Context, data []byte) (string, []byte, error) {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return "", nil, ErrClosed
+	}
+	m.hub.mu.RLock()
+	others := make([]*Memory, 0, len(m.hub.nodes))
+	for id, n := range m.hub.nodes {
+		if id != m.id {
+			others = append(others, n)
+		}
+	}
+	m.hub.mu.RUnlock()
+	for _, n := range others {
+		reply, err := n.serve(ctx, data)
+		if err == nil && reply != nil {
+			return n.id, reply, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return "", nil, fmt.Errorf("%w: no node answered", ErrNoNode)
 }
 
 // SetHealth sets what Healthy reports: nil for healthy, an error to simulate a

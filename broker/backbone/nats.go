@@ -21,6 +21,7 @@ import (
 var (
 	_ Backbone    = (*NATS)(nil)
 	_ Requester   = (*NATS)(nil)
+	_ Router      = (*NATS)(nil)
 	_ Health      = (*NATS)(nil)
 	_ StatsSource = (*NATS)(nil)
 )
@@ -39,6 +40,10 @@ const (
 	HeaderError = "Cometd-Error"
 	// HeaderRequestID names a request, so that its requester can cancel it.
 	HeaderRequestID = "Cometd-Req"
+	// HeaderID carries a message's Message.ID.
+	HeaderID = "Cometd-Id"
+	// HeaderNode names the node that sent a reply to RequestAny or Ask.
+	HeaderNode = "Cometd-Node"
 	// HeaderCancel, on a message to a node's request subject, cancels the
 	// request it names (the requester's context ended before the reply came).
 	HeaderCancel = "Cometd-Cancel"
@@ -122,6 +127,8 @@ type NATS struct {
 	epoch    string
 	chPrefix string // "<prefix>.<cluster>.ch."
 	ndPrefix string // "<prefix>.<cluster>.node."
+	anySubj  string // "<prefix>.<cluster>.any": RequestAny, a queue group
+	askSubj  string // "<prefix>.<cluster>.ask": Ask, every node
 	log      *slog.Logger
 
 	in   chan *nats.Msg
@@ -137,6 +144,8 @@ type NATS struct {
 	closed  bool
 	reqH    RequestHandler
 	reqSub  *nats.Subscription
+	askSub  *nats.Subscription
+	anySub  *nats.Subscription // nil while the node takes no work
 	reqs    sync.WaitGroup
 	reqCtx  context.Context
 	reqStop context.CancelFunc
@@ -205,6 +214,8 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		epoch:    randomID(),
 		chPrefix: prefix + "." + cluster + ".ch.",
 		ndPrefix: prefix + "." + cluster + ".node.",
+		anySubj:  prefix + "." + cluster + ".any",
+		askSubj:  prefix + "." + cluster + ".ask",
 		log:      log.With("component", "backbone", "node", id),
 		in:       make(chan *nats.Msg, bufSize),
 		quit:     make(chan struct{}),
@@ -233,6 +244,13 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		return nil, fmt.Errorf("backbone: subscribe to node requests: %w", err)
 	}
 	n.reqSub = sub
+	if n.askSub, err = nc.Subscribe(n.askSubj, n.serveRequest); err == nil {
+		n.anySub, err = nc.QueueSubscribe(n.anySubj, workQueue, n.serveRequest)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("backbone: subscribe to cluster requests: %w", err)
+	}
 	n.sync()
 	go n.deliver()
 	return n, nil
@@ -395,15 +413,21 @@ func (n *NATS) Unsubscribe(pattern string) error {
 // Publish sends data to the nodes with interest in channel. While NATS is
 // disconnected, messages are buffered by the client (up to its reconnect buffer)
 // and sent, in order, on reconnection.
-func (n *NATS) Publish(channel string, data []byte) error {
+func (n *NATS) Publish(channel string, data []byte, id string) error {
 	if err := validateChannel(channel); err != nil {
 		return err
+	}
+	if len(id) > MaxMessageIDLength {
+		return fmt.Errorf("backbone: message ID longer than %d bytes", MaxMessageIDLength)
 	}
 	subject := channelSubject(n.chPrefix, channel)
 	if len(subject) > MaxSubjectLength {
 		return fmt.Errorf("%w: channel %.64q…", ErrSubjectTooLong, channel)
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 1)}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 2)}
+	if id != "" {
+		msg.Header[HeaderID] = []string{id}
+	}
 	env := make([]byte, 0, len(n.epoch)+len(n.id)+44)
 	env = append(env, n.epoch...)
 	env = append(env, ' ')
@@ -485,7 +509,7 @@ func (n *NATS) receive(m *nats.Msg, last map[originKey]*originState) {
 	st.seq = seq
 	n.stats.received(len(m.Data), now.Sub(time.Unix(0, ts)))
 	if h := n.handler.load(); h != nil {
-		h(Message{Channel: channel, Data: m.Data, Origin: key.origin})
+		h(Message{Channel: channel, Data: m.Data, Origin: key.origin, ID: m.Header.Get(HeaderID)})
 	}
 }
 
@@ -566,13 +590,17 @@ func (n *NATS) serveRequest(m *nats.Msg) {
 			}
 		}()
 		reply := &nats.Msg{Header: nats.Header{}}
+		reply.Header.Set(HeaderNode, n.id)
 		if h == nil {
 			reply.Header.Set(HeaderError, "node handles no requests")
 		} else {
 			b, err := callHandler(ctx, h, m.Data)
-			if err != nil {
+			switch {
+			case err != nil:
 				reply.Header.Set(HeaderError, err.Error())
-			} else {
+			case b == nil && m.Subject == n.askSubj:
+				return // nothing to say to an Ask
+			default:
 				reply.Data = b
 			}
 		}
@@ -642,6 +670,80 @@ func (n *NATS) Request(ctx context.Context, node string, data []byte) ([]byte, e
 	return reply.Data, nil
 }
 
+// workQueue is the queue group of the nodes that take work (RequestAny).
+const workQueue = "work"
+
+// RequestAny sends data to one other node that takes work: NATS picks one
+// member of the queue group at random.
+func (n *NATS) RequestAny(ctx context.Context, data []byte) (string, []byte, error) {
+	return n.clusterRequest(ctx, n.anySubj, data)
+}
+
+// Ask sends data to every node and returns the first reply.
+func (n *NATS) Ask(ctx context.Context, data []byte) (string, []byte, error) {
+	return n.clusterRequest(ctx, n.askSubj, data)
+}
+
+func (n *NATS) clusterRequest(ctx context.Context, subject string, data []byte) (string, []byte, error) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return "", nil, ErrClosed
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if d, ok := ctx.Deadline(); ok {
+		msg.Header.Set(HeaderDeadline, strconv.FormatInt(d.UnixNano(), 10))
+	}
+	reply, err := n.nc.RequestMsgWithContext(ctx, msg)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return "", nil, fmt.Errorf("%w: nobody on %s", ErrNoNode, subject)
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return "", nil, ErrClosed
+	case err != nil && ctx.Err() != nil:
+		return "", nil, fmt.Errorf("%w: no answer on %s: %w", ErrNoNode, subject, err)
+	case err != nil:
+		return "", nil, fmt.Errorf("backbone: request on %s: %w", subject, err)
+	}
+	node := reply.Header.Get(HeaderNode)
+	if e := reply.Header.Get(HeaderError); e != "" {
+		return node, nil, fmt.Errorf("backbone: node %s: %s", node, e)
+	}
+	return node, reply.Data, nil
+}
+
+// TakeWork joins (on) or leaves the queue group RequestAny picks from; leaving
+// waits until the server has processed it, so no new work arrives after.
+func (n *NATS) TakeWork(on bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	switch {
+	case on && n.anySub == nil:
+		sub, err := n.nc.QueueSubscribe(n.anySubj, workQueue, n.serveRequest)
+		if err != nil {
+			return fmt.Errorf("backbone: join the work queue: %w", err)
+		}
+		n.anySub = sub
+	case !on && n.anySub != nil:
+		if err := n.anySub.Unsubscribe(); err != nil {
+			return fmt.Errorf("backbone: leave the work queue: %w", err)
+		}
+		n.anySub = nil
+	default:
+		return nil
+	}
+	if n.nc.IsConnected() {
+		if err := n.nc.FlushTimeout(syncTimeout); err != nil {
+			return fmt.Errorf("backbone: work queue change: %w", err)
+		}
+	}
+	return nil
+}
+
 // Healthy reports an error while the NATS connection is not established.
 func (n *NATS) Healthy() error {
 	n.mu.Lock()
@@ -704,6 +806,10 @@ func (n *NATS) Close() error {
 	close(n.quit)
 	// Withdraw from node requests first, and wait for the server to have processed
 	// that, so a request sent after Close returns finds no responder at once.
+	_ = n.askSub.Unsubscribe()
+	if n.anySub != nil {
+		_ = n.anySub.Unsubscribe()
+	}
 	if err := n.reqSub.Unsubscribe(); err == nil && n.nc.IsConnected() {
 		_ = n.nc.FlushTimeout(time.Second) // best effort
 	}

@@ -18,6 +18,7 @@ const waitTimeout = 15 * time.Second
 type node interface {
 	Backbone
 	Requester
+	Router
 	Health
 	StatsSource
 }
@@ -110,7 +111,7 @@ func mustSub(t *testing.T, b Backbone, patterns ...string) {
 
 func mustPub(t *testing.T, b Backbone, channel, data string) {
 	t.Helper()
-	if err := b.Publish(channel, []byte(data)); err != nil {
+	if err := b.Publish(channel, []byte(data), ""); err != nil {
 		t.Fatalf("Publish(%q): %v", channel, err)
 	}
 }
@@ -267,7 +268,7 @@ func runSuite(t *testing.T, mk cluster) {
 				for i := range n {
 					// Alternate channels: order holds per origin across channels too.
 					ch := fmt.Sprintf("/o/%d", i%3)
-					if err := ns[p].Publish(ch, fmt.Appendf(nil, "%d:%d", p, i)); err != nil {
+					if err := ns[p].Publish(ch, fmt.Appendf(nil, "%d:%d", p, i), fmt.Sprint(i)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -288,6 +289,9 @@ func runSuite(t *testing.T, mk cluster) {
 			}
 			if i != next[m.Origin] {
 				t.Fatalf("from %s got %d, want %d", m.Origin, i, next[m.Origin])
+			}
+			if m.ID != fmt.Sprint(i) {
+				t.Fatalf("message %s has ID %q, want %q", m.Data, m.ID, fmt.Sprint(i))
 			}
 			next[m.Origin]++
 		}
@@ -330,7 +334,7 @@ func runSuite(t *testing.T, mk cluster) {
 			}
 		}
 		for _, c := range []string{"", "x", "/", "/a/", "/a/*", "/a/**", "/a//b"} {
-			if err := n.Publish(c, []byte("{}")); err == nil {
+			if err := n.Publish(c, []byte("{}"), ""); err == nil {
 				t.Errorf("Publish(%q) succeeded", c)
 			}
 		}
@@ -437,6 +441,72 @@ func runSuite(t *testing.T, mk cluster) {
 		}
 	})
 
+	t.Run("Router", func(t *testing.T) {
+		ns := mk(t, 3)
+		for _, n := range ns {
+			n.HandleRequests(func(_ context.Context, data []byte) ([]byte, error) {
+				switch string(data) {
+				case "who":
+					return []byte(n.NodeID()), nil
+				case "where is x":
+					if n == ns[2] {
+						return []byte("here"), nil
+					}
+					return nil, nil // silent
+				}
+				return nil, errors.New("unknown request")
+			})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		// RequestAny never picks the asker, and picks each other node sometimes.
+		seen := map[string]int{}
+		for range 60 {
+			node, reply, err := ns[0].RequestAny(ctx, []byte("who"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if node != string(reply) || node == ns[0].NodeID() {
+				t.Fatalf("RequestAny: node %q replied %q", node, reply)
+			}
+			seen[node]++
+		}
+		if len(seen) != 2 {
+			t.Fatalf("RequestAny spread over %v, want both other nodes", seen)
+		}
+		// A node that takes no work is never picked.
+		if err := ns[1].TakeWork(false); err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			if node, _, err := ns[0].RequestAny(ctx, []byte("who")); err != nil || node != ns[2].NodeID() {
+				t.Fatalf("RequestAny with node 1 out of work: %q, %v", node, err)
+			}
+		}
+		if err := ns[2].TakeWork(false); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ns[0].RequestAny(ctx, []byte("who")); !errors.Is(err, ErrNoNode) {
+			t.Fatalf("RequestAny with no node taking work: %v, want ErrNoNode", err)
+		}
+		if err := ns[1].TakeWork(true); err != nil {
+			t.Fatal(err)
+		}
+		if node, _, err := ns[0].RequestAny(ctx, []byte("who")); err != nil || node != ns[1].NodeID() {
+			t.Fatalf("RequestAny after node 1 took work again: %q, %v", node, err)
+		}
+		// Ask: the one node with an answer answers; silence is no answer.
+		node, reply, err := ns[0].Ask(ctx, []byte("where is x"))
+		if err != nil || node != ns[2].NodeID() || string(reply) != "here" {
+			t.Fatalf("Ask: %q %q %v", node, reply, err)
+		}
+		short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancelShort()
+		if _, _, err := ns[2].Ask(short, []byte("where is x")); !errors.Is(err, ErrNoNode) {
+			t.Fatalf("Ask that nobody else answers: %v, want ErrNoNode", err)
+		}
+	})
+
 	t.Run("HealthStatsClose", func(t *testing.T) {
 		ns := mk(t, 2)
 		a, b := ns[0], ns[1]
@@ -470,7 +540,7 @@ func runSuite(t *testing.T, mk cluster) {
 		if err := a.Healthy(); err == nil {
 			t.Error("closed node reports healthy")
 		}
-		if err := a.Publish("/s", []byte("x")); !errors.Is(err, ErrClosed) {
+		if err := a.Publish("/s", []byte("x"), ""); !errors.Is(err, ErrClosed) {
 			t.Errorf("Publish after Close: %v, want ErrClosed", err)
 		}
 		if err := a.Subscribe("/s"); !errors.Is(err, ErrClosed) {

@@ -145,7 +145,7 @@ func TestHealthzFailsWhenBackboneDead(t *testing.T) {
 
 	// The server closes the connection for good over a subject longer than
 	// its max_control_line.
-	_ = bb.Publish("/"+strings.Repeat("x", 400), []byte(`{}`))
+	_ = bb.Publish("/"+strings.Repeat("x", 400), []byte(`{}`), "")
 	waitProbe("/healthz", http.StatusServiceUnavailable, "closed for good")
 	if code, _ := probe("/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d with the backbone closed, want 503", code)

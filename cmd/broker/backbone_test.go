@@ -26,7 +26,7 @@ func TestOpenBackboneEmbedded(t *testing.T) {
 	if err := bb.Subscribe("/a/**"); err != nil {
 		t.Fatal(err)
 	}
-	if err := bb.Publish("/a/b", []byte(`{}`)); err != nil {
+	if err := bb.Publish("/a/b", []byte(`{}`), ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -59,7 +59,7 @@ func TestOpenBackboneCluster(t *testing.T) {
 	if err := b.Subscribe("/x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Publish("/x", []byte(`{"n":1}`)); err != nil {
+	if err := a.Publish("/x", []byte(`{"n":1}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	select {
