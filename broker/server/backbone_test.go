@@ -55,9 +55,9 @@ func (c *countingBackbone) Unsubscribe(p string) error {
 	return c.Memory.Unsubscribe(p)
 }
 
-func (c *countingBackbone) Publish(ch string, data []byte) error {
+func (c *countingBackbone) Publish(ch string, data []byte, id string) error {
 	c.record("pub " + ch)
-	return c.Memory.Publish(ch, data)
+	return c.Memory.Publish(ch, data, id)
 }
 
 func (c *countingBackbone) snapshot() []string {

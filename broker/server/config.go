@@ -97,6 +97,24 @@ type Config struct {
 	// needed to release every session within 80% of the time left. 0 means
 	// DefaultDrainRate; -1 releases every session at once.
 	DrainRate float64
+	// DisableHandover makes a drain release sessions (their clients handshake
+	// again elsewhere) instead of handing them over to other nodes. Handover
+	// needs a backbone that is a backbone.Router and Requester; without one a
+	// drain releases sessions anyway.
+	DisableHandover bool
+	// HandoverTimeout bounds one session's move to another node. 0 means
+	// DefaultHandoverTimeout.
+	HandoverTimeout time.Duration
+	// HandoverConcurrency is how many sessions a drain moves at once. 0 means
+	// DefaultHandoverConcurrency.
+	HandoverConcurrency int
+	// HandoverSettle is the wait between a node adopting a session and the
+	// source collecting what reached the session meanwhile. 0 means
+	// DefaultHandoverSettle.
+	HandoverSettle time.Duration
+	// LocateTimeout bounds the search for a session no node is known to hold.
+	// 0 means DefaultLocateTimeout.
+	LocateTimeout time.Duration
 	// Backbone carries publishes to other nodes. Nil means a single node.
 	Backbone backbone.Backbone
 	// Security decides who may handshake, create, subscribe and publish. Nil means
@@ -142,6 +160,9 @@ func (c *Config) validate() error {
 		{"MaxLazyTimeout", c.MaxLazyTimeout},
 		{"MultiSessionInterval", c.MultiSessionInterval},
 		{"SweepInterval", c.SweepInterval},
+		{"HandoverTimeout", c.HandoverTimeout},
+		{"HandoverSettle", c.HandoverSettle},
+		{"LocateTimeout", c.LocateTimeout},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -160,6 +181,7 @@ func (c *Config) validate() error {
 		{"MaxSessionsPerBrowser", int64(c.MaxSessionsPerBrowser), true},
 		{"MaxSubscriptionsPerSession", int64(c.MaxSubscriptionsPerSession), true},
 		{"MaxSessions", int64(c.MaxSessions), false},
+		{"HandoverConcurrency", int64(c.HandoverConcurrency), false},
 	}
 	for _, n := range counts {
 		switch {
@@ -212,6 +234,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainRate == 0 {
 		c.DrainRate = DefaultDrainRate
+	}
+	if c.HandoverTimeout == 0 {
+		c.HandoverTimeout = DefaultHandoverTimeout
+	}
+	if c.HandoverConcurrency == 0 {
+		c.HandoverConcurrency = DefaultHandoverConcurrency
+	}
+	if c.HandoverSettle == 0 {
+		c.HandoverSettle = DefaultHandoverSettle
+	}
+	if c.LocateTimeout == 0 {
+		c.LocateTimeout = DefaultLocateTimeout
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = min(max(c.MaxInterval/4, 10*time.Millisecond), time.Second)

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
@@ -43,6 +42,7 @@ const forwardKindPoll = "poll"
 
 type forwardMeta struct {
 	Kind      string `json:"k"`
+	Hops      int    `json:"h,omitempty"` // how often the batch was passed on
 	Transport string `json:"t"`
 	Callback  string `json:"cb,omitempty"`
 	Browser   string `json:"b,omitempty"`
@@ -63,41 +63,6 @@ func frame(head any, body []byte) []byte {
 	return append(append(append(out, h...), '\n'), body...)
 }
 
-// forwardTarget returns the Requester and the node to forward msgs to, or a nil
-// Requester when the batch is this node's or the backbone carries no requests.
-func (s *Server) forwardTarget(msgs []*bayeux.Mutable) (backbone.Requester, string) {
-	req, ok := s.cfg.Backbone.(backbone.Requester)
-	if !ok {
-		return nil, ""
-	}
-	owner := s.foreignOwner(msgs)
-	if owner == "" {
-		return nil, ""
-	}
-	return req, owner
-}
-
-// foreignOwner returns the other node that owns the sessions of msgs, or "" when
-// the batch is for this node: it holds a handshake, names no session, names one
-// this node holds, or names sessions of several nodes.
-func (s *Server) foreignOwner(msgs []*bayeux.Mutable) string {
-	owner := ""
-	for _, m := range msgs {
-		if m.Channel == bayeux.MetaHandshake {
-			return ""
-		}
-		if m.ClientID == "" {
-			continue
-		}
-		o := OwnerOf(m.ClientID)
-		if o == "" || o == s.nodeID || (owner != "" && o != owner) || s.Session(m.ClientID) != nil {
-			return ""
-		}
-		owner = o
-	}
-	return owner
-}
-
 // serveNodeRequest answers requests from other nodes (the backbone's
 // RequestHandler).
 func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, error) {
@@ -109,14 +74,26 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 	if err := json.Unmarshal(data[:i], &meta); err != nil {
 		return nil, fmt.Errorf("server: malformed node request: %w", err)
 	}
-	if meta.Kind != forwardKindPoll {
+	body := data[i+1:]
+	switch meta.Kind {
+	case forwardKindPoll:
+	case kindAdopt:
+		return s.adopt(body)
+	case kindFinalize:
+		return s.finalize(body)
+	case kindAbort:
+		s.abortArrival(string(body))
+		return []byte{}, nil
+	case kindWhere:
+		return s.where(string(body)), nil
+	default:
 		return nil, fmt.Errorf("server: unknown node request kind %q", meta.Kind)
 	}
 	if meta.Transport != TransportLongPolling && meta.Transport != TransportCallbackPolling ||
 		meta.Transport == TransportCallbackPolling && !validCallback(meta.Callback) {
 		return nil, fmt.Errorf("server: bad forwarded transport %q", meta.Transport)
 	}
-	msgs, err := bayeux.DecodeBatch(data[i+1:])
+	msgs, err := bayeux.DecodeBatch(body)
 	if err != nil {
 		return nil, fmt.Errorf("server: forwarded batch: %w", err)
 	}
@@ -128,7 +105,7 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		hr.AddCookie(&http.Cookie{Name: BrowserCookie, Value: meta.Browser})
 	}
 	rec := &replyRecorder{header: http.Header{}}
-	s.respond(rec, hr.WithContext(ctx), msgs, meta.Transport, meta.Callback)
+	s.servePolling(rec, hr.WithContext(ctx), msgs, body, meta.Transport, meta.Callback, meta.Hops)
 	if rec.status == 0 && rec.body.Len() == 0 {
 		// The hold ended because the requester gave up: nothing was taken.
 		if err := ctx.Err(); err != nil {

@@ -11,17 +11,45 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
-// forward relays a polling batch to the node that owns its session and writes
-// that node's reply. It reports whether it answered the request; when it did not
-// (no backbone requests, the batch is this node's, or the owner is gone), the
-// caller processes the batch here, which answers an unknown session with
-// 402::session_unknown so that the client handshakes again.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string) bool {
-	req, owner := s.forwardTarget(msgs)
-	if req == nil {
+// servePolling serves a polling batch where its session is: here, or on the
+// node route or locate names, to which it is forwarded and whose reply is
+// written out unchanged. hops counts how often the batch was passed on
+// already. A batch for a session no node holds is processed here, which
+// answers 402::session_unknown so that the client handshakes again.
+func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string, hops int) {
+	release, node := s.route(msgs)
+	if release == nil && hops < maxHops {
+		id := batchSession(msgs)
+		if node != "" {
+			if s.forwardTo(w, r, node, raw, transport, callback, hops) {
+				return
+			}
+			s.forgetRoute(id)
+			node = "" // gone: look for the session
+		}
+		if node == "" && id != "" && OwnerOf(id) != "" {
+			node = s.locate(r.Context(), id)
+		}
+		if node != "" {
+			if s.forwardTo(w, r, node, raw, transport, callback, hops) {
+				return
+			}
+			s.forgetRoute(id)
+		}
+		release, _ = s.route(msgs) // it may have arrived here meanwhile
+	}
+	s.respond(w, r, msgs, transport, callback, release)
+}
+
+// forwardTo relays a polling batch to node and writes that node's reply. It
+// reports false, having written nothing, when node is gone or serves no
+// requests.
+func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node string, raw []byte, transport, callback string, hops int) bool {
+	req, ok := s.cfg.Backbone.(backbone.Requester)
+	if !ok {
 		return false
 	}
-	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent()}
+	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent(), Hops: hops + 1}
 	if c, err := r.Cookie(BrowserCookie); err == nil {
 		meta.Browser = c.Value
 	}
@@ -29,10 +57,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, msgs []*bayeux.
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
-	resp, err := req.Request(ctx, owner, payload)
+	resp, err := req.Request(ctx, node, payload)
+	owner := node
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):
-		s.log.Debug("session owner is gone; answering here", "owner", owner)
+		s.log.Debug("session owner is gone", "owner", owner)
 		return false
 	case r.Context().Err() != nil:
 		return true // the client went away

@@ -22,19 +22,19 @@ type forwardJob struct {
 	payload []byte
 }
 
-// forwardWebsocket takes a batch read from wc whose session another node owns: it
-// forwards it and queues the owner's replies for wc's writer. It reports whether
-// it took the batch.
+// forwardWebsocket takes a batch read from wc whose session node holds: it
+// forwards it and queues the owner's replies for wc's writer. It reports
+// false when the backbone carries no requests.
 //
 // The batches of one connection reach the owner in the order they were read, one
 // request at a time, as they would be processed on the owner's own websocket.
 // A /meta/connect, which the owner may hold, is split off and forwarded on its
 // own, so that it holds up none of the batches behind it. The reader waits while
 // more than wsMaxPending batches are queued. At most maxForwardedConnects connect
-// batches per connection are in flight (see forwardConnect).
-func (s *Server) forwardWebsocket(wc *wsConn, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
-	req, owner := s.forwardTarget(msgs)
-	if req == nil {
+// batches per connection are in flight (see connect).
+func (s *Server) forwardWebsocket(wc *wsConn, owner string, msgs []*bayeux.Mutable, raw []byte, userAgent string) bool {
+	req, ok := s.cfg.Backbone.(backbone.Requester)
+	if !ok {
 		return false
 	}
 	var connects, rest []*bayeux.Mutable
@@ -215,6 +215,15 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		}
 	}()
 	resp, err := req.Request(ctx, j.owner, j.payload)
+	if errors.Is(err, backbone.ErrNoNode) {
+		// The owner is gone: the session may live on elsewhere.
+		id := batchSession(j.msgs)
+		s.forgetRoute(id)
+		if node := s.locate(ctx, id); node != "" {
+			j.owner = node
+			resp, err = req.Request(ctx, j.owner, j.payload)
+		}
+	}
 	var replies []*ServerMessage
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):

@@ -140,10 +140,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	if s.forward(w, r, msgs, body, TransportLongPolling, "") {
-		return
-	}
-	s.respond(w, r, msgs, TransportLongPolling, "")
+	s.servePolling(w, r, msgs, body, TransportLongPolling, "", 0)
 }
 
 // validCallback accepts JavaScript identifiers and dotted paths of them.
@@ -186,22 +183,28 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	if s.forward(w, r, msgs, []byte(msg), TransportCallbackPolling, cb) {
-		return
-	}
-	s.respond(w, r, msgs, TransportCallbackPolling, cb)
+	s.servePolling(w, r, msgs, []byte(msg), TransportCallbackPolling, cb, 0)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // respond processes a polling batch, holds its connect, and writes the replies,
-// the delivered messages and the connect reply, last.
-func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, transport, callback string) {
+// the delivered messages and the connect reply, last. release, when not nil,
+// is called once the batch is processed (see route).
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, transport, callback string, release func()) {
 	ri := reqInfo{transport: transport, userAgent: r.UserAgent()}
 	if c, err := r.Cookie(BrowserCookie); err == nil && c.Value != "" {
 		ri.browser = c.Value
 	}
 	res := s.process(msgs, ri)
+	if release != nil {
+		release()
+	}
+	if s.draining.Load() {
+		// New connections reach the nodes that stay; a kept-alive one would
+		// come back here.
+		w.Header().Set("Connection", "close")
+	}
 	if ri.browser == "" {
 		for _, rep := range res.replies {
 			if rep.m.Channel == bayeux.MetaHandshake && rep.m.Successful == bayeux.True {

@@ -21,6 +21,7 @@ type ServerMessage struct {
 	lazy       bool
 	associated *ServerMessage
 	receivedAt time.Time
+	uid        string // the message's ID across the cluster; "" when not published
 
 	once    sync.Once
 	encoded []byte

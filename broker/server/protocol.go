@@ -422,10 +422,16 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 	reason := ss.reason
 	ss.mu.Unlock()
 	if reason != nil {
-		if reason == ErrClientDisconnect {
+		switch reason {
+		case ErrClientDisconnect:
 			r.m.Successful = bayeux.True
 			r.m.Advice = reconnectAdvice(bayeux.ReconnectNone, -1)
-		} else {
+		case ErrMoved:
+			// The session lives on another node, its messages with it: the
+			// client connects again at once and is routed there.
+			r.m.Successful = bayeux.True
+			r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 0)
+		default:
 			unknownSession(r)
 		}
 		return nil, s.outgoingReply(ss, r)

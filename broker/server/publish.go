@@ -31,7 +31,10 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) boo
 	out := m
 	if m.m.ClientID != "" {
 		// Subscribers never see the publisher's clientId.
-		out = &ServerMessage{m: &bayeux.Mutable{Channel: name, ID: m.m.ID, Data: m.m.Data, Ext: m.m.Ext}, lazy: m.lazy}
+		out = &ServerMessage{m: &bayeux.Mutable{Channel: name, ID: m.m.ID, Data: m.m.Data, Ext: m.m.Ext}, lazy: m.lazy, uid: m.uid}
+	}
+	if !remote {
+		out.uid = s.nextMessageID()
 	}
 	s.stats.published.Add(1)
 	service := bayeux.IsService(name)
@@ -66,7 +69,7 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) boo
 		seenPool.Put(seen)
 	}
 	if !remote && !service && s.cfg.Backbone != nil {
-		if err := s.cfg.Backbone.Publish(name, out.Encoded()); err != nil {
+		if err := s.cfg.Backbone.Publish(name, out.Encoded(), out.uid); err != nil {
 			s.log.Warn("backbone publish failed", "channel", name, "err", err)
 		}
 	}
@@ -84,7 +87,9 @@ func (s *Server) onRemote(msg backbone.Message) {
 		s.log.Warn("invalid channel from backbone", "origin", msg.Origin, "channel", m.Channel)
 		return
 	}
-	s.publish(nil, newEncodedMessage(m, msg.Data), true)
+	sm := newEncodedMessage(m, msg.Data)
+	sm.uid = msg.ID
+	s.publish(nil, sm, true)
 }
 
 // Publish publishes data on channel from the server (creating no channel object).

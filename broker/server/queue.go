@@ -28,6 +28,11 @@ type sessionQueue struct {
 	lazyGen     uint64 // identifies the current lazyTimer; a stale one does nothing
 	lazyDue     bool   // the lazy timer fired: flush lazy messages
 	closed      bool   // the session ended: push refuses everything
+	frozen      bool   // the session is moving out: nothing is taken
+	// seen holds the IDs of the messages a session that moved here already
+	// has, for a while after the move, so that a copy that reaches this node
+	// late (published before the move) is not queued twice.
+	seen map[string]struct{}
 }
 
 // ackState is the ack extension's bookkeeping: the last batch id sent and the
@@ -61,6 +66,12 @@ func (q *sessionQueue) push(m *ServerMessage) pushResult {
 	if q.closed {
 		q.mu.Unlock()
 		return pushClosed
+	}
+	if q.seen != nil && m.uid != "" {
+		if _, dup := q.seen[m.uid]; dup {
+			q.mu.Unlock()
+			return pushed // it is queued, or was delivered, already
+		}
 	}
 	pending := q.bytes
 	if q.ack != nil {
@@ -102,6 +113,9 @@ func (q *sessionQueue) lazyFire(gen uint64) {
 func (q *sessionQueue) take() []*ServerMessage {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.frozen {
+		return nil
+	}
 	return q.takeLocked()
 }
 
@@ -127,6 +141,9 @@ func (q *sessionQueue) takeLocked() []*ServerMessage {
 func (q *sessionQueue) takeForConnect() ([]*ServerMessage, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.frozen {
+		return nil, -1 // the session moves: its messages go with it
+	}
 	msgs := q.takeLocked()
 	if q.ack == nil {
 		return msgs, -1
@@ -207,6 +224,9 @@ func (q *sessionQueue) acknowledge(batch int64) {
 func (q *sessionQueue) ready() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.frozen {
+		return false
+	}
 	if q.lazyDue || q.ack != nil && len(q.ack.unacked) > 0 {
 		return true
 	}
@@ -275,6 +295,77 @@ func (q *sessionQueue) size() int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.bytes
+}
+
+// tail returns the queued messages that are not in kept (those a snapshot
+// took), in queue order.
+func (q *sessionQueue) tail(kept map[*ServerMessage]struct{}) []*ServerMessage {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*ServerMessage
+	for _, m := range q.msgs {
+		if _, ok := kept[m]; !ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// thaw undoes a freeze whose move failed.
+func (q *sessionQueue) thaw() {
+	q.mu.Lock()
+	q.frozen = false
+	q.mu.Unlock()
+	q.wake()
+}
+
+// seenWindow is how long a session that moved here refuses late copies of
+// the messages it brought.
+const seenWindow = 10 * time.Second
+
+// arrive completes a move in: the queue the snapshot brought (its first
+// restored messages), then tail, then what reached this node since, with one
+// copy of each message (by ID).
+func (q *sessionQueue) arrive(restored int, tail []*ServerMessage) {
+	q.mu.Lock()
+	seen := map[string]struct{}{}
+	if q.ack != nil {
+		for _, e := range q.ack.unacked {
+			if e.msg.uid != "" {
+				seen[e.msg.uid] = struct{}{}
+			}
+		}
+	}
+	restored = min(restored, len(q.msgs))
+	live := q.msgs[restored:]
+	out := make([]*ServerMessage, 0, len(q.msgs)+len(tail))
+	q.bytes = 0
+	for _, part := range [][]*ServerMessage{q.msgs[:restored], tail, live} {
+		for _, m := range part {
+			if m.uid != "" {
+				if _, dup := seen[m.uid]; dup {
+					continue
+				}
+				seen[m.uid] = struct{}{}
+			}
+			out = append(out, m)
+			q.bytes += m.size()
+			if m.lazy {
+				q.lazyDue = true
+			}
+		}
+	}
+	q.msgs = out
+	q.seen = seen
+	q.mu.Unlock()
+	time.AfterFunc(seenWindow, func() {
+		q.mu.Lock()
+		q.seen = nil
+		q.mu.Unlock()
+	})
+	if len(out) > 0 {
+		q.wake()
+	}
 }
 
 func (q *sessionQueue) snapshotMessages() []*ServerMessage {

@@ -71,6 +71,18 @@ type Stats struct {
 	// HandshakesRefused counts handshakes refused with 503::too_many_sessions
 	// because Config.MaxSessions remote sessions were live.
 	HandshakesRefused uint64
+	// HandedOver counts sessions this node moved to another node.
+	HandedOver uint64
+	// HandoversFailed counts moves that failed (no node adopted the session,
+	// or the adopting node refused it); the drain released those sessions.
+	HandoversFailed uint64
+	// HandoversTimedOut counts moves that did not finish within
+	// Config.HandoverTimeout or the drain's deadline.
+	HandoversTimedOut uint64
+	// Adopted counts sessions other nodes moved here.
+	Adopted uint64
+	// Located counts sessions found on another node by asking every node.
+	Located uint64
 }
 
 type counters struct {
@@ -98,6 +110,14 @@ type Server struct {
 	browsers  map[string]int
 
 	conns connSet // open transport connections, closed by Close
+
+	// Handover (handover.go).
+	msgIDPrefix string        // this process's prefix of message IDs
+	msgSeq      atomic.Uint64 // numbers this node's published messages
+	moved       routeTable    // sessions this node handed over → their node
+	routes      routeTable    // sessions located elsewhere → their node
+	askLimit    askLimiter
+	handover    handoverStats
 
 	stats counters
 
@@ -136,15 +156,16 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		nodeID:     nodeID,
-		log:        cfg.Logger.With("node", nodeID),
-		transports: map[string]bool{},
-		browsers:   map[string]int{},
-		conns:      connSet{m: map[closer]struct{}{}},
-		emptied:    make(chan struct{}, 1),
-		newTicker:  newTimeTicker,
-		closeCh:    make(chan struct{}),
+		cfg:         cfg,
+		nodeID:      nodeID,
+		log:         cfg.Logger.With("node", nodeID),
+		transports:  map[string]bool{},
+		browsers:    map[string]int{},
+		conns:       connSet{m: map[closer]struct{}{}},
+		msgIDPrefix: randomToken(8) + ".",
+		emptied:     make(chan struct{}, 1),
+		newTicker:   newTimeTicker,
+		closeCh:     make(chan struct{}),
 	}
 	for _, t := range cfg.Transports {
 		s.transports[t] = true
@@ -183,6 +204,11 @@ func (s *Server) Stats() Stats {
 		SlowConsumers: s.stats.slow.Load(),
 
 		HandshakesRefused: s.stats.refused.Load(),
+		HandedOver:        s.handover.out.Load(),
+		HandoversFailed:   s.handover.failed.Load(),
+		HandoversTimedOut: s.handover.timedOut.Load(),
+		Adopted:           s.handover.adopted.Load(),
+		Located:           s.handover.located.Load(),
 	}
 }
 
@@ -415,6 +441,9 @@ func (s *Server) sweep() {
 		for _, ss := range expired {
 			s.removeSession(ss, ErrExpired)
 		}
+		now := time.Now()
+		s.moved.sweep(now)
+		s.routes.sweep(now)
 	}
 }
 
@@ -471,7 +500,10 @@ func (s *Server) undrained() []*ServerSession {
 // a new snapshot when one is done, for sessions a handshake racing Drain added.
 func (s *Server) paceDrain(deadline time.Time) {
 	defer s.wg.Done()
+	mv := s.newMover(deadline)
+	defer mv.wait()
 	for {
+		mv.wait() // sessions still moving are not in the next round
 		queue := s.undrained()
 		if len(queue) == 0 {
 			return
@@ -497,13 +529,76 @@ func (s *Server) paceDrain(deadline time.Time) {
 			}
 			k := min(batch, len(queue))
 			for _, ss := range queue[:k] {
-				ss.releaseForDrain()
+				mv.move(ss)
 			}
 			queue = queue[k:]
 		}
 		stop()
 	}
 }
+
+// mover hands a draining node's sessions over to other nodes, a few at a time,
+// and releases those it cannot move (see Drain).
+type mover struct {
+	s        *Server
+	deadline time.Time
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	noTarget atomic.Bool // nobody adopts: release everything left
+}
+
+func (s *Server) newMover(deadline time.Time) *mover {
+	mv := &mover{s: s, deadline: deadline, sem: make(chan struct{}, s.cfg.HandoverConcurrency)}
+	if _, ro := s.router(); ro == nil {
+		mv.noTarget.Store(true)
+		s.log.Info("draining without handover: sessions are released", "reason", "the backbone cannot route sessions or handover is disabled")
+	} else if err := ro.TakeWork(false); err != nil {
+		s.log.Warn("cannot leave the backbone's work queue; other nodes may still hand sessions here", "err", err)
+	}
+	return mv
+}
+
+// move hands ss over on a goroutine of its own, waiting while
+// HandoverConcurrency moves are under way; when that is not possible, it
+// releases ss as a drain without handover does.
+func (mv *mover) move(ss *ServerSession) {
+	if mv.noTarget.Load() {
+		ss.releaseForDrain()
+		return
+	}
+	mv.sem <- struct{}{}
+	mv.wg.Add(1)
+	go func() {
+		defer func() { <-mv.sem; mv.wg.Done() }()
+		ctx := context.Background()
+		if !mv.deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, mv.deadline)
+			defer cancel()
+		}
+		_, err := mv.s.handOver(ctx, ss)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, ErrSessionClosed):
+			return // it ended meanwhile
+		case errors.Is(err, backbone.ErrNoNode):
+			if !mv.noTarget.Swap(true) {
+				mv.s.log.Warn("no other node adopts sessions: the drain releases them, and their clients handshake again elsewhere")
+			}
+			mv.s.handover.failed.Add(1)
+		case errors.Is(err, context.DeadlineExceeded):
+			mv.s.handover.timedOut.Add(1)
+			mv.s.log.Warn("a session handover timed out; the session is released", "session", ss.id, "err", err)
+		default:
+			mv.s.handover.failed.Add(1)
+			mv.s.log.Warn("a session handover failed; the session is released", "session", ss.id, "err", err)
+		}
+		ss.releaseForDrain()
+	}()
+}
+
+func (mv *mover) wait() { mv.wg.Wait() }
 
 // Close ends every session and websocket connection and stops the sweeper.
 func (s *Server) Close() {

@@ -78,6 +78,11 @@ type ServerSession struct {
 	exts      cowList[SessionExtension]
 	msgListen cowList[SessionMessageListener]
 
+	// use is read-held while a batch of the session is processed, and
+	// write-held while the session moves in or out (handover.go), so that the
+	// two never overlap.
+	use sync.RWMutex
+
 	mu         sync.Mutex
 	subs       map[*ServerChannel]struct{}
 	held       *heldConnect
@@ -90,6 +95,12 @@ type ServerSession struct {
 	attrs      map[string]any
 	rmListen   []SessionRemovedListener
 	client     clientInfo
+	// A session moving in (handover.go): closed to requests, holding use,
+	// until its move completes; restored is how many queued messages its
+	// snapshot brought.
+	arriving     bool
+	restored     int
+	arrivalTimer *time.Timer
 }
 
 func newSession(srv *Server, id string) *ServerSession {
@@ -341,6 +352,52 @@ func (ss *ServerSession) unbind(c connection) {
 func (ss *ServerSession) boundTo(c connection) bool {
 	r := ss.conn.Load()
 	return r != nil && r.c == c
+}
+
+// freeze starts a move out: it writes the session out and freezes its queue
+// in one instant. The caller holds use.
+func (ss *ServerSession) freeze() (SessionSnapshot, map[*ServerMessage]struct{}, error) {
+	return ss.snapshot(true)
+}
+
+// thaw undoes freeze when the move failed: the session goes on here.
+func (ss *ServerSession) thaw() { ss.queue.thaw() }
+
+func (ss *ServerSession) isArriving() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.arriving
+}
+
+// arrive opens an arriving session with the tail its old node collected; it
+// reports false when the session is not arriving (its move was aborted).
+func (ss *ServerSession) arrive(tail []*ServerMessage) bool {
+	ss.mu.Lock()
+	if !ss.arriving || ss.reason != nil {
+		ss.mu.Unlock()
+		return false
+	}
+	restored := ss.restored
+	ss.mu.Unlock()
+	ss.queue.arrive(restored, tail)
+	ss.endArrival()
+	return true
+}
+
+// endArrival opens the session to requests: its move is complete, or was
+// given up (and the session ended).
+func (ss *ServerSession) endArrival() {
+	ss.mu.Lock()
+	was := ss.arriving
+	ss.arriving = false
+	if ss.arrivalTimer != nil {
+		ss.arrivalTimer.Stop()
+		ss.arrivalTimer = nil
+	}
+	ss.mu.Unlock()
+	if was {
+		ss.use.Unlock()
+	}
 }
 
 // ended reports whether a held connect must be answered whatever the queue

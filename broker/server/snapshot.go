@@ -39,6 +39,10 @@ type SessionSnapshot struct {
 type QueuedMessage struct {
 	Message json.RawMessage `json:"message"`
 	Lazy    bool            `json:"lazy,omitempty"`
+	// ID identifies a published message across the cluster, so that a node
+	// the session moves to keeps one copy of a message it also received
+	// itself.
+	ID string `json:"uid,omitempty"`
 }
 
 // AckSnapshot is the ack extension's state: the id of the last batch sent and
@@ -52,6 +56,7 @@ type AckSnapshot struct {
 type AckedMessage struct {
 	Batch   int64           `json:"batch"`
 	Message json.RawMessage `json:"message"`
+	ID      string          `json:"uid,omitempty"`
 }
 
 // AttributeDecoder rebuilds an attribute's value from the JSON its snapshot
@@ -77,13 +82,21 @@ var (
 // as before: moving it is the caller's business (stop it from being served,
 // restore the snapshot elsewhere, then end it here).
 func (ss *ServerSession) Snapshot() (SessionSnapshot, error) {
+	snap, _, err := ss.snapshot(false)
+	return snap, err
+}
+
+// snapshot writes the session out and, with freeze, freezes its queue in the
+// same instant (see handover.go); it also returns the queued messages the
+// snapshot holds.
+func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMessage]struct{}, error) {
 	if ss.local != nil {
-		return SessionSnapshot{}, ErrLocalSession
+		return SessionSnapshot{}, nil, ErrLocalSession
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.reason != nil {
-		return SessionSnapshot{}, ErrSessionClosed
+	if ss.reason != nil || ss.arriving {
+		return SessionSnapshot{}, nil, ErrSessionClosed
 	}
 	snap := SessionSnapshot{
 		ID:             ss.id,
@@ -99,7 +112,7 @@ func (ss *ServerSession) Snapshot() (SessionSnapshot, error) {
 	for name, v := range ss.attrs {
 		raw, err := json.Marshal(v)
 		if err != nil {
-			return SessionSnapshot{}, fmt.Errorf("server: attribute %q of session %s does not encode: %w", name, ss.id, err)
+			return SessionSnapshot{}, nil, fmt.Errorf("server: attribute %q of session %s does not encode: %w", name, ss.id, err)
 		}
 		if snap.Attributes == nil {
 			snap.Attributes = map[string]json.RawMessage{}
@@ -110,16 +123,21 @@ func (ss *ServerSession) Snapshot() (SessionSnapshot, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	snap.DeliverOnly = q.deliverOnly
+	kept := make(map[*ServerMessage]struct{}, len(q.msgs))
 	for _, m := range q.msgs {
-		snap.Queue = append(snap.Queue, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy})
+		snap.Queue = append(snap.Queue, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid})
+		kept[m] = struct{}{}
 	}
 	if a := q.ack; a != nil {
 		snap.Ack = &AckSnapshot{Batch: a.batch}
 		for _, e := range a.unacked {
-			snap.Ack.Unacked = append(snap.Ack.Unacked, AckedMessage{Batch: e.batch, Message: e.msg.Encoded()})
+			snap.Ack.Unacked = append(snap.Ack.Unacked, AckedMessage{Batch: e.batch, Message: e.msg.Encoded(), ID: e.msg.uid})
 		}
 	}
-	return snap, nil
+	if freeze {
+		q.frozen = true
+	}
+	return snap, kept, nil
 }
 
 // RestoreSession rebuilds a session from its snapshot on this node: same
@@ -131,6 +149,12 @@ func (ss *ServerSession) Snapshot() (SessionSnapshot, error) {
 // sessions are live (ErrFull), when a session with the ID exists, and for a
 // snapshot that does not decode; nothing is left behind then.
 func (s *Server) RestoreSession(snap SessionSnapshot) (*ServerSession, error) {
+	return s.restoreSession(snap, false)
+}
+
+// restoreSession restores snap; an arriving session (a handover's) stays
+// closed to requests, with its use lock held, until arrive or endArrival.
+func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSession, error) {
 	if OwnerOf(snap.ID) == "" {
 		return nil, fmt.Errorf("server: snapshot clientId %q names no node", snap.ID)
 	}
@@ -151,7 +175,7 @@ func (s *Server) RestoreSession(snap SessionSnapshot) (*ServerSession, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: snapshot queue message %d: %w", i, err)
 		}
-		m.lazy = qm.Lazy
+		m.lazy, m.uid = qm.Lazy, qm.ID
 		queue = append(queue, m)
 	}
 	var ack *ackState
@@ -165,6 +189,7 @@ func (s *Server) RestoreSession(snap SessionSnapshot) (*ServerSession, error) {
 			if err != nil {
 				return nil, fmt.Errorf("server: snapshot unacknowledged message %d: %w", i, err)
 			}
+			m.uid = e.ID
 			ack.unacked = append(ack.unacked, ackEntry{batch: e.Batch, msg: m})
 			ack.bytes += m.size()
 		}
@@ -200,15 +225,31 @@ func (s *Server) RestoreSession(snap SessionSnapshot) (*ServerSession, error) {
 	}
 	q.deliverOnly = snap.DeliverOnly
 	q.ack = ack
+	if arriving {
+		ss.use.Lock()
+		ss.arriving = true
+		ss.restored = len(queue)
+	}
+	fail := func(err error) (*ServerSession, error) {
+		if arriving {
+			ss.endArrival()
+		}
+		return nil, err
+	}
 	if err := s.addSession(ss, nil); err != nil {
 		s.giveBackSlot(ss)
-		return nil, err
+		return fail(err)
 	}
 	for _, id := range ids {
 		if err := s.hub.subscribe(s, ss, id, nil); err != nil {
 			s.removeSession(ss, ErrServerDisconnect)
-			return nil, fmt.Errorf("server: restoring subscription %s: %w", id, err)
+			return fail(fmt.Errorf("server: restoring subscription %s: %w", id, err))
 		}
+	}
+	if arriving {
+		ss.mu.Lock()
+		ss.arrivalTimer = time.AfterFunc(2*s.cfg.HandoverTimeout, func() { s.abortArrival(ss.id) })
+		ss.mu.Unlock()
 	}
 	ss.mu.Lock()
 	ss.lastActive = time.Now()

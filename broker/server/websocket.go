@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -66,6 +67,7 @@ type wsConn struct {
 	pingTimer *time.Timer
 	nextPing  time.Time
 	broken    bool
+	goAway    bool // close the connection once this round is written
 	// The frames of this round that carry messages taken from a session's
 	// queue, put back in the queue if they do not reach the network, and the
 	// taken slices to recycle once the round is over.
@@ -207,10 +209,19 @@ func (wc *wsConn) readLoop(userAgent string) {
 				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, reason), time.Now().Add(writeWait))
 			return
 		}
-		if s.forwardWebsocket(wc, msgs, data, userAgent) { // forward.go
+		release, node := s.route(msgs)
+		if release == nil && node == "" {
+			if id := batchSession(msgs); id != "" && OwnerOf(id) != "" {
+				node = s.locate(context.Background(), id)
+			}
+		}
+		if node != "" && s.forwardWebsocket(wc, node, msgs, data, userAgent) { // forward_ws.go
 			continue
 		}
 		res := s.process(msgs, reqInfo{transport: TransportWebsocket, userAgent: userAgent, conn: wc})
+		if release != nil {
+			release()
+		}
 		wc.mu.Lock()
 		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
 		wc.mu.Unlock()
@@ -269,6 +280,11 @@ func (wc *wsConn) writer() {
 			wc.fail()
 		}
 		wc.settle(n, err)
+		if wc.goAway && !wc.broken {
+			_ = wc.c.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, "session moved: reconnect"), time.Now().Add(writeWait))
+			wc.fail()
+		}
 		wc.mu.Lock()
 		if !wc.dirty {
 			wc.running = false
@@ -340,6 +356,9 @@ func (wc *wsConn) step(items []wsItem) {
 		case <-ss.done:
 			wc.answer()
 			wc.sess = nil
+			// A session that moved has its client reconnect, through the
+			// Service, to a node that stays.
+			wc.goAway = ss.Err() == ErrMoved
 		default:
 			only = ss.queue.isDeliverOnly()
 			// A session that moved to another connection (the client opened a

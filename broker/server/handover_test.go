@@ -1,0 +1,344 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
+)
+
+// cluster starts n servers named node-0… on one Memory hub.
+func cluster(t *testing.T, hub *backbone.MemoryHub, names ...string) []*testServer {
+	t.Helper()
+	out := make([]*testServer, len(names))
+	for i, name := range names {
+		out[i] = newTestServer(t, Config{Backbone: newMemoryNode(t, hub, name), Timeout: 500 * time.Millisecond})
+		out[i].AddExtension(AckExtension{})
+	}
+	return out
+}
+
+// ackClient is a long-polling client with the ack extension that sends each
+// request to the next node in turn, as a Service without affinity does, and
+// records what it is delivered.
+type ackClient struct {
+	t     *testing.T
+	nodes []*testServer
+	next  int
+	id    string
+	batch int
+
+	mu       sync.Mutex
+	got      []int
+	handshks int
+	refused  []msg
+}
+
+func newAckClient(t *testing.T, nodes ...*testServer) *ackClient {
+	c := &ackClient{t: t, nodes: nodes}
+	hs := nodes[0].must(t, `[{"channel":"/meta/handshake","supportedConnectionTypes":["long-polling"],"ext":{"ack":true}}]`)[0]
+	c.id = hs["clientId"].(string)
+	c.handshks = 1
+	c.connect()
+	return c
+}
+
+func (c *ackClient) node() *testServer {
+	n := c.nodes[c.next%len(c.nodes)]
+	c.next++
+	return n
+}
+
+// connect sends one /meta/connect acknowledging the last batch and records
+// the delivered numbers; a failed reply is kept in refused.
+func (c *ackClient) connect() {
+	out := c.node().must(c.t, fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"long-polling","ext":{"ack":%d}}]`, c.id, c.batch))
+	r := last(out)
+	if r["successful"] != true {
+		c.mu.Lock()
+		c.refused = append(c.refused, r)
+		c.mu.Unlock()
+		return
+	}
+	if ext, ok := r["ext"].(msg); ok {
+		if b, ok := ext["ack"].(float64); ok {
+			c.batch = int(b)
+		}
+	}
+	c.mu.Lock()
+	for _, ev := range events(out) {
+		c.got = append(c.got, int(ev["data"].(float64)))
+	}
+	c.mu.Unlock()
+}
+
+// check asserts the client got 1..n exactly once, in order.
+func (c *ackClient) check(t *testing.T, n int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.refused) > 0 {
+		t.Fatalf("connects refused: %v", c.refused)
+	}
+	lost, dup := 0, 0
+	seen := map[int]int{}
+	for _, v := range c.got {
+		seen[v]++
+	}
+	for i := 1; i <= n; i++ {
+		switch seen[i] {
+		case 0:
+			lost++
+		case 1:
+		default:
+			dup += seen[i] - 1
+		}
+	}
+	if lost > 0 || dup > 0 || len(c.got) != n {
+		t.Fatalf("client %s: %d delivered for %d published, %d lost, %d duplicated", c.id, len(c.got), n, lost, dup)
+	}
+	for i, v := range c.got {
+		if v != i+1 {
+			t.Fatalf("client %s: delivery %d is %d: out of order", c.id, i, v)
+		}
+	}
+}
+
+// publisher publishes 1, 2, … on channel from node until stopped.
+type publisher struct {
+	n    atomic.Int64
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startPublisher(t *testing.T, node *testServer, channel string) *publisher {
+	p := &publisher{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(200 * time.Microsecond) // a steady rate
+		defer tick.Stop()
+		for i := 1; i <= 100_000; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			if err := node.Publish(channel, i); err != nil {
+				t.Error(err)
+				return
+			}
+			p.n.Store(int64(i))
+		}
+	}()
+	return p
+}
+
+func (p *publisher) finish() int {
+	close(p.stop)
+	<-p.done
+	return int(p.n.Load())
+}
+
+// TestHandoverUnderPublishing moves an ack session while a publisher on
+// another node keeps publishing: the client, whose requests go to every node
+// in turn, keeps its clientId and gets every message once, in order.
+func TestHandoverUnderPublishing(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	nodes := cluster(t, hub, "node-a", "node-b", "node-c")
+	a, b := nodes[0], nodes[1]
+	c := newAckClient(t, nodes...)
+	a.subscribe(t, c.id, "/h/**")
+	pub := startPublisher(t, nodes[2], "/h/x")
+	waitFor(t, "some messages", func() bool { return pub.n.Load() > 50 })
+	c.connect()
+	owner := a
+	for move := range 4 {
+		node, err := owner.HandOver(context.Background(), c.id)
+		if err != nil {
+			t.Fatalf("move %d: %v", move, err)
+		}
+		for _, n := range nodes {
+			if n.NodeID() == node {
+				owner = n
+			}
+		}
+		if owner.Session(c.id) == nil {
+			t.Fatalf("move %d: node %s does not hold the session", move, node)
+		}
+		c.connect()
+	}
+	n := pub.finish()
+	for range 20 { // each connect returns once messages wait, or after Timeout
+		c.connect()
+		c.mu.Lock()
+		done := len(c.got) > 0 && c.got[len(c.got)-1] == n
+		c.mu.Unlock()
+		if done {
+			break
+		}
+	}
+	c.connect() // acknowledges the last batch
+	c.check(t, n)
+	var handed, adopted uint64
+	for _, node := range nodes {
+		st := node.Stats()
+		handed += st.HandedOver
+		adopted += st.Adopted
+	}
+	if handed != 4 || adopted != 4 {
+		t.Fatalf("stats: %d handed over, %d adopted; want 4 each", handed, adopted)
+	}
+	if ss := owner.Session(c.id); ss == nil || ss.Unacknowledged() != 0 {
+		t.Fatal("the final owner lost the session or its acknowledgement")
+	}
+	_ = b
+}
+
+// TestMovedSessionIsFoundEverywhere: after two moves, a node that started
+// later finds the session through the node that created it, and, once that
+// node is gone, by asking every node.
+func TestMovedSessionIsFoundEverywhere(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	nodes := cluster(t, hub, "node-a", "node-b", "node-c")
+	a := nodes[0]
+	id := a.connected(t)
+	a.subscribe(t, id, "/found")
+	first, err := a.HandOver(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mid *testServer
+	for _, n := range nodes {
+		if n.NodeID() == first {
+			mid = n
+		}
+	}
+	second, err := mid.HandOver(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first {
+		t.Fatalf("moved to %s twice", second)
+	}
+	late := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-late"), Timeout: 500 * time.Millisecond})
+	if err := late.Publish("/found", "one"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := events(late.connect(t, id)); len(ev) != 1 || ev[0]["data"] != "one" {
+		t.Fatalf("through the creator's trail: %v", ev)
+	}
+	// The creator and the first owner leave: the trail is gone, asking finds it.
+	for _, n := range []*testServer{a, mid} {
+		n.Close()
+		_ = n.cfg.Backbone.Close()
+	}
+	if err := late.Publish("/found", "two"); err != nil {
+		t.Fatal(err)
+	}
+	out := late.connect(t, id)
+	if ev := events(out); len(ev) != 1 || ev[0]["data"] != "two" || last(out)["successful"] != true {
+		t.Fatalf("by asking: %v", out)
+	}
+	if late.Stats().Located == 0 {
+		t.Fatal("the late node did not locate the session by asking")
+	}
+}
+
+// TestDrainHandsSessionsOver: Shutdown moves every session to the other
+// nodes; held connects are answered with advice to connect again at once,
+// and each client goes on with its clientId.
+func TestDrainHandsSessionsOver(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	nodes := cluster(t, hub, "node-a", "node-b", "node-c")
+	a := nodes[0]
+	const n = 30
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = a.connected(t)
+		a.subscribe(t, ids[i], "/drain")
+	}
+	held := a.connectAsync(ids[0])
+	a.waitHeld(t, ids[0])
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.HandedOver != n || st.Sessions != 0 || st.HandoversFailed != 0 {
+		t.Fatalf("drained node stats %+v", st)
+	}
+	if r := last(recv(t, held)); r["successful"] != true || r["advice"].(msg)["reconnect"] != "retry" || r["advice"].(msg)["interval"] != 0.0 {
+		t.Fatalf("held connect answered %v", r)
+	}
+	if err := nodes[1].Publish("/drain", "after"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		out := nodes[1].connect(t, id)
+		if ev := events(out); len(ev) != 1 || ev[0]["data"] != "after" {
+			t.Fatalf("session %s after the drain: %v", id, out)
+		}
+	}
+	if got := nodes[1].Stats().Adopted + nodes[2].Stats().Adopted; got != n {
+		t.Fatalf("%d adopted, want %d", got, n)
+	}
+}
+
+// TestDrainWithoutOtherNodeReleases: alone, a draining node cannot hand
+// sessions over; it releases them as before and counts the failure.
+func TestDrainWithoutOtherNodeReleases(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	a := cluster(t, hub, "node-a")[0]
+	id := a.connected(t)
+	held := a.connectAsync(id)
+	a.waitHeld(t, id)
+	a.Drain()
+	if r := last(recv(t, held)); r["successful"] != true || r["advice"].(msg)["interval"].(float64) < 1000 {
+		t.Fatalf("released connect answered %v", r)
+	}
+	waitFor(t, "the failure to be counted", func() bool { return a.Stats().HandoversFailed == 1 })
+	if a.Session(id) == nil {
+		t.Fatal("the session was lost instead of released")
+	}
+}
+
+// TestHandoverWebsocket: a websocket client whose session moves gets its held
+// connect answered (reconnect at once), then the connection closes; it
+// reconnects to another node and goes on with the same clientId.
+func TestHandoverWebsocket(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	nodes := cluster(t, hub, "node-a", "node-b")
+	a, b := nodes[0], nodes[1]
+	ws := a.dialWS(t)
+	id := ws.handshake()
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c1"}]`, id))
+	ws.readUntil("/meta/connect")
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/ws/moved"}]`, id))
+	ws.readUntil("/meta/subscribe")
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c2"}]`, id))
+	a.waitHeld(t, id)
+	if _, err := a.HandOver(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	r := ws.readUntil("/meta/connect")
+	if r["successful"] != true || r["advice"].(msg)["reconnect"] != "retry" {
+		t.Fatalf("held connect answered %v", r)
+	}
+	_ = ws.c.SetReadDeadline(time.Now().Add(testWait))
+	if _, _, err := ws.c.ReadMessage(); closeCode(err) != 1001 {
+		t.Fatalf("after the move the connection ended with %v, want close 1001", err)
+	}
+	if err := b.Publish("/ws/moved", "here"); err != nil {
+		t.Fatal(err)
+	}
+	ws2 := b.dialWS(t)
+	ws2.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c3"}]`, id))
+	got := ws2.readUntil("/ws/moved")
+	if got["data"] != "here" {
+		t.Fatalf("on the new node: %v", got)
+	}
+}
