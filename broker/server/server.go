@@ -83,6 +83,9 @@ type Stats struct {
 	Adopted uint64
 	// Located counts sessions found on another node by asking every node.
 	Located uint64
+	// DrainDuration is how long the drain has taken so far, or took once no
+	// session was left; 0 before a drain.
+	DrainDuration time.Duration
 }
 
 type counters struct {
@@ -121,9 +124,11 @@ type Server struct {
 
 	stats counters
 
-	draining  atomic.Bool
-	drainOnce sync.Once
-	emptied   chan struct{} // a token when the last remote session ends
+	draining   atomic.Bool
+	drainOnce  sync.Once
+	drainStart atomic.Int64  // Unix nanoseconds
+	drainEnd   atomic.Int64  // Unix nanoseconds, once no remote session is left
+	emptied    chan struct{} // a token when the last remote session ends
 	// newTicker paces a drain; tests replace it to drive the drain by hand.
 	newTicker func(time.Duration) (<-chan time.Time, func())
 	closeCh   chan struct{}
@@ -209,6 +214,7 @@ func (s *Server) Stats() Stats {
 		HandoversTimedOut: s.handover.timedOut.Load(),
 		Adopted:           s.handover.adopted.Load(),
 		Located:           s.handover.located.Load(),
+		DrainDuration:     s.drainDuration(),
 	}
 }
 
@@ -399,6 +405,9 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		s.stats.slots.Add(-1)
 	}
 	if ss.local == nil && s.stats.remote.Add(-1) == 0 {
+		if s.draining.Load() {
+			s.drainEnd.CompareAndSwap(0, time.Now().UnixNano())
+		}
 		select {
 		case s.emptied <- struct{}{}:
 		default:
@@ -455,6 +464,7 @@ func (s *Server) Drain() { s.drain(time.Time{}) }
 
 func (s *Server) drain(deadline time.Time) {
 	s.drainOnce.Do(func() {
+		s.drainStart.Store(time.Now().UnixNano())
 		s.draining.Store(true)
 		s.wg.Add(1)
 		go s.paceDrain(deadline)
@@ -599,6 +609,23 @@ func (mv *mover) move(ss *ServerSession) {
 }
 
 func (mv *mover) wait() { mv.wg.Wait() }
+
+func (s *Server) drainDuration() time.Duration {
+	start := s.drainStart.Load()
+	if start == 0 {
+		return 0
+	}
+	end := s.drainEnd.Load()
+	if end == 0 {
+		if s.stats.remote.Load() > 0 {
+			return time.Since(time.Unix(0, start))
+		}
+		end = time.Now().UnixNano() // drained nothing
+		s.drainEnd.CompareAndSwap(0, end)
+		end = s.drainEnd.Load()
+	}
+	return time.Duration(end - start)
+}
 
 // Close ends every session and websocket connection and stops the sweeper.
 func (s *Server) Close() {

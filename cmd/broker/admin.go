@@ -46,6 +46,12 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	counter("cometd_queue_drops_total", "Messages dropped from session queues.", func(s server.Stats) float64 { return float64(s.QueueDrops) })
 	counter("cometd_slow_consumers_total", "Sessions ended because their queue overflowed.", func(s server.Stats) float64 { return float64(s.SlowConsumers) })
 	counter("cometd_handshakes_refused_total", "Handshakes refused because the broker held maxSessions sessions.", func(s server.Stats) float64 { return float64(s.HandshakesRefused) })
+	counter("cometd_sessions_handed_over_total", "Sessions this broker handed over to another broker (drain).", func(s server.Stats) float64 { return float64(s.HandedOver) })
+	counter("cometd_handovers_failed_total", "Session handovers that failed; the drain released those sessions.", func(s server.Stats) float64 { return float64(s.HandoversFailed) })
+	counter("cometd_handovers_timed_out_total", "Session handovers that did not finish in time; the drain released those sessions.", func(s server.Stats) float64 { return float64(s.HandoversTimedOut) })
+	counter("cometd_sessions_adopted_total", "Sessions other brokers handed over to this one.", func(s server.Stats) float64 { return float64(s.Adopted) })
+	counter("cometd_sessions_located_total", "Sessions found on another broker by asking every broker.", func(s server.Stats) float64 { return float64(s.Located) })
+	gauge("cometd_drain_duration_seconds", "How long the drain has taken so far, or took; 0 before a drain.", func(s server.Stats) float64 { return s.DrainDuration.Seconds() })
 	registerBackboneMetrics(a.reg, bb)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
 		func() float64 {
