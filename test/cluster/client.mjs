@@ -1,6 +1,7 @@
 // A third-party Bayeux client driven line by line, for the cluster tests.
 //
-// Usage: node client.mjs <cometd|faye> <url> <transport>
+// Usage: node client.mjs <cometd|faye> <url> <transport> [ack]
+// ("ack" registers the CometD client's ack extension).
 // with CLUSTER_NODE_MODULES set to the node_modules directory holding the npm
 // clients (the Go test passes test/conformance/node_modules, so one install
 // serves both suites).
@@ -13,7 +14,8 @@
 //   {"ev":"ready","clientId":"..."}                 after the first handshake
 //   {"ev":"handshake","clientId":"..."}            on every successful handshake
 //   {"ev":"subscribed","channel":"..."}            or {"ev":"error",...}
-//   {"ev":"published","channel":"..."}
+//   {"ev":"published","channel":"..."}             (publish-async: with data;
+//   {"ev":"publish-failed",...}                     or this on failure)
 //   {"ev":"message","sub":"<pattern>","channel":"...","data":...}
 //   {"ev":"meta-error","channel":"...","error":"..."} for every unsuccessful meta reply
 //   {"ev":"disconnected"}
@@ -23,7 +25,7 @@ import {join} from "node:path";
 import {pathToFileURL} from "node:url";
 import {createRequire} from "node:module";
 
-const [kind, url, transport] = process.argv.slice(2);
+const [kind, url, transport, option] = process.argv.slice(2);
 const modules = process.env.CLUSTER_NODE_MODULES;
 if (!modules) {
     throw new Error("CLUSTER_NODE_MODULES is not set");
@@ -42,6 +44,10 @@ async function cometdClient() {
         installScriptShim(global.window);
     }
     const cometd = new CometD();
+    if (option === "ack") {
+        const {AckExtension} = await import(pathToFileURL(join(modules, "cometd", "AckExtension.js")).href);
+        cometd.registerExtension("ack", new AckExtension());
+    }
     for (const t of cometd.getTransportTypes()) {
         if (t !== transport) {
             cometd.unregisterTransport(t);
@@ -125,6 +131,13 @@ rl.on("line", (line) => {
         Promise.resolve(client.subscribe(cmd.channel)).then(
             () => emit({ev: "subscribed", channel: cmd.channel}),
             (e) => emit({ev: "error", op: "subscribe", channel: cmd.channel, error: String(e && e.message || e)}));
+        break;
+    case "publish-async":
+        // Reports the outcome as "published" or "publish-failed", never as an
+        // error: a test that publishes at a fixed rate counts the failures.
+        Promise.resolve(client.publish(cmd.channel, cmd.data)).then(
+            () => emit({ev: "published", channel: cmd.channel, data: cmd.data}),
+            (e) => emit({ev: "publish-failed", channel: cmd.channel, data: cmd.data, error: String(e && e.message || e)}));
         break;
     case "publish":
         Promise.resolve(client.publish(cmd.channel, cmd.data)).then(

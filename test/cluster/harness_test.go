@@ -200,13 +200,14 @@ type client struct {
 
 // startClient runs a third-party client (kind "cometd" or "faye") against url
 // over transport, and waits until it has handshaken.
-func startClient(t testing.TB, kind, url, transport string) *client {
+func startClient(t testing.TB, kind, url, transport string, options ...string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(repoRoot(t), "test", "cluster", "client.mjs"), kind, url, transport)
+	args := append([]string{filepath.Join(repoRoot(t), "test", "cluster", "client.mjs"), kind, url, transport}, options...)
+	cmd := exec.CommandContext(ctx, "node", args...)
 	cmd.Env = append(os.Environ(), "CLUSTER_NODE_MODULES="+nodeModules(t))
 	cmd.WaitDelay = 5 * time.Second
-	c := &client{t: t, name: kind + "/" + transport, stderr: &syncBuffer{}, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &client{t: t, name: strings.Join(append([]string{kind, transport}, options...), "/"), stderr: &syncBuffer{}, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
