@@ -79,9 +79,10 @@ type File struct {
 	WSMessagesPerFrame int `json:"wsMessagesPerFrame,omitempty"`
 	// DrainGracePeriodMs bounds a graceful drain. 0 means DefaultDrainGracePeriod.
 	DrainGracePeriodMs int64 `json:"drainGracePeriodMs,omitempty"`
-	// DrainRate is how many sessions per second a drain sends back to reconnect
-	// elsewhere (raised when needed to fit the grace period). 0 means the
-	// server's default (200/s); -1 releases every session at once.
+	// DrainRate is how many sessions per second a drain hands over to other
+	// brokers, or sends back to reconnect elsewhere when it cannot (raised when
+	// needed to fit the grace period). 0 means the server's default (1000/s);
+	// -1 moves every session at once.
 	DrainRate float64 `json:"drainRate,omitempty"`
 	// MaxSubscriptionsPerSession caps the channels one session may subscribe to.
 	// 0 means the server's default (1000); -1 means no cap.

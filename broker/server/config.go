@@ -20,7 +20,7 @@ const (
 	DefaultWSMessagesPerFrame    = config.DefaultWSMessagesPerFrame
 	DefaultMultiSessionInterval  = 2 * time.Second
 	DefaultMaxSessionsPerBrowser = 1
-	DefaultDrainRate             = 200
+	DefaultDrainRate             = 1000
 	// DefaultMaxSubscriptionsPerSession bounds what one client can make the
 	// server hold (channels, backbone interest) by subscribing to random names.
 	DefaultMaxSubscriptionsPerSession = 1000
@@ -90,12 +90,14 @@ type Config struct {
 	// and advice to handshake again after a few seconds, so that a flood of
 	// handshakes cannot exhaust the broker's memory. 0 means no limit.
 	MaxSessions int
-	// DrainRate is how many sessions per second a drain releases (their held
+	// DrainRate is how many sessions per second a drain hands over to other
+	// nodes (see HandOver), or releases when it cannot (their held
 	// /meta/connect answered with reconnect "retry"), so that the clients of a
 	// draining node do not all arrive at the other nodes at the same instant.
 	// When the drain has a deadline (Shutdown's context), the rate is raised as
-	// needed to release every session within 80% of the time left. 0 means
-	// DefaultDrainRate; -1 releases every session at once.
+	// needed to move every session within 80% of the time left. 0 means
+	// DefaultDrainRate; -1 moves every session at once (HandoverConcurrency at
+	// a time).
 	DrainRate float64
 	// DisableHandover makes a drain release sessions (their clients handshake
 	// again elsewhere) instead of handing them over to other nodes. Handover

@@ -207,6 +207,10 @@ func TestMovedSessionIsFoundEverywhere(t *testing.T) {
 	a := nodes[0]
 	id := a.connected(t)
 	a.subscribe(t, id, "/found")
+	// The creator takes no work, so the second move cannot bring the session back.
+	if err := a.cfg.Backbone.(backbone.Router).TakeWork(false); err != nil {
+		t.Fatal(err)
+	}
 	first, err := a.HandOver(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
