@@ -63,7 +63,7 @@ const maxHops = 3
 // Handover defaults.
 const (
 	DefaultHandoverTimeout     = 5 * time.Second
-	DefaultHandoverConcurrency = 16
+	DefaultHandoverConcurrency = 64
 	// DefaultHandoverSettle is how long the source waits between the target's
 	// adoption and collecting the tail: long enough for the target's new
 	// interest to reach every NATS server of a cluster, so that the tail

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 )
 
 var (
@@ -150,4 +153,117 @@ func BenchmarkClusterFanout(b *testing.B) {
 			}
 		})
 	}
+}
+
+var benchDrainSessions = flag.String("cluster.drain-sessions", "1000,10000", "comma-separated session counts of BenchmarkDrainHandover")
+
+// BenchmarkDrainHandover is issue 13's drain measurement: three brokers (not
+// race-built) on one NATS; N sessions, each subscribed to one of 10 channels,
+// on the first broker; SIGTERM to it. It reports the time from the signal to
+// the process's exit, which it reaches when every session has moved, and
+// checks that the other two brokers hold all N sessions. Run it alone:
+//
+//	go test -run XXX -bench DrainHandover -benchtime 1x ./test/cluster
+func BenchmarkDrainHandover(b *testing.B) {
+	brokerBin := binary(b, "./cmd/broker", false)
+	for _, f := range strings.Split(*benchDrainSessions, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n <= 0 {
+			b.Fatalf("bad -cluster.drain-sessions entry %q", f)
+		}
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				nats := startNATS(b)
+				var bs []*broker
+				for i := range 3 {
+					bs = append(bs, &broker{brokertest.Start(b, brokerBin, fmt.Sprintf("drain/d%d", i),
+						[]string{"--node", fmt.Sprintf("d%d", i), "--nats-url", nats.url()},
+						"COMETD_CLUSTER=drain", "COMETD_DRAIN_GRACE_PERIOD_MS=60000", "COMETD_MAX_INTERVAL_MS=600000")})
+				}
+				for _, br := range bs {
+					br.waitReady(b, true)
+				}
+				openSessions(b, bs[0].URL, n)
+				if got := brokerSessions(b, bs[0]); got != int64(n) {
+					b.Fatalf("the first broker holds %d sessions, want %d", got, n)
+				}
+				b.StartTimer()
+				start := time.Now()
+				bs[0].Stop(b)
+				took := time.Since(start)
+				b.StopTimer()
+				moved := brokerSessions(b, bs[1]) + brokerSessions(b, bs[2])
+				if moved != int64(n) {
+					b.Fatalf("after the drain the other brokers hold %d sessions, want %d", moved, n)
+				}
+				b.ReportMetric(took.Seconds(), "drain-s")
+				b.ReportMetric(float64(n)/took.Seconds(), "sessions/s")
+				for _, br := range bs[1:] {
+					br.Kill(b) // their sessions have no client to move for
+				}
+				nats.stop()
+			}
+		})
+	}
+}
+
+// openSessions handshakes n long-polling sessions on the broker at url and
+// subscribes each to one of ten channels, 16 requests at a time.
+func openSessions(b *testing.B, url string, n int) {
+	b.Helper()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 30 * time.Second}
+	post := func(body string) ([]map[string]any, error) {
+		resp, err := hc.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var out []map[string]any
+		return out, json.NewDecoder(resp.Body).Decode(&out)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				out, err := post(`[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]`)
+				if err != nil || len(out) != 1 || out[0]["successful"] != true {
+					errs <- fmt.Errorf("handshake %d: %v %v", i, out, err)
+					return
+				}
+				id := out[0]["clientId"].(string)
+				out, err = post(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"long-polling"},{"channel":"/meta/subscribe","clientId":%q,"subscription":"/drain/%d"}]`, id, id, i%10))
+				if err != nil || len(out) != 2 || out[0]["successful"] != true || out[1]["successful"] != true {
+					errs <- fmt.Errorf("connect and subscribe %d: %v %v", i, out, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// brokerSessions reads the session count from a broker's /status.
+func brokerSessions(b *testing.B, br *broker) int64 {
+	b.Helper()
+	resp, err := http.Get(br.Admin + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Sessions int64 `json:"sessions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		b.Fatal(err)
+	}
+	return st.Sessions
 }
