@@ -31,29 +31,19 @@ func TestInterested(t *testing.T) {
 	}
 }
 
+// TestValidate: the backbone takes the Bayeux grammar (bayeux_test covers it
+// case by case) and refuses a wildcard pattern as a publish channel.
 func TestValidate(t *testing.T) {
-	long := "/" + strings.Repeat("x", bayeux.MaxChannelLength)
 	cases := []struct {
 		name           string
 		pattern, publi error
 	}{
-		{"/a", nil, nil},
 		{"/a/b c/d.e", nil, nil},
 		{"/a/*", nil, bayeux.ErrChannelNotPlain},
-		{"/a/**", nil, bayeux.ErrChannelNotPlain},
-		{"/*", nil, bayeux.ErrChannelNotPlain},
 		{"/**", nil, bayeux.ErrChannelNotPlain},
-		{"/a/b*", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
-		{"/a/***", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
-		{"/a\x00", bayeux.ErrChannelChar, bayeux.ErrChannelChar},
-		{long, bayeux.ErrChannelLong, bayeux.ErrChannelLong},
-		{"", bayeux.ErrChannelEmpty, bayeux.ErrChannelEmpty},
-		{"a/b", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
-		{"/", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
-		{"/a/", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
 		{"/a//b", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
 		{"/*/b", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
-		{"/**/b", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
+		{"/" + strings.Repeat("x", bayeux.MaxChannelLength), bayeux.ErrChannelLong, bayeux.ErrChannelLong},
 	}
 	for _, c := range cases {
 		if err := validatePattern(c.name); !errors.Is(err, c.pattern) || (err == nil) != (c.pattern == nil) {

@@ -23,15 +23,10 @@ func TestChannelNamesCheckedBeforeSending(t *testing.T) {
 		sub, pub error // nil: the name passes, and the request fails on the session
 	}{
 		{"/a/b", nil, nil},
-		{"/a/*", nil, bayeux.ErrChannelNotPlain},
 		{"/a/**", nil, bayeux.ErrChannelNotPlain},
-		{"a/b", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
-		{"/a//b", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
 		{"/a/", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
-		{"/a/*/b", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
 		{"/a/b*", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
 		{"/a\n", bayeux.ErrChannelChar, bayeux.ErrChannelChar},
-		{"", bayeux.ErrChannelEmpty, bayeux.ErrChannelEmpty},
 	} {
 		wantSub, wantPub := tc.sub, tc.pub
 		if wantSub == nil {
