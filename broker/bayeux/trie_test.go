@@ -88,8 +88,8 @@ func TestTrieOrder(t *testing.T) {
 	if got := tr.Match("/a/b/c"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Match after changes = %q, want %q", got, want)
 	}
-	if s := tr.Stats(); s.Hits != 2 || s.Misses != 1 {
-		t.Fatalf("stats %+v, want 2 hits and 1 miss", s)
+	if s := tr.Stats(); s.Misses != 1 || s.Cached != 1 {
+		t.Fatalf("stats %+v after 3 matches of one channel, want 1 miss and 1 channel cached", s)
 	}
 }
 
@@ -140,12 +140,10 @@ func TestTrieChurnKeepsCache(t *testing.T) {
 		checkMatch(t, tr, ref, patternOf, channels[round%len(channels)])
 		v++
 	}
+	// 200 rounds of 11 matches, every one answered from the cache.
 	after := tr.Stats()
 	if after.Misses != before.Misses || after.Cached != len(channels) {
 		t.Fatalf("churn cost cache entries: before %+v, after %+v", before, after)
-	}
-	if after.Hits < 200*11 {
-		t.Fatalf("only %d cache hits", after.Hits)
 	}
 }
 
@@ -276,7 +274,10 @@ func TestTrieConcurrent(t *testing.T) {
 		}
 		all = append(all, got...)
 	}
-	if len(all) == 0 || tr.Stats().Hits == 0 {
-		t.Fatalf("nothing matched (%d) or no cache hits (%+v)", len(all), tr.Stats())
+	// Each channel misses once, and again only when a change lands between a
+	// miss's walk and its caching.
+	const matches = 4*3000*5 + 5
+	if s := tr.Stats(); len(all) == 0 || s.Misses > 100 {
+		t.Fatalf("nothing matched (%d) or the cache missed %d of %d matches", len(all), s.Misses, matches)
 	}
 }
