@@ -46,7 +46,7 @@ type matchResult[V comparable] struct {
 
 // TrieStats describes a Trie's match cache.
 type TrieStats struct {
-	Misses uint64 // Match calls not answered from the cache (all of them without a cache)
+	Misses uint64 // Match calls not answered from the cache (none counted without a cache)
 	Cached int    // channels in the cache
 }
 
@@ -271,7 +271,6 @@ func (t *Trie[V]) Stats() TrieStats {
 // is shared with the cache and must not be modified.
 func (t *Trie[V]) Match(channel string) []V {
 	if t.cacheMax <= 0 {
-		t.misses.Add(1)
 		t.mu.RLock()
 		r := t.match(channel, false)
 		t.mu.RUnlock()
@@ -334,7 +333,21 @@ func (t *Trie[V]) match(channel string, withEnds bool) matchResult[V] {
 		}
 		path = append(path, n)
 	}
+	// Size the result once: the lists of every rank the walk reached.
+	size := 0
+	if len(path) > depth {
+		size += len(path[depth].values)
+	}
+	if len(path) >= depth {
+		size += len(path[depth-1].star)
+	}
+	for k := range min(depth, len(path)) {
+		size += len(path[k].dstar)
+	}
 	var r matchResult[V]
+	if size > 0 {
+		r.vals = make([]V, 0, size)
+	}
 	if withEnds {
 		r.ends = make([]int32, depth+2)
 	}
