@@ -229,21 +229,24 @@ func parseChannel(ch string, buf *[MaxDepth]string) (chanSet, bool) {
 	case id.IsDeepWild():
 		wild = segDeep
 	}
-	n := 0
-	start := 1
-	for i := 1; i <= len(ch); i++ {
-		if i < len(ch) && ch[i] != '/' {
-			continue
+	segs := buf[:0] // Depth() <= MaxDepth: no growth
+	rest := ch[1:]
+	for {
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			break
 		}
-		s := ch[start:i]
-		start = i + 1
-		if !validSegment(s) && (i < len(ch) || wild == segLit) {
+		if !validSegment(rest[:i]) {
 			return chanSet{}, false // a literal outside the policy grammar
 		}
-		buf[n] = s
-		n++
+		segs = append(segs, rest[:i])
+		rest = rest[i+1:]
 	}
-	return chanSet{segs: buf[:n], wild: wild}, true
+	// The last segment: a literal, or the wildcard ParseChannel found.
+	if wild == segLit && !validSegment(rest) {
+		return chanSet{}, false
+	}
+	return chanSet{segs: append(segs, rest), wild: wild}, true
 }
 
 // ValidateChannel reports whether ch is a channel name the policy grammar
