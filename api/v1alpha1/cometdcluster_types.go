@@ -5,17 +5,20 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // Transport is a Bayeux transport a broker can serve.
 // +kubebuilder:validation:Enum=websocket;long-polling;callback-polling
 type Transport string
 
-// The transports, named as in Bayeux's supportedConnectionTypes.
+// The transports, named as in Bayeux's supportedConnectionTypes (the names are
+// broker/bayeux's; the Enum marker above must list the same).
 const (
-	TransportWebsocket       Transport = "websocket"
-	TransportLongPolling     Transport = "long-polling"
-	TransportCallbackPolling Transport = "callback-polling"
+	TransportWebsocket       Transport = bayeux.TransportWebSocket
+	TransportLongPolling     Transport = bayeux.TransportLongPolling
+	TransportCallbackPolling Transport = bayeux.TransportCallbackPolling
 )
 
 // AutoscalingMetric is what the autoscaler scales on.

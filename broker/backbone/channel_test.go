@@ -1,60 +1,56 @@
 package backbone
 
 import (
-	"slices"
+	"errors"
+	"strings"
 	"testing"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
-func TestMatchingPatterns(t *testing.T) {
+func TestInterested(t *testing.T) {
 	cases := []struct {
 		channel string
-		want    []string
+		want    []string // the patterns that match it
 	}{
 		{"/a", []string{"/a", "/*", "/**"}},
 		{"/a/b", []string{"/a/b", "/a/*", "/a/**", "/**"}},
 		{"/a/b/c", []string{"/a/b/c", "/a/b/*", "/a/b/**", "/a/**", "/**"}},
 	}
+	others := []string{"/b", "/a/b/c/d", "/a/c/*", "/b/**", "/a/b/c/*", "/a/b/c/**"}
 	for _, c := range cases {
-		var got []string
-		matchingPatterns(c.channel, func(p string) bool { got = append(got, p); return false })
-		if !slices.Equal(got, c.want) {
-			t.Errorf("matchingPatterns(%q) = %q, want %q", c.channel, got, c.want)
-		}
-		var first []string
-		matchingPatterns(c.channel, func(p string) bool { first = append(first, p); return true })
-		if len(first) != 1 {
-			t.Errorf("matchingPatterns(%q) did not stop when told: %q", c.channel, first)
+		for _, p := range append(c.want, others...) {
+			want := false
+			for _, w := range c.want {
+				want = want || w == p
+			}
+			if got := interested(map[string]int{p: 1, "/x/y": 1}, c.channel); got != want {
+				t.Errorf("interested(%q in %q) = %v, want %v", c.channel, p, got, want)
+			}
 		}
 	}
 }
 
+// TestValidate: the backbone takes the Bayeux grammar (bayeux_test covers it
+// case by case) and refuses a wildcard pattern as a publish channel.
 func TestValidate(t *testing.T) {
 	cases := []struct {
 		name           string
-		pattern, publi bool
+		pattern, publi error
 	}{
-		{"/a", true, true},
-		{"/a/b c/d.e", true, true},
-		{"/a/*", true, false},
-		{"/a/**", true, false},
-		{"/*", true, false},
-		{"/**", true, false},
-		{"/a/b*", true, true},
-		{"/a/***", true, true},
-		{"", false, false},
-		{"a/b", false, false},
-		{"/", false, false},
-		{"/a/", false, false},
-		{"/a//b", false, false},
-		{"/*/b", false, false},
-		{"/**/b", false, false},
+		{"/a/b c/d.e", nil, nil},
+		{"/a/*", nil, bayeux.ErrChannelNotPlain},
+		{"/**", nil, bayeux.ErrChannelNotPlain},
+		{"/a//b", bayeux.ErrChannelSyntax, bayeux.ErrChannelSyntax},
+		{"/*/b", bayeux.ErrChannelWildcard, bayeux.ErrChannelWildcard},
+		{"/" + strings.Repeat("x", bayeux.MaxChannelLength), bayeux.ErrChannelLong, bayeux.ErrChannelLong},
 	}
 	for _, c := range cases {
-		if err := validatePattern(c.name); (err == nil) != c.pattern {
-			t.Errorf("validatePattern(%q) = %v, want ok=%v", c.name, err, c.pattern)
+		if err := validatePattern(c.name); !errors.Is(err, c.pattern) || (err == nil) != (c.pattern == nil) {
+			t.Errorf("validatePattern(%q) = %v, want %v", c.name, err, c.pattern)
 		}
-		if err := validateChannel(c.name); (err == nil) != c.publi {
-			t.Errorf("validateChannel(%q) = %v, want ok=%v", c.name, err, c.publi)
+		if err := validateChannel(c.name); !errors.Is(err, c.publi) || (err == nil) != (c.publi == nil) {
+			t.Errorf("validateChannel(%q) = %v, want %v", c.name, err, c.publi)
 		}
 	}
 }

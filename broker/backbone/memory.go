@@ -190,12 +190,7 @@ func (m *Memory) offer(msg Message, at time.Time) {
 	if m.closed || len(m.patterns) == 0 {
 		return
 	}
-	match := false
-	matchingPatterns(msg.Channel, func(p string) bool {
-		_, match = m.patterns[p]
-		return match
-	})
-	if !match {
+	if !interested(m.patterns, msg.Channel) {
 		return
 	}
 	m.queue = append(m.queue, memItem{msg: msg, at: at})

@@ -133,7 +133,7 @@ func FuzzDecodeToken(f *testing.F) {
 // FuzzChannelSubject checks that every valid channel maps to a subject that
 // decodes back to it, and that two distinct channels never share a subject.
 func FuzzChannelSubject(f *testing.F) {
-	for _, s := range []string{"/a", "/a/b", "/a.b/c d", "/*x/>", "/é/_2E"} {
+	for _, s := range []string{"/a", "/a/b", "/a.b/c d", "/>x/>", "/é/_2E"} {
 		f.Add(s, "/a/b")
 	}
 	const prefix = "p.c.ch."

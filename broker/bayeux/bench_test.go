@@ -75,3 +75,43 @@ func BenchmarkTrieMatchUncached(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrieMatchChurn is Match under subscription churn: each iteration a
+// subscriber joins one room, 16 messages are published across the rooms, and
+// the subscriber leaves again. A cache that is thrown away on every change
+// misses on every publish here.
+func BenchmarkTrieMatchChurn(b *testing.B) {
+	tr := benchTrie(1000)
+	var channels [64]string
+	for i := range channels {
+		channels[i] = "/chat/room" + strconv.Itoa(i*7)
+	}
+	joiner := make([]string, len(channels))
+	for i := range joiner {
+		joiner[i] = "/chat/room" + strconv.Itoa(i*13%1000)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		p := joiner[i%len(joiner)]
+		tr.Insert(p, -3)
+		for j := range 16 {
+			if len(tr.Match(channels[(i+j)%len(channels)])) < 3 {
+				b.Fatal("wrong match")
+			}
+		}
+		tr.Remove(p, -3)
+		i++
+	}
+}
+
+func BenchmarkWildcards(b *testing.B) {
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n += len(Wildcards("/chat/room/42/x"))
+	}
+	if n == 0 {
+		b.Fatal("no wildcards")
+	}
+}

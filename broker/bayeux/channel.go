@@ -13,6 +13,7 @@ var (
 	ErrChannelWildcard = errors.New("bayeux: a wildcard may only be the whole last segment")
 	ErrChannelChar     = errors.New("bayeux: channel contains a control character")
 	ErrChannelLong     = fmt.Errorf("bayeux: channel name is longer than %d bytes", MaxChannelLength)
+	ErrChannelNotPlain = errors.New("bayeux: a wildcard pattern where a plain channel is required")
 )
 
 // MaxChannelLength bounds a channel name, in bytes. Real channel names are tens
@@ -76,6 +77,16 @@ func ParseChannel(name string) (ChannelID, error) {
 	return id, nil
 }
 
+// ParsePlainChannel is ParseChannel for a channel a message is published on:
+// it also refuses a wildcard pattern, with ErrChannelNotPlain.
+func ParsePlainChannel(name string) (ChannelID, error) {
+	id, err := ParseChannel(name)
+	if err == nil && id.IsWildcard() {
+		return ChannelID{}, ErrChannelNotPlain
+	}
+	return id, err
+}
+
 // MustParseChannel is ParseChannel for names known to be valid; it panics otherwise.
 func MustParseChannel(name string) ChannelID {
 	id, err := ParseChannel(name)
@@ -137,18 +148,74 @@ func Match(pattern, channel string) bool {
 }
 
 // Wildcards returns the wildcard patterns that match the plain channel name, most
-// specific first: for "/a/b/c" that is "/a/b/*", "/a/b/**", "/a/**", "/**".
+// specific first: for "/a/b/c" that is "/a/b/*", "/a/b/**", "/a/**", "/**". It
+// allocates each pattern; MatchingWildcards walks the same patterns without
+// allocating.
 func Wildcards(channel string) []string {
-	last := strings.LastIndexByte(channel, '/')
-	if last < 0 {
-		return nil
-	}
-	out := []string{channel[:last+1] + "*"}
-	for i := last; i >= 0; i = strings.LastIndexByte(channel[:i], '/') {
-		out = append(out, channel[:i+1]+"**")
-		if i == 0 {
-			break
-		}
+	var out []string
+	it := MatchingWildcards(channel)
+	for p, ok := it.Next(); ok; p, ok = it.Next() {
+		out = append(out, string(p))
 	}
 	return out
+}
+
+// WildcardIter walks the wildcard patterns that match a plain channel, most
+// specific first: for "/a/b/c" that is "/a/b/*", "/a/b/**", "/a/**", "/**". It
+// is the one implementation of wildcard expansion. Keep it in a local variable;
+// then neither the walk nor the patterns allocate (for channels of up to
+// wildcardBuf-1 bytes):
+//
+//	it := bayeux.MatchingWildcards(channel)
+//	for p, ok := it.Next(); ok; p, ok = it.Next() {
+//		subs := byPattern[string(p)] // a map index with string(p) does not allocate
+//	}
+type WildcardIter struct {
+	channel string
+	slash   int  // the '/' that ends the prefix of the next pattern; -1 when done
+	deep    bool // the next pattern ends in "**" (else "*": the first one)
+	ext     []byte
+	buf     [wildcardBuf]byte
+}
+
+// wildcardBuf is the size of a WildcardIter's own buffer.
+const wildcardBuf = 128
+
+// MatchingWildcards returns a WildcardIter over the wildcard patterns that match
+// the plain channel name (valid, as ParsePlainChannel checks).
+func MatchingWildcards(channel string) WildcardIter {
+	return WildcardIter{channel: channel, slash: strings.LastIndexByte(channel, '/')}
+}
+
+// Next returns the next pattern, or false when there is none. The pattern is
+// valid only until the following call.
+func (w *WildcardIter) Next() ([]byte, bool) {
+	i := w.slash
+	if i < 0 {
+		return nil, false
+	}
+	b := w.buf[:]
+	if w.ext != nil {
+		b = w.ext
+	}
+	if !w.deep {
+		// The first pattern: the buffer gets the channel up to its last '/'. Each
+		// pattern writes its stars after its own prefix, and the prefixes only
+		// shorten from one pattern to the next.
+		if i+3 > len(b) {
+			w.ext = make([]byte, i+3)
+			b = w.ext
+		}
+		copy(b, w.channel[:i+1])
+		w.deep = true
+		b[i+1] = '*'
+		return b[:i+2], true
+	}
+	b[i+1], b[i+2] = '*', '*'
+	if i == 0 {
+		w.slash = -1
+	} else {
+		w.slash = strings.LastIndexByte(w.channel[:i], '/')
+	}
+	return b[:i+3], true
 }

@@ -49,6 +49,67 @@ func TestParseChannel(t *testing.T) {
 	}
 }
 
+func TestParsePlainChannel(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		err error
+	}{
+		{"/a/b", nil},
+		{"/a/*", ErrChannelNotPlain},
+		{"/**", ErrChannelNotPlain},
+		{"/a//b", ErrChannelSyntax},
+		{"/a/b*", ErrChannelWildcard},
+	} {
+		id, err := ParsePlainChannel(tc.in)
+		if !errors.Is(err, tc.err) || (err == nil && id.String() != tc.in) {
+			t.Errorf("ParsePlainChannel(%q) = %v, %v; want error %v", tc.in, id, err, tc.err)
+		}
+	}
+}
+
+// wildcardsRef is the plain definition of the patterns MatchingWildcards walks.
+func wildcardsRef(channel string) []string {
+	segs := strings.Split(channel[1:], "/")
+	out := []string{"/" + strings.Join(append(segs[:len(segs)-1:len(segs)-1], "*"), "/")}
+	for k := len(segs) - 1; k >= 0; k-- {
+		out = append(out, "/"+strings.Join(append(segs[:k:k], "**"), "/"))
+	}
+	return out
+}
+
+func TestMatchingWildcards(t *testing.T) {
+	long := "/" + strings.Repeat("x", wildcardBuf) + "/y/" + strings.Repeat("z", 40)
+	for _, ch := range []string{"/a", "/a/b", "/a/b/c", "/chat/room/42/x", long, long + "/w"} {
+		var got []string
+		it := MatchingWildcards(ch)
+		for p, ok := it.Next(); ok; p, ok = it.Next() {
+			got = append(got, string(p))
+		}
+		if want := wildcardsRef(ch); !reflect.DeepEqual(got, want) {
+			t.Errorf("MatchingWildcards(%q) = %q, want %q", ch, got, want)
+		}
+		if w := Wildcards(ch); !reflect.DeepEqual(w, got) {
+			t.Errorf("Wildcards(%q) = %q, want %q", ch, w, got)
+		}
+		for _, p := range got {
+			if !Match(p, ch) {
+				t.Errorf("%q does not match %q", p, ch)
+			}
+		}
+	}
+	subs := map[string]int{"/chat/**": 1}
+	n := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		it := MatchingWildcards("/chat/room/42/x")
+		for p, ok := it.Next(); ok; p, ok = it.Next() {
+			n += subs[string(p)]
+		}
+	})
+	if allocs != 0 || n == 0 {
+		t.Fatalf("walking the wildcards of a short channel: %v allocations, %d hits", allocs, n)
+	}
+}
+
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		pattern, channel string

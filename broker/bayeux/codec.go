@@ -380,6 +380,19 @@ func (d *decoder) raw() ([]byte, error) {
 	return append([]byte(nil), d.b[start:d.i]...), nil
 }
 
+// SkipValue validates the JSON value at b[i:] (after any white space) and
+// returns the offset just past it, or a *SyntaxError. It is the skipper
+// DecodeBatch uses for values it keeps raw, shared with the other hand-written
+// decoder (broker/client's). It does not check UTF-8; nesting deeper than 256
+// levels is an error.
+func SkipValue(b []byte, i int) (int, error) {
+	d := decoder{b: b, i: i}
+	if err := d.skip(0); err != nil {
+		return i, err
+	}
+	return d.i, nil
+}
+
 // skip validates and skips one JSON value.
 func (d *decoder) skip(depth int) error {
 	if depth > maxDepth {

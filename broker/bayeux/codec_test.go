@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -141,5 +142,39 @@ func TestExtFields(t *testing.T) {
 	}
 	if m.View().ExtField("missing", &ack) {
 		t.Fatal("missing key reported present")
+	}
+}
+
+func TestSkipValue(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		end int // -1: an error
+	}{
+		{` {"a":[1,-2.5e3,true,null,"x\"\u00e9"]} ,`, 39},
+		{`"s"x`, 3},
+		{`0`, 1},
+		{`01`, 1}, // one value; what follows is the caller's
+		{`-`, -1},
+		{`1.`, -1},
+		{`"\x"`, -1},
+		{`"\u12"`, -1},
+		{"\"a\x01\"", -1},
+		{`{"a" 1}`, -1},
+		{`[1 2]`, -1},
+		{`tru`, -1},
+		{``, -1},
+		{strings.Repeat("[", 300) + strings.Repeat("]", 300), -1},
+	} {
+		end, err := SkipValue([]byte(tc.in), 0)
+		if tc.end < 0 {
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Errorf("SkipValue(%q) = %d, %v; want a *SyntaxError", tc.in, end, err)
+			}
+			continue
+		}
+		if err != nil || end != tc.end {
+			t.Errorf("SkipValue(%q) = %d, %v; want %d", tc.in, end, err, tc.end)
+		}
 	}
 }

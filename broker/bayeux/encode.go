@@ -186,15 +186,3 @@ func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
-
-// AppendBatch appends a JSON array of the given encoded messages.
-func AppendBatch(dst []byte, encoded ...[]byte) []byte {
-	dst = append(dst, '[')
-	for i, e := range encoded {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, e...)
-	}
-	return append(dst, ']')
-}

@@ -57,14 +57,6 @@ const (
 	False
 )
 
-// Bool converts b to a Tri.
-func Bool(b bool) Tri {
-	if b {
-		return True
-	}
-	return False
-}
-
 // IsTrue reports whether t is present and true.
 func (t Tri) IsTrue() bool { return t == True }
 

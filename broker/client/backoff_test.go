@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // TestBackoffGrowsWithJitter draws many delays for each failure count and
@@ -99,7 +101,7 @@ func TestBackoffResetsAfterSuccess(t *testing.T) {
 
 	const base = 40 * time.Millisecond
 	c, err := NewClient(Config{
-		URL: srv.URL + "/cometd", Transports: []string{TransportLongPolling},
+		URL: srv.URL + "/cometd", Transports: []string{bayeux.TransportLongPolling},
 		BackoffBase: base, BackoffMax: time.Second,
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
@@ -185,11 +186,11 @@ func TestNegotiation(t *testing.T) {
 		want       string // negotiated transport, or an error substring
 		wantErr    bool
 	}{
-		{"default prefers websocket", full.URL, nil, client.TransportWebSocket, false},
-		{"long-polling only server", lpOnly.URL, nil, client.TransportLongPolling, false},
-		{"upgrade refused falls back", noUpgrade.url(), nil, client.TransportLongPolling, false},
-		{"explicit long-polling", full.URL, []string{client.TransportLongPolling}, client.TransportLongPolling, false},
-		{"websocket only, server without it", lpOnly.URL, []string{client.TransportWebSocket}, "websocket", true},
+		{"default prefers websocket", full.URL, nil, bayeux.TransportWebSocket, false},
+		{"long-polling only server", lpOnly.URL, nil, bayeux.TransportLongPolling, false},
+		{"upgrade refused falls back", noUpgrade.url(), nil, bayeux.TransportLongPolling, false},
+		{"explicit long-polling", full.URL, []string{bayeux.TransportLongPolling}, bayeux.TransportLongPolling, false},
+		{"websocket only, server without it", lpOnly.URL, []string{bayeux.TransportWebSocket}, "websocket", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,52 +2,20 @@ package client
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
-// validChannel checks a channel name or pattern given to Subscribe or Publish.
-// Wildcards are allowed only as the whole last segment, and only when
-// wild is true.
+// validChannel checks a channel name or pattern given to Subscribe (wild) or
+// Publish against the Bayeux grammar, before anything is sent: Publish refuses
+// wildcard patterns.
 func validChannel(name string, wild bool) error {
-	if len(name) < 2 || name[0] != '/' {
-		return fmt.Errorf("bayeux: invalid channel %q: must start with / and have a segment", name)
+	parse := bayeux.ParsePlainChannel
+	if wild {
+		parse = bayeux.ParseChannel
 	}
-	segs := strings.Split(name[1:], "/")
-	for i, s := range segs {
-		if s == "" {
-			return fmt.Errorf("bayeux: invalid channel %q: empty segment", name)
-		}
-		if s == "*" || s == "**" {
-			if !wild {
-				return fmt.Errorf("bayeux: invalid channel %q: wildcards are not allowed here", name)
-			}
-			if i != len(segs)-1 {
-				return fmt.Errorf("bayeux: invalid channel %q: a wildcard must be the last segment", name)
-			}
-		}
+	if _, err := parse(name); err != nil {
+		return fmt.Errorf("%w: %q", err, name)
 	}
 	return nil
-}
-
-// matchPatterns calls fn with each wildcard subscription pattern that can
-// match the concrete channel name: "<parent>/*" for the direct parent, then
-// "<ancestor>/**" for every ancestor, deepest first. The slice is only valid
-// during the call (index maps with string(pattern): no allocation).
-func matchPatterns(name string, fn func(pattern []byte)) {
-	last := strings.LastIndexByte(name, '/')
-	if last < 0 {
-		return
-	}
-	var buf [128]byte
-	b := append(buf[:0], name[:last]...)
-	b = append(b, "/*"...)
-	fn(b)
-	for i := last; i >= 0; i = strings.LastIndexByte(name[:i], '/') {
-		b = append(b[:0], name[:i]...)
-		b = append(b, "/**"...)
-		fn(b)
-		if i == 0 {
-			break
-		}
-	}
 }

@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // defaultConnectTimeout is assumed for the server's connect hold when it
@@ -204,9 +206,9 @@ func (c *Client) handshake(ctx context.Context) error {
 	if c.cfg.AckExtension {
 		m.Ext = map[string]any{"ack": true}
 	}
-	via := TransportLongPolling
-	if !c.allowed(TransportLongPolling) {
-		via = TransportWebSocket
+	via := bayeux.TransportLongPolling
+	if !c.allowed(bayeux.TransportLongPolling) {
+		via = bayeux.TransportWebSocket
 	}
 	replies, err := c.request(ctx, []*Message{m}, via)
 	if err != nil {
@@ -240,14 +242,14 @@ func (c *Client) handshake(ctx context.Context) error {
 	c.ackID = -1
 	c.applyAdviceLocked(r.Advice)
 	c.mu.Unlock()
-	if chosen != TransportWebSocket {
+	if chosen != bayeux.TransportWebSocket {
 		c.dropWebsocket(errors.New("bayeux: websocket no longer in use"))
 	}
-	if chosen == TransportWebSocket && via != TransportWebSocket {
+	if chosen == bayeux.TransportWebSocket && via != bayeux.TransportWebSocket {
 		if _, err := c.websocket(ctx); err != nil {
-			if c.allowed(TransportLongPolling) && contains(offered, TransportLongPolling) {
+			if c.allowed(bayeux.TransportLongPolling) && contains(offered, bayeux.TransportLongPolling) {
 				c.mu.Lock()
-				c.transport = TransportLongPolling
+				c.transport = bayeux.TransportLongPolling
 				c.mu.Unlock()
 				return nil
 			}
@@ -331,7 +333,7 @@ func (c *Client) request(ctx context.Context, msgs []*Message, transport string)
 
 	var gone <-chan struct{}
 	var ws *wsConn
-	if transport == TransportWebSocket {
+	if transport == bayeux.TransportWebSocket {
 		ws, err = c.websocket(ctx)
 		if err != nil {
 			return nil, err
@@ -696,7 +698,7 @@ func (c *Client) connect(ctx context.Context) (*Message, error) {
 	defer cancel()
 	replies, err := c.request(cctx, []*Message{m}, transport)
 	if err != nil {
-		if transport == TransportWebSocket && cctx.Err() != nil && ctx.Err() == nil {
+		if transport == bayeux.TransportWebSocket && cctx.Err() != nil && ctx.Err() == nil {
 			// The server held the connect longer than advised: the
 			// connection is presumed dead.
 			c.dropWebsocket(err)

@@ -3,7 +3,7 @@ package client_test
 import (
 	"testing"
 
-	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
 )
 
@@ -15,7 +15,7 @@ import (
 // use disjoint channels.
 func TestCometDNodeServer(t *testing.T) {
 	s := clienttest.StartCometDNode(t, 0)
-	tr := client.TransportLongPolling
+	tr := bayeux.TransportLongPolling
 	t.Run("SubscribeChan", func(t *testing.T) { testSubscribeChan(t, s.URL, tr) })
 	t.Run("Unsubscribe", func(t *testing.T) {
 		ctx := ctxT(t)
@@ -64,7 +64,7 @@ func TestCometDNodeServer(t *testing.T) {
 
 func TestCometDNodeServerReconnectAfterRestart(t *testing.T) {
 	s := clienttest.StartCometDNode(t, 0)
-	testReconnectAfterRestart(t, s.URL, client.TransportLongPolling, func() {
+	testReconnectAfterRestart(t, s.URL, bayeux.TransportLongPolling, func() {
 		s.Kill()
 		clienttest.StartCometDNode(t, s.Port)
 	})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // Config configures a Client. Only URL is required; every other zero value
@@ -99,14 +101,14 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("bayeux: Config.URL %q has no host", c.URL)
 	}
 	if c.Transports == nil {
-		c.Transports = []string{TransportWebSocket, TransportLongPolling}
+		c.Transports = []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling}
 	}
 	if len(c.Transports) == 0 {
 		return errors.New("bayeux: Config.Transports is empty")
 	}
 	for _, t := range c.Transports {
-		if t != TransportWebSocket && t != TransportLongPolling {
-			return fmt.Errorf("bayeux: unsupported transport %q (want %q or %q)", t, TransportWebSocket, TransportLongPolling)
+		if t != bayeux.TransportWebSocket && t != bayeux.TransportLongPolling {
+			return fmt.Errorf("bayeux: unsupported transport %q (want %q or %q)", t, bayeux.TransportWebSocket, bayeux.TransportLongPolling)
 		}
 	}
 	if c.Jar == nil && c.HTTPClient != nil {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // fastDecodeBatch decodes a JSON array of message objects without
@@ -108,7 +110,8 @@ func (s *scanner) str() (string, bool) {
 // escapedStr finishes a string holding escapes; quote is the index of its
 // opening quote. Escapes are rare on the wire, so encoding/json decodes it.
 func (s *scanner) escapedStr(quote int) (string, bool) {
-	if !s.skipString(quote) {
+	s.i = quote
+	if !s.skip() {
 		return "", false
 	}
 	var v string
@@ -118,143 +121,13 @@ func (s *scanner) escapedStr(quote int) (string, bool) {
 	return v, true
 }
 
-// skipString validates the string opening at quote and moves past it.
-func (s *scanner) skipString(quote int) bool {
-	s.i = quote + 1
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			s.i++
-			return true
-		case c == '\\':
-			s.i++
-			if s.i >= len(s.b) {
-				return false
-			}
-			switch s.b[s.i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.i++
-			case 'u':
-				if s.i+4 >= len(s.b) {
-					return false
-				}
-				for _, h := range s.b[s.i+1 : s.i+5] {
-					if !isHex(h) {
-						return false
-					}
-				}
-				s.i += 5
-			default:
-				return false
-			}
-		case c < 0x20:
-			return false
-		default:
-			s.i++
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
 // skip validates any JSON value and moves past it.
-func (s *scanner) skip(depth int) bool {
-	if depth > 1000 {
+func (s *scanner) skip() bool {
+	end, err := bayeux.SkipValue(s.b, s.i)
+	if err != nil {
 		return false
 	}
-	s.ws()
-	if s.i >= len(s.b) {
-		return false
-	}
-	switch c := s.b[s.i]; {
-	case c == '"':
-		return s.skipString(s.i)
-	case c == '{':
-		s.i++
-		s.ws()
-		if s.eat('}') {
-			return true
-		}
-		for {
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != '"' || !s.skipString(s.i) {
-				return false
-			}
-			s.ws()
-			if !s.eat(':') || !s.skip(depth+1) {
-				return false
-			}
-			s.ws()
-			if s.eat(',') {
-				continue
-			}
-			return s.eat('}')
-		}
-	case c == '[':
-		s.i++
-		s.ws()
-		if s.eat(']') {
-			return true
-		}
-		for {
-			if !s.skip(depth + 1) {
-				return false
-			}
-			s.ws()
-			if s.eat(',') {
-				continue
-			}
-			return s.eat(']')
-		}
-	case c == 't':
-		return s.lit("true")
-	case c == 'f':
-		return s.lit("false")
-	case c == 'n':
-		return s.lit("null")
-	case c == '-' || isDigit(c):
-		return s.number()
-	}
-	return false
-}
-
-func (s *scanner) number() bool {
-	s.eat('-')
-	switch {
-	case s.eat('0'):
-	case s.i < len(s.b) && isDigit(s.b[s.i]):
-		for s.i < len(s.b) && isDigit(s.b[s.i]) {
-			s.i++
-		}
-	default:
-		return false
-	}
-	if s.eat('.') {
-		if s.i >= len(s.b) || !isDigit(s.b[s.i]) {
-			return false
-		}
-		for s.i < len(s.b) && isDigit(s.b[s.i]) {
-			s.i++
-		}
-	}
-	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
-		s.i++
-		if !s.eat('+') {
-			s.eat('-')
-		}
-		if s.i >= len(s.b) || !isDigit(s.b[s.i]) {
-			return false
-		}
-		for s.i < len(s.b) && isDigit(s.b[s.i]) {
-			s.i++
-		}
-	}
+	s.i = end
 	return true
 }
 
@@ -262,7 +135,7 @@ func (s *scanner) number() bool {
 func (s *scanner) raw() ([]byte, bool) {
 	s.ws()
 	start := s.i
-	if !s.skip(0) {
+	if !s.skip() {
 		return nil, false
 	}
 	return s.b[start:s.i], true
@@ -374,7 +247,7 @@ func (s *scanner) message() (*Message, bool) {
 				if foldsTo(key, knownKeys) {
 					return nil, false
 				}
-				if !s.skip(0) {
+				if !s.skip() {
 					return nil, false
 				}
 			}
@@ -457,7 +330,7 @@ func (s *scanner) advice(a *Advice) bool {
 			if foldsTo(key, adviceKeys) {
 				return false
 			}
-			if !null && !s.skip(0) {
+			if !null && !s.skip() {
 				return false
 			}
 		}
@@ -470,10 +343,10 @@ func (s *scanner) advice(a *Advice) bool {
 }
 
 // int64 parses an integer literal (no fraction or exponent, as encoding/json
-// requires for an int64).
+// requires for an int64; ParseInt refuses any other value).
 func (s *scanner) int64() (int64, bool) {
 	start := s.i
-	if !s.number() {
+	if !s.skip() {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)

@@ -17,12 +17,6 @@ const (
 	ChannelDisconnect  = "/meta/disconnect"
 )
 
-// Transport names, as they appear in supportedConnectionTypes and connectionType.
-const (
-	TransportWebSocket   = "websocket"
-	TransportLongPolling = "long-polling"
-)
-
 // Reconnect advice values.
 const (
 	ReconnectRetry     = "retry"

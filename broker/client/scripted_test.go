@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/gorilla/websocket"
 )
@@ -274,7 +275,7 @@ func TestHandshakeBadInput(t *testing.T) {
 			s := newScripted(t, func(_ *http.Request, batch []*client.Message) (int, any) {
 				return tc.status, tc.body(batch[0])
 			})
-			c, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{client.TransportLongPolling}})
+			c, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{bayeux.TransportLongPolling}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -328,7 +329,7 @@ func TestConnectBadInputAndAdvice(t *testing.T) {
 		}
 		return 200, []reply{ok(m, nil)}
 	})
-	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	c, log := newTestClient(t, s.url(), bayeux.TransportLongPolling)
 	ctx := ctxT(t)
 	steps := []struct {
 		what  string
@@ -478,7 +479,7 @@ func TestWebsocketGarbageFrame(t *testing.T) {
 		}
 		return 200, []reply{ok(m, nil)}
 	})
-	_, log := newTestClient(t, s.url(), client.TransportWebSocket)
+	_, log := newTestClient(t, s.url(), bayeux.TransportWebSocket)
 	ctx := ctxT(t)
 	mark := log.waitFor(t, ctx, 0, "garbage frame reported", func(e stateEvent) bool {
 		return e.s == client.StateUnconnected && e.err != nil && strings.Contains(e.err.Error(), "invalid JSON")
@@ -511,7 +512,7 @@ func TestRepliesWithoutIDs(t *testing.T) {
 		delete(out, "id")
 		return 200, []reply{out}
 	})
-	c, log := newTestClient(t, s.url(), client.TransportLongPolling)
+	c, log := newTestClient(t, s.url(), bayeux.TransportLongPolling)
 	ctx := ctxT(t)
 	log.waitFor(t, ctx, 0, "connected", func(e stateEvent) bool { return e.s == client.StateConnected })
 	if err := c.Publish(ctx, "/fine", 1); err != nil {
@@ -564,7 +565,7 @@ func testHeadersAndCookies(t *testing.T, tr string, custom bool) {
 			out["supportedConnectionTypes"] = []string{tr}
 			return 200, []reply{out}
 		}
-		if tr == client.TransportLongPolling {
+		if tr == bayeux.TransportLongPolling {
 			check(r, true)
 		}
 		if m.Channel == client.ChannelConnect && m.Advice == nil {
@@ -582,7 +583,7 @@ func testHeadersAndCookies(t *testing.T, tr string, custom bool) {
 	c, _ := newTestClient(t, s.url(), tr, func(cfg *client.Config) {
 		cfg.Header = http.Header{"X-Tenant": {"acme"}}
 		// Handshake over HTTP (which sets the cookie), then use tr.
-		cfg.Transports = []string{tr, client.TransportLongPolling}
+		cfg.Transports = []string{tr, bayeux.TransportLongPolling}
 		if custom {
 			cfg.HTTPClient = &http.Client{Timeout: time.Minute}
 		}
@@ -641,14 +642,14 @@ func TestExtensions(t *testing.T) {
 		return 200, []reply{ok(m, nil)}
 	})
 	// Without the extension the handshake is refused.
-	plain, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{client.TransportLongPolling}})
+	plain, err := client.NewClient(client.Config{URL: s.url(), Transports: []string{bayeux.TransportLongPolling}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := plain.Handshake(ctxT(t)); err == nil || !strings.Contains(err.Error(), "auth required") {
 		t.Fatalf("handshake without the extension: %v", err)
 	}
-	c, _ := newTestClient(t, s.url(), client.TransportLongPolling, func(cfg *client.Config) {
+	c, _ := newTestClient(t, s.url(), bayeux.TransportLongPolling, func(cfg *client.Config) {
 		cfg.Extensions = []client.Extension{authExt{}}
 	})
 	ctx := ctxT(t)
@@ -846,7 +847,7 @@ func TestRehandshakeHonoursRefusalInterval(t *testing.T) {
 		}
 		return 200, []reply{ok(m, nil)}
 	})
-	newTestClient(t, s.url(), client.TransportLongPolling, func(c *client.Config) {
+	newTestClient(t, s.url(), bayeux.TransportLongPolling, func(c *client.Config) {
 		c.BackoffBase = time.Millisecond
 	})
 	handshakes.atLeast(t, interval, "handshake after the refusal")

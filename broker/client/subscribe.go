@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // Handler receives the messages of one subscription. Handlers run on the
@@ -24,9 +26,6 @@ type Subscription struct {
 	h       Handler
 	active  atomic.Bool
 }
-
-// Channel returns the subscribed channel or pattern.
-func (s *Subscription) Channel() string { return s.channel }
 
 // Unsubscribe removes this handle; it is the same as Client.Unsubscribe.
 func (s *Subscription) Unsubscribe(ctx context.Context) error { return s.c.Unsubscribe(ctx, s) }
@@ -294,9 +293,10 @@ func (c *Client) dispatch(m *Message) {
 	c.mu.Lock()
 	hs = append(hs, c.subs[m.Channel]...)
 	if c.wild > 0 {
-		matchPatterns(m.Channel, func(p []byte) {
+		it := bayeux.MatchingWildcards(m.Channel)
+		for p, ok := it.Next(); ok; p, ok = it.Next() {
 			hs = append(hs, c.subs[string(p)]...)
-		})
+		}
 	}
 	c.mu.Unlock()
 	for _, s := range hs {

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client"
 )
 
 const testDeadline = 20 * time.Second
 
-var transports = []string{client.TransportWebSocket, client.TransportLongPolling}
+var transports = []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling}
 
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)

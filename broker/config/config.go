@@ -13,13 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
-)
 
-// Transport names as they appear on the wire in supportedConnectionTypes.
-const (
-	TransportWebsocket       = "websocket"
-	TransportLongPolling     = "long-polling"
-	TransportCallbackPolling = "callback-polling"
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // Defaults, matching CometD's server defaults where CometD has one.
@@ -39,8 +34,8 @@ const (
 	DefaultSubjectPrefix      = "cometd"
 )
 
-// DefaultTransports are enabled when File.Transports is empty.
-var DefaultTransports = []string{TransportWebsocket, TransportLongPolling, TransportCallbackPolling}
+// DefaultTransports are enabled when File.Transports is empty: all three.
+var DefaultTransports = []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling}
 
 // File is the broker configuration file. Durations are in milliseconds, as in the
 // Bayeux advice they feed.
@@ -166,10 +161,10 @@ func (f *File) Validate() error {
 	}
 	for _, t := range f.Transports {
 		switch t {
-		case TransportWebsocket, TransportLongPolling, TransportCallbackPolling:
+		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
 		default:
 			return fmt.Errorf("broker config: unknown transport %q (want %s, %s or %s)",
-				t, TransportWebsocket, TransportLongPolling, TransportCallbackPolling)
+				t, bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling)
 		}
 	}
 	if f.MountPath != "" && f.MountPath[0] != '/' {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 func TestParseAndValidate(t *testing.T) {
@@ -48,7 +50,7 @@ func TestDefaultsAndRoundTrip(t *testing.T) {
 	if got := f.EnabledTransports(); !reflect.DeepEqual(got, DefaultTransports) {
 		t.Errorf("EnabledTransports() = %v, want %v", got, DefaultTransports)
 	}
-	in := File{Cluster: "chat", TimeoutMs: 45000, Transports: []string{TransportLongPolling}, DrainRate: 10,
+	in := File{Cluster: "chat", TimeoutMs: 45000, Transports: []string{bayeux.TransportLongPolling}, DrainRate: 10,
 		MaxSubscriptionsPerSession: 50, MaxSessions: 10000, NATS: NATS{URL: "nats://a:4222,nats://b:4222", CredsFile: "/c"}}
 	b, err := in.Marshal()
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
 // The grammar of rule patterns, principals and channels. The operator puts the
@@ -51,7 +53,8 @@ const (
 	// MaxPatternLength is the longest rule pattern, in bytes.
 	MaxPatternLength = 512
 	// MaxChannelLength is the longest channel name evaluated; longer ones are denied.
-	MaxChannelLength = 1024
+	// It is the Bayeux grammar's bound.
+	MaxChannelLength = bayeux.MaxChannelLength
 	// MaxPrincipalLength is the longest principal, in bytes.
 	MaxPrincipalLength = 256
 	// MaxRulesPerPolicy bounds the rules of one source policy.
@@ -208,37 +211,42 @@ type chanSet struct {
 }
 
 // parseChannel splits a client-supplied channel name into buf. It accepts only
-// the policy grammar (ChannelRegexp); anything else, including percent-encoded
-// bytes, "." and ".." segments, empty segments, a trailing slash and non-ASCII
-// characters, returns false. It does not allocate.
+// the policy grammar (ChannelRegexp), which is the Bayeux grammar
+// (bayeux.ParseChannel) narrowed: at most MaxDepth segments, each literal
+// segment made of SegmentCharClass characters and not only dots. Anything
+// else, including percent-encoded bytes, "." and ".." segments, empty segments,
+// a trailing slash and non-ASCII characters, returns false. It does not
+// allocate.
 func parseChannel(ch string, buf *[MaxDepth]string) (chanSet, bool) {
-	if len(ch) < 2 || len(ch) > MaxChannelLength || ch[0] != '/' {
+	id, err := bayeux.ParseChannel(ch)
+	if err != nil || id.Depth() > MaxDepth {
 		return chanSet{}, false
 	}
-	n := 0
 	wild := segLit
-	start := 1
-	for i := 1; i <= len(ch); i++ {
-		if i < len(ch) && ch[i] != '/' {
-			continue
-		}
-		s := ch[start:i]
-		start = i + 1
-		if n == MaxDepth || wild != segLit {
-			return chanSet{}, false // too deep, or a wildcard that is not last
-		}
-		switch {
-		case s == "*":
-			wild = segStar
-		case s == "**":
-			wild = segDeep
-		case !validSegment(s):
-			return chanSet{}, false
-		}
-		buf[n] = s
-		n++
+	switch {
+	case id.IsWild():
+		wild = segStar
+	case id.IsDeepWild():
+		wild = segDeep
 	}
-	return chanSet{segs: buf[:n], wild: wild}, true
+	segs := buf[:0] // Depth() <= MaxDepth: no growth
+	rest := ch[1:]
+	for {
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			break
+		}
+		if !validSegment(rest[:i]) {
+			return chanSet{}, false // a literal outside the policy grammar
+		}
+		segs = append(segs, rest[:i])
+		rest = rest[i+1:]
+	}
+	// The last segment: a literal, or the wildcard ParseChannel found.
+	if wild == segLit && !validSegment(rest) {
+		return chanSet{}, false
+	}
+	return chanSet{segs: append(segs, rest), wild: wild}, true
 }
 
 // ValidateChannel reports whether ch is a channel name the policy grammar

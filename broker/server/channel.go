@@ -190,7 +190,7 @@ func (c *ServerChannel) Publish(from *ServerSession, data any) error {
 // PublishMessage publishes m on this channel (m's channel is set to it).
 func (c *ServerChannel) PublishMessage(from *ServerSession, m *ServerMessage) error {
 	if c.id.IsWildcard() {
-		return bayeux.ErrChannelWildcard
+		return bayeux.ErrChannelNotPlain
 	}
 	m.m.Channel = c.Name()
 	c.srv.publish(from, m, false)

@@ -26,13 +26,6 @@ const (
 	DefaultMaxSubscriptionsPerSession = 1000
 )
 
-// The transports, by their wire names (in supportedConnectionTypes).
-const (
-	TransportWebsocket       = config.TransportWebsocket
-	TransportLongPolling     = config.TransportLongPolling
-	TransportCallbackPolling = config.TransportCallbackPolling
-)
-
 // drainSpread is the share of a drain's grace period over which held connects
 // are released, so the last clients are told to go before the process ends.
 const drainSpread = 0.8

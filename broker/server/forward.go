@@ -89,8 +89,8 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 	default:
 		return nil, fmt.Errorf("server: unknown node request kind %q", meta.Kind)
 	}
-	if meta.Transport != TransportLongPolling && meta.Transport != TransportCallbackPolling ||
-		meta.Transport == TransportCallbackPolling && !validCallback(meta.Callback) {
+	if meta.Transport != bayeux.TransportLongPolling && meta.Transport != bayeux.TransportCallbackPolling ||
+		meta.Transport == bayeux.TransportCallbackPolling && !validCallback(meta.Callback) {
 		return nil, fmt.Errorf("server: bad forwarded transport %q", meta.Transport)
 	}
 	msgs, err := bayeux.DecodeBatch(body)

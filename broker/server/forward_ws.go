@@ -45,7 +45,7 @@ func (s *Server) forwardWebsocket(wc *wsConn, owner string, msgs []*bayeux.Mutab
 			rest = append(rest, m)
 		}
 	}
-	meta := forwardMeta{Kind: forwardKindPoll, Transport: TransportLongPolling, UserAgent: userAgent}
+	meta := forwardMeta{Kind: forwardKindPoll, Transport: bayeux.TransportLongPolling, UserAgent: userAgent}
 	job := func(part []*bayeux.Mutable) forwardJob {
 		batch := raw
 		if len(part) != len(msgs) {

@@ -113,7 +113,7 @@ func (s *Server) tooLarge(w http.ResponseWriter) {
 }
 
 func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
-	if !s.transports[TransportLongPolling] {
+	if !s.transports[bayeux.TransportLongPolling] {
 		http.Error(w, "long-polling transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -140,7 +140,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	s.servePolling(w, r, msgs, body, TransportLongPolling, "", 0)
+	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "", 0)
 }
 
 // validCallback accepts JavaScript identifiers and dotted paths of them.
@@ -159,7 +159,7 @@ func validCallback(cb string) bool {
 }
 
 func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
-	if !s.transports[TransportCallbackPolling] {
+	if !s.transports[bayeux.TransportCallbackPolling] {
 		http.Error(w, "callback-polling transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -183,7 +183,7 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	s.servePolling(w, r, msgs, []byte(msg), TransportCallbackPolling, cb, 0)
+	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb, 0)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

@@ -32,7 +32,7 @@ const (
 
 // reqInfo describes the transport a batch arrived on.
 type reqInfo struct {
-	transport string // TransportLongPolling, TransportCallbackPolling or TransportWebsocket
+	transport string // bayeux.TransportLongPolling, bayeux.TransportCallbackPolling or bayeux.TransportWebSocket
 	browser   string // BAYEUX_BROWSER cookie, "" when absent
 	userAgent string
 	conn      sessionBinder // the connection of a transport that keeps one, or nil
@@ -295,8 +295,8 @@ func (s *Server) metaUnsubscribe(m *ServerMessage, ss *ServerSession) *ServerMes
 
 func (s *Server) clientPublish(m *ServerMessage, ss *ServerSession) *ServerMessage {
 	r := newReply(m)
-	id, err := bayeux.ParseChannel(m.m.Channel)
-	if err != nil || id.IsWildcard() {
+	id, err := bayeux.ParsePlainChannel(m.m.Channel)
+	if err != nil {
 		return s.fail(r, bayeux.ErrChannelInvalid)
 	}
 	if m.m.Data == nil {

@@ -83,7 +83,7 @@ func (s *Server) onRemote(msg backbone.Message) {
 		s.log.Warn("undecodable message from backbone", "origin", msg.Origin, "err", err)
 		return
 	}
-	if _, err := bayeux.ParseChannel(m.Channel); err != nil || bayeux.IsMeta(m.Channel) || bayeux.IsService(m.Channel) {
+	if _, err := bayeux.ParsePlainChannel(m.Channel); err != nil || bayeux.IsMeta(m.Channel) || bayeux.IsService(m.Channel) {
 		s.log.Warn("invalid channel from backbone", "origin", msg.Origin, "channel", m.Channel)
 		return
 	}
@@ -94,11 +94,11 @@ func (s *Server) onRemote(msg backbone.Message) {
 
 // Publish publishes data on channel from the server (creating no channel object).
 func (s *Server) Publish(channel string, data any) error {
-	id, err := bayeux.ParseChannel(channel)
+	id, err := bayeux.ParsePlainChannel(channel)
 	if err != nil {
 		return err
 	}
-	if id.IsWildcard() || id.IsMeta() {
+	if id.IsMeta() {
 		return fmt.Errorf("server: cannot publish to %q", channel)
 	}
 	raw, err := jsonMarshal(data)

@@ -145,7 +145,7 @@ func NewServer(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	for _, t := range cfg.Transports {
 		switch t {
-		case TransportWebsocket, TransportLongPolling, TransportCallbackPolling:
+		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
 		default:
 			return nil, fmt.Errorf("server: unknown transport %q", t)
 		}

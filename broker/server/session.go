@@ -266,7 +266,7 @@ func (ss *ServerSession) AckEnabled() bool { return ss.queue.ackEnabled() }
 // Deliver sends data on channel to this session only, bypassing subscriptions.
 // from may be nil (the server).
 func (ss *ServerSession) Deliver(from *ServerSession, channel string, data any) error {
-	if _, err := bayeux.ParseChannel(channel); err != nil {
+	if _, err := bayeux.ParsePlainChannel(channel); err != nil {
 		return err
 	}
 	raw, err := json.Marshal(data)

@@ -100,7 +100,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 }
 
 func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
-	if !s.transports[TransportWebsocket] {
+	if !s.transports[bayeux.TransportWebSocket] {
 		http.Error(w, "websocket transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -218,7 +218,7 @@ func (wc *wsConn) readLoop(userAgent string) {
 		if node != "" && s.forwardWebsocket(wc, node, msgs, data, userAgent) { // forward_ws.go
 			continue
 		}
-		res := s.process(msgs, reqInfo{transport: TransportWebsocket, userAgent: userAgent, conn: wc})
+		res := s.process(msgs, reqInfo{transport: bayeux.TransportWebSocket, userAgent: userAgent, conn: wc})
 		if release != nil {
 			release()
 		}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client"
 )
 
@@ -52,7 +53,7 @@ func (o *options) validate() error {
 	switch {
 	case o.URL == "":
 		return errors.New("-url is required")
-	case o.Transport != client.TransportWebSocket && o.Transport != client.TransportLongPolling:
+	case o.Transport != bayeux.TransportWebSocket && o.Transport != bayeux.TransportLongPolling:
 		return fmt.Errorf("-transport must be websocket or long-polling, not %q", o.Transport)
 	case o.Subscribers < 0 || o.Subscribers > maxSubscribers:
 		return fmt.Errorf("-subscribers must be in [0, %d]", maxSubscribers)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/client/clienttest"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 )
@@ -50,7 +50,7 @@ func benchOptions(url, transport string) options {
 
 func TestRunAgainstFaye(t *testing.T) {
 	f := clienttest.StartFaye(t, 0)
-	for _, tr := range []string{client.TransportWebSocket, client.TransportLongPolling} {
+	for _, tr := range []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling} {
 		t.Run(tr, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -71,7 +71,7 @@ func TestRunMessageLimit(t *testing.T) {
 	f := clienttest.StartFaye(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	o := benchOptions(f.URL, client.TransportWebSocket)
+	o := benchOptions(f.URL, bayeux.TransportWebSocket)
 	o.Rate, o.Messages, o.Duration = 0, 300, 30*time.Second
 	s, err := run(ctx, o, nil)
 	if err != nil {
@@ -84,7 +84,7 @@ func TestRunMessageLimit(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	good := benchOptions("http://127.0.0.1:1/x", client.TransportWebSocket)
+	good := benchOptions("http://127.0.0.1:1/x", bayeux.TransportWebSocket)
 	if err := good.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func startBroker(t *testing.T) string {
 
 func TestRunAgainstBroker(t *testing.T) {
 	url := startBroker(t)
-	for _, tr := range []string{client.TransportWebSocket, client.TransportLongPolling} {
+	for _, tr := range []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling} {
 		t.Run(tr, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
