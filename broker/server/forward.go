@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
@@ -42,7 +43,6 @@ const forwardKindPoll = "poll"
 
 type forwardMeta struct {
 	Kind      string `json:"k"`
-	Hops      int    `json:"h,omitempty"` // how often the batch was passed on
 	Transport string `json:"t"`
 	Callback  string `json:"cb,omitempty"`
 	Browser   string `json:"b,omitempty"`
@@ -50,6 +50,10 @@ type forwardMeta struct {
 }
 
 type forwardReply struct {
+	// Redirect, instead of a reply, names the node that holds the session
+	// now: the node asked does not relay, so that no request waits on a node
+	// that is about to exit.
+	Redirect    string `json:"r,omitempty"`
 	Status      int    `json:"s"`
 	ContentType string `json:"ct,omitempty"`
 	Cache       string `json:"cc,omitempty"`
@@ -105,7 +109,17 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		hr.AddCookie(&http.Cookie{Name: BrowserCookie, Value: meta.Browser})
 	}
 	rec := &replyRecorder{header: http.Header{}}
-	s.servePolling(rec, hr.WithContext(ctx), msgs, body, meta.Transport, meta.Callback, meta.Hops)
+	release, node := s.route(msgs)
+	if release == nil {
+		id := batchSession(msgs)
+		if node == "" && id != "" && OwnerOf(id) != "" {
+			node = s.locate(ctx, id)
+		}
+		if node != "" && node != s.nodeID {
+			return frame(forwardReply{Redirect: node}, nil), nil
+		}
+	}
+	s.respond(rec, hr.WithContext(ctx), msgs, meta.Transport, meta.Callback, release)
 	if rec.status == 0 && rec.body.Len() == 0 {
 		// The hold ended because the requester gave up: nothing was taken.
 		if err := ctx.Err(); err != nil {
@@ -144,6 +158,48 @@ func (r *replyRecorder) Write(b []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	return r.body.Write(b)
+}
+
+// errMalformedReply: a node's reply to a forwarded batch could not be read.
+var errMalformedReply = errors.New("server: malformed reply from the session's owner")
+
+// askOwner sends a forwarded batch of session id to node and returns the reply
+// of the node that holds the session: it follows redirects and, when a node is
+// gone, asks every node where the session is, at most maxHops times. It
+// returns an error wrapping backbone.ErrNoNode when no node holds it.
+func (s *Server) askOwner(ctx context.Context, req backbone.Requester, node, id string, payload []byte) (forwardReply, []byte, error) {
+	for hop := 0; ; hop++ {
+		resp, err := req.Request(ctx, node, payload)
+		if errors.Is(err, backbone.ErrNoNode) {
+			s.forgetRoute(id)
+			if hop >= maxHops {
+				return forwardReply{}, nil, err
+			}
+			if node = s.locate(ctx, id); node == "" {
+				return forwardReply{}, nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return forwardReply{}, nil, err
+		}
+		var rep forwardReply
+		i := bytes.IndexByte(resp, '\n')
+		if i < 0 || json.Unmarshal(resp[:i], &rep) != nil {
+			return forwardReply{}, nil, errMalformedReply
+		}
+		if rep.Redirect == "" {
+			if rep.Status < 100 || rep.Status > 999 {
+				return forwardReply{}, nil, errMalformedReply
+			}
+			return rep, resp[i+1:], nil
+		}
+		if hop >= maxHops || rep.Redirect == node {
+			return forwardReply{}, nil, fmt.Errorf("%w: redirected in circles looking for session %s", backbone.ErrNoNode, id)
+		}
+		s.routes.put(id, rep.Redirect)
+		node = rep.Redirect
+	}
 }
 
 // appendBatch appends msgs to b as a JSON array.

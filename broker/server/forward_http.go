@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -12,69 +10,54 @@ import (
 )
 
 // servePolling serves a polling batch where its session is: here, or on the
-// node route or locate names, to which it is forwarded and whose reply is
-// written out unchanged. hops counts how often the batch was passed on
-// already. A batch for a session no node holds is processed here, which
-// answers 402::session_unknown so that the client handshakes again.
-func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string, hops int) {
+// node route (or, for a session created here that is here no more, locate)
+// names, to which it is forwarded and whose reply is written out unchanged. A
+// batch for a session no node holds is processed here, which answers
+// 402::session_unknown so that the client handshakes again.
+func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, raw []byte, transport, callback string) {
 	release, node := s.route(msgs)
-	if release == nil && hops < maxHops {
-		id := batchSession(msgs)
-		if node != "" {
-			if s.forwardTo(w, r, node, raw, transport, callback, hops) {
-				return
-			}
-			s.forgetRoute(id)
-			node = "" // gone: look for the session
+	if release == nil && node == "" {
+		if id := batchSession(msgs); id != "" && OwnerOf(id) == s.nodeID {
+			node = s.locate(r.Context(), id) // created here, and moved away
 		}
-		if node == "" && id != "" && OwnerOf(id) != "" {
-			node = s.locate(r.Context(), id)
-		}
-		if node != "" {
-			if s.forwardTo(w, r, node, raw, transport, callback, hops) {
-				return
-			}
-			s.forgetRoute(id)
+	}
+	if release == nil && node != "" {
+		if s.forwardTo(w, r, node, batchSession(msgs), raw, transport, callback) {
+			return
 		}
 		release, _ = s.route(msgs) // it may have arrived here meanwhile
 	}
 	s.respond(w, r, msgs, transport, callback, release)
 }
 
-// forwardTo relays a polling batch to node and writes that node's reply. It
-// reports false, having written nothing, when node is gone or serves no
-// requests.
-func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node string, raw []byte, transport, callback string, hops int) bool {
+// forwardTo relays a polling batch of session id to node (or wherever node
+// says the session went) and writes the reply. It reports false, having
+// written nothing, when no node holds the session.
+func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, id string, raw []byte, transport, callback string) bool {
 	req, ok := s.cfg.Backbone.(backbone.Requester)
 	if !ok {
 		return false
 	}
-	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent(), Hops: hops + 1}
+	meta := forwardMeta{Kind: forwardKindPoll, Transport: transport, Callback: callback, UserAgent: r.UserAgent()}
 	if c, err := r.Cookie(BrowserCookie); err == nil {
 		meta.Browser = c.Value
 	}
-	payload := frame(meta, raw)
-
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
-	resp, err := req.Request(ctx, node, payload)
-	owner := node
+	rep, body, err := s.askOwner(ctx, req, node, id, frame(meta, raw))
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):
-		s.log.Debug("session owner is gone", "owner", owner)
+		s.log.Debug("no node holds the session", "session", id)
 		return false
 	case r.Context().Err() != nil:
 		return true // the client went away
-	case err != nil:
-		s.log.Warn("cannot forward a batch to its session's owner", "owner", owner, "err", err)
-		http.Error(w, "the broker that owns this session is unreachable; retry", http.StatusServiceUnavailable)
-		return true
-	}
-	var rep forwardReply
-	i := bytes.IndexByte(resp, '\n')
-	if i < 0 || json.Unmarshal(resp[:i], &rep) != nil || rep.Status < 100 || rep.Status > 999 {
-		s.log.Warn("malformed forwarded reply", "owner", owner)
+	case errors.Is(err, errMalformedReply):
+		s.log.Warn("malformed forwarded reply", "owner", node)
 		http.Error(w, "malformed reply from the broker that owns this session", http.StatusBadGateway)
+		return true
+	case err != nil:
+		s.log.Warn("cannot forward a batch to its session's owner", "owner", node, "err", err)
+		http.Error(w, "the broker that owns this session is unreachable; retry", http.StatusServiceUnavailable)
 		return true
 	}
 	h := w.Header()
@@ -88,6 +71,6 @@ func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node string, 
 		h.Add("Set-Cookie", rep.Cookie)
 	}
 	w.WriteHeader(rep.Status)
-	_, _ = w.Write(resp[i+1:])
+	_, _ = w.Write(body)
 	return true
 }

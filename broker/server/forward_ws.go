@@ -1,9 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"sync"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
@@ -214,16 +215,7 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		case <-ctx.Done():
 		}
 	}()
-	resp, err := req.Request(ctx, j.owner, j.payload)
-	if errors.Is(err, backbone.ErrNoNode) {
-		// The owner is gone: the session may live on elsewhere.
-		id := batchSession(j.msgs)
-		s.forgetRoute(id)
-		if node := s.locate(ctx, id); node != "" {
-			j.owner = node
-			resp, err = req.Request(ctx, j.owner, j.payload)
-		}
-	}
+	rep, body, err := s.askOwner(ctx, req, j.owner, batchSession(j.msgs), j.payload)
 	var replies []*ServerMessage
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):
@@ -232,21 +224,21 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		}
 	case err != nil && closed(wc.finished):
 		return // the connection is gone: nobody to answer
-	case err == nil:
+	case err == nil && rep.Status == http.StatusOK:
 		// A reply that arrived is written even if ctx ended since: it may
 		// carry messages the owner took from the queue.
-		i := bytes.IndexByte(resp, '\n')
-		if i >= 0 {
-			if out, derr := bayeux.DecodeBatch(resp[i+1:]); derr == nil {
-				for _, m := range out {
-					replies = append(replies, NewServerMessage(m))
-				}
-				break
+		if out, derr := bayeux.DecodeBatch(body); derr == nil {
+			for _, m := range out {
+				replies = append(replies, NewServerMessage(m))
 			}
+			break
 		}
-		err = errors.New("malformed reply")
+		err = errMalformedReply
 		fallthrough
 	default: // an owner that failed or did not answer in time
+		if err == nil {
+			err = fmt.Errorf("status %d", rep.Status)
+		}
 		s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", j.owner, "err", err)
 		for _, m := range j.msgs {
 			r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)

@@ -140,7 +140,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "", 0)
+	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "")
 }
 
 // validCallback accepts JavaScript identifiers and dotted paths of them.
@@ -183,7 +183,7 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
-	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb, 0)
+	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

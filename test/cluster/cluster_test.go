@@ -10,12 +10,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/cometd-operator/cometd-operator/internal/jsclient"
 )
 
 // subscriber is a client of the fanout test with its subscription and what it
 // must receive.
 type subscriber struct {
-	c       *client
+	c       *jsclient.Client
 	pattern []string
 	want    map[string]bool // "<pattern> <id>" it must receive, each exactly once
 }
@@ -26,11 +28,11 @@ func checkExactlyOnce(t *testing.T, subs []subscriber) {
 	t.Helper()
 	for _, s := range subs {
 		for key := range s.want {
-			s.c.waitMessage(key[strings.IndexByte(key, ' ')+1:])
+			s.c.WaitMessage(key[strings.IndexByte(key, ' ')+1:])
 		}
 	}
 	for _, s := range subs {
-		for id, n := range s.c.received() {
+		for id, n := range s.c.Received() {
 			switch {
 			case !s.want[id]:
 				t.Errorf("%s (subscribed to %v) received %q %d times; it should not have", s.c, s.pattern, id, n)
@@ -45,20 +47,20 @@ func checkExactlyOnce(t *testing.T, subs []subscriber) {
 // exact and wildcard patterns, publishes from every broker, and checks that each
 // client receives exactly the matching messages, once.
 func TestFanoutAcrossBrokers(t *testing.T) {
-	nodeModules(t)
+	jsclient.NodeModules(t)
 	nats := startNATS(t)
 	bs := startCluster(t, "fanout", 3, nats)
 
 	subs := []subscriber{
-		{c: startClient(t, "cometd", bs[0].URL, "websocket"), pattern: []string{"/chat/room"}},
-		{c: startClient(t, "faye", bs[1].URL, "long-polling"), pattern: []string{"/chat/*"}},
-		{c: startClient(t, "cometd", bs[2].URL, "long-polling"), pattern: []string{"/chat/**"}},
-		{c: startClient(t, "faye", bs[2].URL, "websocket"), pattern: []string{"/chat/*", "/chat/**"}},
-		{c: startClient(t, "cometd", bs[1].URL, "long-polling"), pattern: []string{"/other"}},
+		{c: jsclient.Start(t, "cometd", bs[0].URL, "websocket"), pattern: []string{"/chat/room"}},
+		{c: jsclient.Start(t, "faye", bs[1].URL, "long-polling"), pattern: []string{"/chat/*"}},
+		{c: jsclient.Start(t, "cometd", bs[2].URL, "long-polling"), pattern: []string{"/chat/**"}},
+		{c: jsclient.Start(t, "faye", bs[2].URL, "websocket"), pattern: []string{"/chat/*", "/chat/**"}},
+		{c: jsclient.Start(t, "cometd", bs[1].URL, "long-polling"), pattern: []string{"/other"}},
 	}
 	for _, s := range subs {
 		for _, p := range s.pattern {
-			s.c.subscribe(p)
+			s.c.Subscribe(p)
 		}
 	}
 	matches := func(pattern, channel string) bool {
@@ -79,7 +81,7 @@ func TestFanoutAcrossBrokers(t *testing.T) {
 	for i, pub := range subs {
 		for _, ch := range []string{"/chat/room", "/chat/room/deep"} {
 			id := fmt.Sprintf("%d%s", i, ch)
-			pub.c.publish(ch, id)
+			pub.c.Publish(ch, id)
 			for j := range subs {
 				for _, p := range subs[j].pattern {
 					if matches(p, ch) {
@@ -91,7 +93,7 @@ func TestFanoutAcrossBrokers(t *testing.T) {
 	}
 	checkExactlyOnce(t, subs)
 	for _, s := range subs {
-		if errs := s.c.metaErrors(); len(errs) != 0 {
+		if errs := s.c.MetaErrors(); len(errs) != 0 {
 			t.Errorf("%s saw meta errors: %+v", s.c, errs)
 		}
 	}
@@ -132,16 +134,16 @@ func TestRoundRobinProxy(t *testing.T) {
 	proxy, requests := roundRobin(t, bs)
 	endpoint := proxy.URL + "/cometd"
 
-	var clients []*client
+	var clients []*jsclient.Client
 	owners := map[string]bool{}
 	for _, spec := range [][2]string{
 		{"cometd", "long-polling"}, {"cometd", "callback-polling"}, {"faye", "long-polling"},
 		{"faye", "websocket"}, {"cometd", "websocket"},
 	} {
-		c := startClient(t, spec[0], endpoint, spec[1])
+		c := jsclient.Start(t, spec[0], endpoint, spec[1])
 		clients = append(clients, c)
-		owners[ownerOf(c.wait(func(e event) bool { return e.Ev == "ready" }, "ready").ClientID)] = true
-		c.subscribe("/rr/**")
+		owners[ownerOf(c.Wait(func(e jsclient.Event) bool { return e.Ev == "ready" }, "ready").ClientID)] = true
+		c.Subscribe("/rr/**")
 		requests.Add(1) // shift the rotation, so the next handshake lands elsewhere
 	}
 	subs := make([]subscriber, len(clients))
@@ -152,7 +154,7 @@ func TestRoundRobinProxy(t *testing.T) {
 	for r := range rounds {
 		for i, c := range clients {
 			id := fmt.Sprintf("r%d-c%d", r, i)
-			c.publish(fmt.Sprintf("/rr/%d", i), id)
+			c.Publish(fmt.Sprintf("/rr/%d", i), id)
 			for j := range subs {
 				subs[j].want["/rr/** "+id] = true
 			}
@@ -160,10 +162,10 @@ func TestRoundRobinProxy(t *testing.T) {
 	}
 	checkExactlyOnce(t, subs)
 	for _, c := range clients {
-		if errs := c.metaErrors(); len(errs) != 0 {
+		if errs := c.MetaErrors(); len(errs) != 0 {
 			t.Errorf("%s saw meta errors through the proxy: %+v", c, errs)
 		}
-		if n := c.handshakes(); n != 1 {
+		if n := c.Handshakes(); n != 1 {
 			t.Errorf("%s handshook %d times, want once", c, n)
 		}
 	}
@@ -182,17 +184,17 @@ func TestRoundRobinProxy(t *testing.T) {
 func TestNATSRestart(t *testing.T) {
 	nats := startNATS(t)
 	bs := startCluster(t, "restart", 3, nats)
-	subs := []*client{
-		startClient(t, "cometd", bs[1].URL, "websocket"),
-		startClient(t, "faye", bs[2].URL, "long-polling"),
+	subs := []*jsclient.Client{
+		jsclient.Start(t, "cometd", bs[1].URL, "websocket"),
+		jsclient.Start(t, "faye", bs[2].URL, "long-polling"),
 	}
-	pub := startClient(t, "faye", bs[0].URL, "long-polling")
+	pub := jsclient.Start(t, "faye", bs[0].URL, "long-polling")
 	for _, sub := range subs {
-		sub.subscribe("/news")
+		sub.Subscribe("/news")
 	}
-	pub.publish("/news", "before")
+	pub.Publish("/news", "before")
 	for _, sub := range subs {
-		sub.waitMessage("before")
+		sub.WaitMessage("before")
 	}
 
 	nats.stop()
@@ -206,21 +208,21 @@ func TestNATSRestart(t *testing.T) {
 	// The clients' sessions lived on through the outage; the subscriptions made
 	// before it carry traffic again, without any client doing anything.
 	for _, id := range []string{"after", "end"} {
-		pub.publish("/news", id)
+		pub.Publish("/news", id)
 		for _, sub := range subs {
-			sub.waitMessage(id)
+			sub.WaitMessage(id)
 		}
 	}
 	for _, sub := range subs {
-		for id, n := range sub.received() {
+		for id, n := range sub.Received() {
 			if n != 1 {
 				t.Errorf("%s: %q received %d times", sub, id, n)
 			}
 		}
-		if errs := sub.metaErrors(); len(errs) != 0 {
+		if errs := sub.MetaErrors(); len(errs) != 0 {
 			t.Errorf("%s saw meta errors: %+v", sub, errs)
 		}
-		if n := sub.handshakes(); n != 1 {
+		if n := sub.Handshakes(); n != 1 {
 			t.Errorf("%s handshook %d times, want once", sub, n)
 		}
 	}
@@ -233,28 +235,28 @@ func TestClustersIsolated(t *testing.T) {
 	nats := startNATS(t)
 	one := startCluster(t, "one", 2, nats)
 	two := startCluster(t, "two", 2, nats)
-	sub1 := startClient(t, "cometd", one[0].URL, "long-polling")
-	sub2 := startClient(t, "faye", two[0].URL, "long-polling")
-	pub1 := startClient(t, "faye", one[1].URL, "long-polling")
-	pub2 := startClient(t, "cometd", two[1].URL, "long-polling")
-	sub1.subscribe("/**")
-	sub2.subscribe("/**")
-	pub2.publish("/chat", "from-two")
-	sub2.waitMessage("from-two")
-	pub1.publish("/chat", "from-one")
-	sub1.waitMessage("from-one")
-	pub2.publish("/chat", "end-two")
-	sub2.waitMessage("end-two")
-	if n := sub1.count("from-two") + sub1.count("end-two"); n != 0 {
+	sub1 := jsclient.Start(t, "cometd", one[0].URL, "long-polling")
+	sub2 := jsclient.Start(t, "faye", two[0].URL, "long-polling")
+	pub1 := jsclient.Start(t, "faye", one[1].URL, "long-polling")
+	pub2 := jsclient.Start(t, "cometd", two[1].URL, "long-polling")
+	sub1.Subscribe("/**")
+	sub2.Subscribe("/**")
+	pub2.Publish("/chat", "from-two")
+	sub2.WaitMessage("from-two")
+	pub1.Publish("/chat", "from-one")
+	sub1.WaitMessage("from-one")
+	pub2.Publish("/chat", "end-two")
+	sub2.WaitMessage("end-two")
+	if n := sub1.Count("from-two") + sub1.Count("end-two"); n != 0 {
 		t.Errorf("cluster one received %d messages of cluster two", n)
 	}
-	if n := sub2.count("from-one"); n != 0 {
+	if n := sub2.Count("from-one"); n != 0 {
 		t.Errorf("cluster two received %d messages of cluster one", n)
 	}
 
 	// sub1's session belongs to node b0 of cluster one; cluster two's b1 must
 	// not reach cluster one's b0 for it.
-	id := sub1.wait(func(e event) bool { return e.Ev == "ready" }, "ready").ClientID
+	id := sub1.Wait(func(e jsclient.Event) bool { return e.Ev == "ready" }, "ready").ClientID
 	body := fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"long-polling","advice":{"timeout":0}}]`, id)
 	for _, c := range []struct {
 		b       *broker

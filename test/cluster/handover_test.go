@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+	"github.com/cometd-operator/cometd-operator/internal/jsclient"
 )
 
 // readyProxy is a round-robin proxy, like a Service without session affinity,
@@ -127,83 +127,6 @@ func startDrainingBroker(t *testing.T, cluster, node, natsURL string) *broker {
 	return b
 }
 
-// ratePublisher publishes {id: m<i>} on channel through c every period until
-// stopped, without waiting for each reply; c reports every outcome.
-type ratePublisher struct {
-	c    *client
-	stop chan struct{}
-	done chan struct{}
-	sent atomic.Int64
-}
-
-func startRatePublisher(c *client, channel string, period time.Duration) *ratePublisher {
-	p := &ratePublisher{c: c, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		tick := time.NewTicker(period)
-		defer tick.Stop()
-		for i := 0; i < 100_000; i++ {
-			select {
-			case <-p.stop:
-				return
-			case <-tick.C:
-			}
-			b, _ := json.Marshal(map[string]any{"op": "publish-async", "channel": channel, "data": payload{ID: fmt.Sprintf("m%d", i), Ch: channel}})
-			if _, err := c.stdin.Write(append(b, '\n')); err != nil {
-				return
-			}
-			p.sent.Add(1)
-		}
-	}()
-	return p
-}
-
-// finish stops publishing, waits for every outcome, and returns the IDs
-// published successfully and the failures.
-func (p *ratePublisher) finish(t *testing.T) (ok []string, failed []event) {
-	close(p.stop)
-	<-p.done
-	n := int(p.sent.Load())
-	waitCond(t, fmt.Sprintf("the outcome of %d publishes", n), func() bool {
-		k := 0
-		for _, e := range p.c.snapshot() {
-			if e.Ev == "published" || e.Ev == "publish-failed" {
-				k++
-			}
-		}
-		return k >= n
-	})
-	for _, e := range p.c.snapshot() {
-		var pl payload
-		_ = json.Unmarshal(e.Data, &pl)
-		switch e.Ev {
-		case "published":
-			ok = append(ok, pl.ID)
-		case "publish-failed":
-			failed = append(failed, e)
-		}
-	}
-	return ok, failed
-}
-
-// lossReport counts, for one client, the published IDs it never received and
-// the ones it received more than once.
-func lossReport(c *client, ids []string) (lost, dup int) {
-	got := map[string]int{}
-	for key, n := range c.received() {
-		got[key[strings.IndexByte(key, ' ')+1:]] += n
-	}
-	for _, id := range ids {
-		switch n := got[id]; {
-		case n == 0:
-			lost++
-		case n > 1:
-			dup += n - 1
-		}
-	}
-	return lost, dup
-}
-
 // TestRollingRestartHandsSessionsOver replaces each of three brokers in turn
 // (SIGTERM, and a new process with a new node name), behind a proxy that
 // follows /readyz, while a CometD client publishes at 50 messages a second.
@@ -212,7 +135,7 @@ func lossReport(c *client, ids []string) (lost, dup int) {
 // no publish is refused. What the Faye clients (which have no ack) lose is
 // reported.
 func TestRollingRestartHandsSessionsOver(t *testing.T) {
-	nodeModules(t)
+	jsclient.NodeModules(t)
 	nats := startNATS(t)
 	px := newReadyProxy(t)
 	var gen0 []*broker
@@ -222,78 +145,28 @@ func TestRollingRestartHandsSessionsOver(t *testing.T) {
 		gen0 = append(gen0, b)
 	}
 	endpoint := px.srv.URL + "/cometd"
-	type spec struct{ kind, transport, option string }
-	var acks, fayes []*client
-	for _, s := range []spec{
-		{"cometd", "long-polling", "ack"}, {"cometd", "long-polling", "ack"},
-		{"cometd", "websocket", "ack"}, {"cometd", "websocket", "ack"},
-		{"faye", "long-polling", ""}, {"faye", "websocket", ""},
-	} {
-		var c *client
-		if s.option != "" {
-			c = startClient(t, s.kind, endpoint, s.transport, s.option)
-			acks = append(acks, c)
-		} else {
-			c = startClient(t, s.kind, endpoint, s.transport)
-			fayes = append(fayes, c)
-		}
-		c.subscribe("/roll/**")
-	}
-	all := append(append([]*client(nil), acks...), fayes...)
-	ids := map[*client]string{}
-	for _, c := range all {
-		ids[c] = c.wait(func(e event) bool { return e.Ev == "ready" }, "ready").ClientID
-	}
-	pubClient := startClient(t, "cometd", endpoint, "long-polling")
-	pub := startRatePublisher(pubClient, "/roll/x", 20*time.Millisecond)
+	acks, fayes := jsclient.StartMix(t, endpoint, "/roll/**")
+	pubClient := jsclient.Start(t, "cometd", endpoint, "long-polling")
+	pub := jsclient.StartRatePublisher(pubClient, "/roll/x", 20*time.Millisecond)
 
 	started := time.Now()
 	for i, old := range gen0 {
 		nb := startDrainingBroker(t, "roll", fmt.Sprintf("g1-b%d", i), nats.url())
 		px.add(nb)
-		before := pub.sent.Load()
-		waitCond(t, "traffic before the next drain", func() bool { return pub.sent.Load() >= before+25 })
+		before := pub.Sent()
+		waitCond(t, "traffic before the next drain", func() bool { return pub.Sent() >= before+25 })
 		t0 := time.Now()
 		old.Stop(t) // SIGTERM; returns once the process exited
 		t.Logf("%s drained and exited in %v", old.Name, time.Since(t0).Round(time.Millisecond))
 		px.remove(old)
 	}
-	before := pub.sent.Load()
-	waitCond(t, "traffic after the last drain", func() bool { return pub.sent.Load() >= before+25 })
-	published, failed := pub.finish(t)
+	before := pub.Sent()
+	waitCond(t, "traffic after the last drain", func() bool { return pub.Sent() >= before+25 })
+	published, failed := pub.Finish(t)
 	t.Logf("%d messages published in %v, %d refused", len(published), time.Since(started).Round(time.Millisecond), len(failed))
 
-	// Every client has had time to receive the last message.
-	last := published[len(published)-1]
-	for _, c := range acks {
-		c.waitMessage(last)
-	}
-	deadline := time.Now().Add(waitTimeout)
-	for _, c := range fayes {
-		waitCond(t, c.name+" to settle", func() bool { return c.count(last) > 0 || time.Now().After(deadline) })
-	}
-	for _, c := range all {
-		lost, dup := lossReport(c, published)
-		t.Logf("%-28s %s: %d lost, %d duplicated of %d; %d handshakes; meta errors %v",
-			c.name, ids[c], lost, dup, len(published), c.handshakes(), c.metaErrors())
-		isAck := false
-		for _, a := range acks {
-			isAck = isAck || a == c
-		}
-		if isAck && (lost > 0 || dup > 0) {
-			t.Errorf("ack client %s lost %d and duplicated %d of %d messages", c, lost, dup, len(published))
-		}
-		if n := c.handshakes(); n != 1 {
-			t.Errorf("%s handshook %d times: its clientId changed", c, n)
-		}
-		if errs := c.metaErrors(); isAck && len(errs) > 0 {
-			t.Errorf("%s saw meta errors %+v", c, errs)
-		}
-	}
-	if n := pubClient.handshakes(); n != 1 {
+	jsclient.CheckDelivery(t, acks, fayes, published, failed)
+	if n := pubClient.Handshakes(); n != 1 {
 		t.Errorf("the publisher handshook %d times", n)
-	}
-	if len(failed) > 0 {
-		t.Errorf("%d publishes refused during the rolling restart: %+v", len(failed), failed[:min(len(failed), 5)])
 	}
 }

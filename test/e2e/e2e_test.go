@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/jsclient"
 )
 
 var cluster env
@@ -68,7 +70,13 @@ func TestCometdClusterLifecycle(t *testing.T) {
 		{"ScaleTo5", func(t *testing.T) { scale(t, e, ns, name, 5) }},
 		{"ScaleTo2", func(t *testing.T) { scale(t, e, ns, name, 2) }},
 		{"FanOutAfterScaling", func(t *testing.T) { checkFanout(t, e, ns, name, allClients...) }},
-		{"BrokerSettingRollsPods", func(t *testing.T) { rollingRestart(t, e, ns, name) }},
+		{"ScaleTo3", func(t *testing.T) { scale(t, e, ns, name, 3) }},
+		{"BrokerSettingRollsPodsLosingNothing", func(t *testing.T) {
+			withTraffic(t, e, ns, name, func(t *testing.T) { rollingRestart(t, e, ns, name) })
+		}},
+		{"ScaleTo1LosingNothing", func(t *testing.T) {
+			withTraffic(t, e, ns, name, func(t *testing.T) { scale(t, e, ns, name, 1) })
+		}},
 		{"DeleteGarbageCollects", func(t *testing.T) { deleteCluster(t, e, ns, name) }},
 	}
 	for _, s := range steps {
@@ -397,4 +405,38 @@ func deleteCluster(t *testing.T, e env, ns, name string) {
 		left := strings.Fields(out)
 		return len(left) == 0, fmt.Sprintf("left: %v", left), nil
 	})
+}
+
+// withTraffic runs change (a rolling update, a scale-down) while third-party
+// clients are subscribed through the Service and a CometD client publishes 50
+// messages a second through it: the CometD clients with the ack extension,
+// on long-polling and websocket, must lose and duplicate nothing, every client
+// must keep its clientId, and no publish may fail. What the Faye clients (no
+// ack) lose is reported.
+func withTraffic(t *testing.T, e env, ns, name string, change func(t *testing.T)) {
+	t.Helper()
+	jsclient.NodeModules(t)
+	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
+	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
+	url := fmt.Sprintf("http://%s:%s/cometd", ip, port)
+	channel := fmt.Sprintf("/e2e/traffic/%d", time.Now().UnixNano())
+	acks, others := jsclient.StartMix(t, url, channel+"/**")
+	pubClient := jsclient.Start(t, "cometd", url, "long-polling")
+	pub := jsclient.StartRatePublisher(pubClient, channel+"/x", 20*time.Millisecond)
+	waitSent := func(n int64) {
+		eventually(t, time.Minute, fmt.Sprintf("%d publishes sent", n), func(context.Context) (bool, string, error) {
+			return pub.Sent() >= n, fmt.Sprintf("%d sent", pub.Sent()), nil
+		})
+	}
+	waitSent(25)
+	started := time.Now()
+	change(t)
+	t.Logf("the change took %v", time.Since(started).Round(time.Second))
+	waitSent(pub.Sent() + 25)
+	published, failed := pub.Finish(t)
+	t.Logf("%d messages published, %d failed", len(published), len(failed))
+	jsclient.CheckDelivery(t, acks, others, published, failed)
+	if n := pubClient.Handshakes(); n != 1 {
+		t.Errorf("the publisher handshook %d times", n)
+	}
 }

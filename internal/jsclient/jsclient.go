@@ -1,0 +1,417 @@
+// Package jsclient drives the third-party Bayeux clients (the CometD
+// JavaScript client and the Faye Node client, from npm) from Go tests: each
+// client is a node process running client.mjs, fed commands on stdin and
+// reporting events on stdout. test/cluster and test/e2e share it.
+package jsclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+)
+
+// WaitTimeout bounds every wait for a client's event.
+const WaitTimeout = 20 * time.Second
+
+// NodeModules is where the npm clients are installed (test/conformance's
+// node_modules, so one install serves every suite); it fails the test when
+// node or a package is missing.
+func NodeModules(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(brokertest.RepoRoot(t), "test", "conformance", "node_modules")
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is not installed: the CometD and Faye clients run with node")
+	}
+	for _, pkg := range []string{"cometd", "cometd-nodejs-client", "faye"} {
+		if _, err := os.Stat(filepath.Join(dir, pkg, "package.json")); err != nil {
+			t.Fatalf("npm package %s is missing from %s: run `make npm-deps`", pkg, dir)
+		}
+	}
+	return dir
+}
+
+// script is client.mjs, beside this file.
+func script() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "client.mjs")
+}
+
+// testutilWait polls cond until it holds or WaitTimeout passes.
+func testutilWait(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// Event is one line a client script reports.
+type Event struct {
+	Ev       string          `json:"ev"`
+	ClientID string          `json:"clientId"`
+	Channel  string          `json:"channel"`
+	Sub      string          `json:"sub"`
+	Data     json.RawMessage `json:"data"`
+	Error    string          `json:"error"`
+	Op       string          `json:"op"`
+}
+
+// payload is the data the tests publish: an ID, and the channel it was published
+// on (Faye hands its listeners the data only).
+type Payload struct {
+	ID string `json:"id"`
+	Ch string `json:"ch"`
+}
+
+// client is a node process running client.mjs.
+type Client struct {
+	t      testing.TB
+	name   string
+	stdin  io.WriteCloser
+	stderr *brokertest.SyncBuffer
+	mu     sync.Mutex
+	events []Event
+	notify chan struct{}
+	done   chan struct{}
+}
+
+// startClient runs a third-party client (kind "cometd" or "faye") against url
+// over transport, and waits until it has handshaken.
+func Start(t testing.TB, kind, url, transport string, options ...string) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	args := append([]string{script(), kind, url, transport}, options...)
+	cmd := exec.CommandContext(ctx, "node", args...)
+	cmd.Env = append(os.Environ(), "CLUSTER_NODE_MODULES="+NodeModules(t))
+	cmd.WaitDelay = 5 * time.Second
+	c := &Client{t: t, name: strings.Join(append([]string{kind, transport}, options...), "/"), stderr: &brokertest.SyncBuffer{}, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	cmd.Stderr = c.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stdin = stdin
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(c.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var e Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				e = Event{Ev: "garbage", Error: sc.Text()}
+			}
+			c.mu.Lock()
+			c.events = append(c.events, e)
+			c.mu.Unlock()
+			select {
+			case c.notify <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+		}
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("client %s events: %v\nstderr: %s", c.name, c.Events(), c.stderr)
+		}
+	})
+	c.Wait(func(e Event) bool { return e.Ev == "ready" }, "ready")
+	return c
+}
+
+func (c *Client) Events() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Event(nil), c.events...)
+}
+
+// wait waits for an Event matching ok and returns it.
+func (c *Client) Wait(ok func(Event) bool, what string) Event {
+	c.t.Helper()
+	deadline := time.After(WaitTimeout)
+	for {
+		for _, e := range c.Events() {
+			if ok(e) {
+				return e
+			}
+			if e.Ev == "error" || e.Ev == "garbage" {
+				c.t.Fatalf("client %s: %+v (waiting for %s)", c.name, e, what)
+			}
+		}
+		select {
+		case <-c.notify:
+		case <-c.done:
+			for _, e := range c.Events() {
+				if ok(e) {
+					return e
+				}
+			}
+			c.t.Fatalf("client %s exited while waiting for %s; stderr: %s", c.name, what, c.stderr)
+		case <-deadline:
+			c.t.Fatalf("client %s: timed out waiting for %s; events: %v; stderr: %s", c.name, what, c.Events(), c.stderr)
+		}
+	}
+}
+
+func (c *Client) Send(cmd map[string]any) {
+	c.t.Helper()
+	b, _ := json.Marshal(cmd)
+	if _, err := c.stdin.Write(append(b, '\n')); err != nil {
+		c.t.Fatalf("client %s: %v", c.name, err)
+	}
+}
+
+// subscribe subscribes and waits for the reply.
+func (c *Client) Subscribe(channel string) {
+	c.t.Helper()
+	c.Send(map[string]any{"op": "subscribe", "channel": channel})
+	c.Wait(func(e Event) bool { return e.Ev == "subscribed" && e.Channel == channel }, "subscribed "+channel)
+}
+
+// publish publishes {id, ch} on channel and waits for the reply.
+func (c *Client) Publish(channel, id string) {
+	c.t.Helper()
+	c.Send(map[string]any{"op": "publish", "channel": channel, "data": Payload{ID: id, Ch: channel}})
+	c.Wait(func(e Event) bool {
+		return e.Ev == "published" && e.Channel == channel
+	}, "published "+id)
+}
+
+// received counts the messages received with each payload ID, by the pattern of
+// the subscription that received them ("<pattern> <id>"): a client with two
+// matching subscriptions calls both listeners for one delivered message.
+func (c *Client) Received() map[string]int {
+	n := map[string]int{}
+	for _, e := range c.Events() {
+		if e.Ev == "message" {
+			var p Payload
+			if json.Unmarshal(e.Data, &p) == nil {
+				n[e.Sub+" "+p.ID]++
+			}
+		}
+	}
+	return n
+}
+
+// count returns how many times a message with payload id was received, over all
+// subscriptions.
+func (c *Client) Count(id string) int {
+	n := 0
+	for key, k := range c.Received() {
+		if strings.HasSuffix(key, " "+id) {
+			n += k
+		}
+	}
+	return n
+}
+
+// waitMessage waits until a message with payload id has arrived.
+func (c *Client) WaitMessage(id string) {
+	c.t.Helper()
+	c.Wait(func(e Event) bool {
+		var p Payload
+		return e.Ev == "message" && json.Unmarshal(e.Data, &p) == nil && p.ID == id
+	}, "message "+id)
+}
+
+// metaErrors returns the unsuccessful meta replies the client saw.
+func (c *Client) MetaErrors() []Event {
+	var out []Event
+	for _, e := range c.Events() {
+		if e.Ev == "meta-error" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// handshakes counts the client's successful handshakes.
+func (c *Client) Handshakes() int {
+	n := 0
+	for _, e := range c.Events() {
+		if e.Ev == "handshake" {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *Client) String() string { return c.name }
+
+// Name is the client's kind, transport and options ("cometd/websocket/ack").
+func (c *Client) Name() string { return c.name }
+
+// ratePublisher publishes {id: m<i>} on channel through c every period until
+// stopped, without waiting for each reply; c reports every outcome.
+type RatePublisher struct {
+	c    *Client
+	stop chan struct{}
+	done chan struct{}
+	sent atomic.Int64
+}
+
+func StartRatePublisher(c *Client, channel string, period time.Duration) *RatePublisher {
+	p := &RatePublisher{c: c, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for i := 0; i < 100_000; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			b, _ := json.Marshal(map[string]any{"op": "publish-async", "channel": channel, "data": Payload{ID: fmt.Sprintf("m%d", i), Ch: channel}})
+			if _, err := c.stdin.Write(append(b, '\n')); err != nil {
+				return
+			}
+			p.sent.Add(1)
+		}
+	}()
+	return p
+}
+
+// Sent is how many publishes were sent so far.
+func (p *RatePublisher) Sent() int64 { return p.sent.Load() }
+
+// Finish stops publishing, waits for every outcome, and returns the IDs
+// published successfully and the failures.
+func (p *RatePublisher) Finish(t testing.TB) (ok []string, failed []Event) {
+	close(p.stop)
+	<-p.done
+	n := int(p.sent.Load())
+	testutilWait(t, fmt.Sprintf("the outcome of %d publishes", n), func() bool {
+		k := 0
+		for _, e := range p.c.Events() {
+			if e.Ev == "published" || e.Ev == "publish-failed" {
+				k++
+			}
+		}
+		return k >= n
+	})
+	for _, e := range p.c.Events() {
+		var pl Payload
+		_ = json.Unmarshal(e.Data, &pl)
+		switch e.Ev {
+		case "published":
+			ok = append(ok, pl.ID)
+		case "publish-failed":
+			failed = append(failed, e)
+		}
+	}
+	return ok, failed
+}
+
+// lossReport counts, for one client, the published IDs it never received and
+// the ones it received more than once.
+func LossReport(c *Client, ids []string) (lost, dup int) {
+	got := map[string]int{}
+	for key, n := range c.Received() {
+		got[key[strings.IndexByte(key, ' ')+1:]] += n
+	}
+	for _, id := range ids {
+		switch n := got[id]; {
+		case n == 0:
+			lost++
+		case n > 1:
+			dup += n - 1
+		}
+	}
+	return lost, dup
+}
+
+// CheckDelivery waits until every client has had the chance to receive the
+// last of published, then logs, per client, what it lost and duplicated, its
+// handshakes and meta errors. It fails the test when an ack client lost or
+// duplicated a message or saw a meta error, when any client handshook more
+// than once (its clientId changed), or when a publish failed. others (clients
+// without the ack extension) are reported only.
+func CheckDelivery(t testing.TB, acks, others []*Client, published []string, failed []Event) {
+	t.Helper()
+	if len(published) == 0 {
+		t.Fatal("nothing was published")
+	}
+	last := published[len(published)-1]
+	for _, c := range acks {
+		c.WaitMessage(last)
+	}
+	deadline := time.Now().Add(WaitTimeout)
+	for _, c := range others {
+		testutilWait(t, c.Name()+" to settle", func() bool { return c.Count(last) > 0 || time.Now().After(deadline) })
+	}
+	check := func(c *Client, ack bool) {
+		lost, dup := LossReport(c, published)
+		t.Logf("%-28s %d lost, %d duplicated of %d; %d handshakes; meta errors %v",
+			c.Name(), lost, dup, len(published), c.Handshakes(), c.MetaErrors())
+		if ack && (lost > 0 || dup > 0) {
+			t.Errorf("ack client %s lost %d and duplicated %d of %d messages", c, lost, dup, len(published))
+		}
+		if ack && len(c.MetaErrors()) > 0 {
+			t.Errorf("%s saw meta errors %+v", c, c.MetaErrors())
+		}
+		if n := c.Handshakes(); n != 1 {
+			t.Errorf("%s handshook %d times: its clientId changed", c, n)
+		}
+	}
+	for _, c := range acks {
+		check(c, true)
+	}
+	for _, c := range others {
+		check(c, false)
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d publishes failed: %+v", len(failed), failed[:min(len(failed), 5)])
+	}
+}
+
+// StartMix starts the clients a test of moving sessions watches, all
+// subscribed to pattern through url: CometD clients with the ack extension,
+// two on long-polling and two on websocket (acks), and a Faye client on each
+// transport (others, which have no ack).
+func StartMix(t testing.TB, url, pattern string) (acks, others []*Client) {
+	t.Helper()
+	for _, tr := range []string{"long-polling", "long-polling", "websocket", "websocket"} {
+		c := Start(t, "cometd", url, tr, "ack")
+		c.Subscribe(pattern)
+		acks = append(acks, c)
+	}
+	for _, tr := range []string{"long-polling", "websocket"} {
+		c := Start(t, "faye", url, tr)
+		c.Subscribe(pattern)
+		others = append(others, c)
+	}
+	return acks, others
+}
