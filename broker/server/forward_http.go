@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
@@ -22,7 +24,7 @@ func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*ba
 		}
 	}
 	if release == nil && node != "" {
-		if s.forwardTo(w, r, node, batchSession(msgs), raw, transport, callback) {
+		if s.forwardTo(w, r, node, batchSession(msgs), msgs, raw, transport, callback) {
 			return
 		}
 		release, _ = s.route(msgs) // it may have arrived here meanwhile
@@ -33,7 +35,7 @@ func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*ba
 // forwardTo relays a polling batch of session id to node (or wherever node
 // says the session went) and writes the reply. It reports false, having
 // written nothing, when no node holds the session.
-func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, id string, raw []byte, transport, callback string) bool {
+func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, id string, msgs []*bayeux.Mutable, raw []byte, transport, callback string) bool {
 	req, ok := s.cfg.Backbone.(backbone.Requester)
 	if !ok {
 		return false
@@ -44,7 +46,19 @@ func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, id stri
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
+	var rl *relay
+	if onlyConnects(msgs) {
+		if rl = s.relays.add(cancel); rl == nil {
+			s.releaseConnects(w, msgs, callback) // draining: not held here
+			return true
+		}
+		defer s.relays.remove(rl)
+	}
 	rep, body, err := s.askOwner(ctx, req, node, id, frame(meta, raw))
+	if rl != nil && rl.released.Load() {
+		s.releaseConnects(w, msgs, callback)
+		return true
+	}
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):
 		s.log.Debug("no node holds the session", "session", id)
@@ -73,4 +87,80 @@ func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, id stri
 	w.WriteHeader(rep.Status)
 	_, _ = w.Write(body)
 	return true
+}
+
+// relay is a forwarded /meta/connect this node waits on for its client.
+type relay struct {
+	cancel   context.CancelFunc
+	released atomic.Bool
+}
+
+// relaySet holds the relays in flight, so that a drain can release them.
+type relaySet struct {
+	mu       sync.Mutex
+	m        map[*relay]struct{}
+	draining bool
+}
+
+// add registers a relay whose request cancel ends; it returns nil while the
+// node drains: connects are not held here then.
+func (rs *relaySet) add(cancel context.CancelFunc) *relay {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.draining {
+		return nil
+	}
+	if rs.m == nil {
+		rs.m = map[*relay]struct{}{}
+	}
+	rl := &relay{cancel: cancel}
+	rs.m[rl] = struct{}{}
+	return rl
+}
+
+func (rs *relaySet) remove(rl *relay) {
+	rs.mu.Lock()
+	delete(rs.m, rl)
+	rs.mu.Unlock()
+}
+
+// releaseAll ends every relay in flight, and refuses new ones: the owner's
+// hold ends with its messages still queued, and the client is told to
+// connect again at once, through the Service, to a node that stays.
+func (rs *relaySet) releaseAll() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.draining = true
+	for rl := range rs.m {
+		rl.released.Store(true)
+		rl.cancel()
+	}
+}
+
+// onlyConnects reports whether a batch holds nothing but /meta/connects.
+func onlyConnects(msgs []*bayeux.Mutable) bool {
+	for _, m := range msgs {
+		if m.Channel != bayeux.MetaConnect {
+			return false
+		}
+	}
+	return len(msgs) > 0
+}
+
+// releasedConnectReplies answers connects a draining node does not wait on:
+// successful, with advice to connect again at once; no message is taken.
+func (s *Server) releasedConnectReplies(msgs []*bayeux.Mutable) []*ServerMessage {
+	out := make([]*ServerMessage, 0, len(msgs))
+	for _, m := range msgs {
+		r := newReply(&ServerMessage{m: m})
+		r.m.Successful = bayeux.True
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 0)
+		out = append(out, r)
+	}
+	return out
+}
+
+func (s *Server) releaseConnects(w http.ResponseWriter, msgs []*bayeux.Mutable, callback string) {
+	w.Header().Set("Connection", "close")
+	s.writeBatch(w, s.releasedConnectReplies(msgs), callback)
 }

@@ -188,6 +188,16 @@ func (s *Server) supersededReplies(j forwardJob) []*ServerMessage {
 	return out
 }
 
+// release hands the writer the replies of connects a draining node lets go,
+// and has it close the connection once they are written: the client
+// reconnects, through the Service, to a node that stays.
+func (wc *wsConn) release(replies []*ServerMessage) {
+	wc.mu.Lock()
+	wc.closeAfter = true
+	wc.mu.Unlock()
+	wc.queueReplies(replies)
+}
+
 // queueReplies hands replies to wc's writer.
 func (wc *wsConn) queueReplies(replies []*ServerMessage) {
 	if len(replies) == 0 {
@@ -215,7 +225,19 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		case <-ctx.Done():
 		}
 	}()
+	var rl *relay
+	if j.connect {
+		if rl = s.relays.add(cancel); rl == nil {
+			wc.release(s.releasedConnectReplies(j.msgs))
+			return
+		}
+		defer s.relays.remove(rl)
+	}
 	rep, body, err := s.askOwner(ctx, req, j.owner, batchSession(j.msgs), j.payload)
+	if rl != nil && rl.released.Load() {
+		wc.release(s.releasedConnectReplies(j.msgs))
+		return
+	}
 	var replies []*ServerMessage
 	switch {
 	case errors.Is(err, backbone.ErrNoNode):

@@ -355,3 +355,46 @@ func TestHandoverWebsocket(t *testing.T) {
 		t.Fatalf("on the new node: %v", got)
 	}
 }
+
+// TestDrainReleasesForwardedConnects: a draining node does not keep its
+// clients waiting on connects it forwarded to other nodes: a long-polling
+// connect is answered at once (reconnect now, Connection: close) and a
+// websocket's connect likewise, then its connection closes; the sessions, on
+// the other node, keep their messages.
+func TestDrainReleasesForwardedConnects(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	// Connects are held far longer than the test waits for their replies.
+	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: time.Minute})
+	b := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: time.Minute})
+	lp := b.connected(t)
+	b.subscribe(t, lp, "/relay")
+	held := a.connectAsync(lp)
+	b.waitHeld(t, lp)
+
+	wsID := b.connected(t)
+	b.subscribe(t, wsID, "/relay")
+	ws := a.dialWS(t)
+	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"w1"}]`, wsID))
+	b.waitHeld(t, wsID)
+
+	a.Drain()
+	r := recv(t, held)
+	if rep := last(r); rep["successful"] != true || rep["advice"].(msg)["reconnect"] != "retry" || rep["advice"].(msg)["interval"] != 0.0 || len(events(r)) != 0 {
+		t.Fatalf("released long-polling connect: %v", r)
+	}
+	if rep := ws.readUntil("/meta/connect"); rep["successful"] != true || rep["advice"].(msg)["interval"] != 0.0 {
+		t.Fatalf("released websocket connect: %v", rep)
+	}
+	_ = ws.c.SetReadDeadline(time.Now().Add(testWait))
+	if _, _, err := ws.c.ReadMessage(); closeCode(err) != 1001 {
+		t.Fatalf("after the release the websocket ended with %v, want close 1001", err)
+	}
+	if err := b.Publish("/relay", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{lp, wsID} { // a connect returns at once with messages waiting
+		if ev := events(b.connect(t, id)); len(ev) != 1 || ev[0]["data"] != "kept" {
+			t.Fatalf("session %s on node B after node A drained: %v", id, ev)
+		}
+	}
+}

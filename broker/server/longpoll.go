@@ -225,6 +225,12 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.
 			out = append(out, reply)
 		}
 	}
+	s.writeBatch(w, out, callback)
+}
+
+// writeBatch writes msgs as a polling reply: a JSON array, or a call of
+// callback with it (callback-polling).
+func (s *Server) writeBatch(w http.ResponseWriter, out []*ServerMessage, callback string) {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
 	if callback != "" {

@@ -121,6 +121,7 @@ type Server struct {
 	routes      routeTable    // sessions located elsewhere → their node
 	askLimit    askLimiter
 	handover    handoverStats
+	relays      relaySet // connects forwarded from here (forward_http.go)
 
 	stats counters
 
@@ -466,6 +467,7 @@ func (s *Server) drain(deadline time.Time) {
 	s.drainOnce.Do(func() {
 		s.drainStart.Store(time.Now().UnixNano())
 		s.draining.Store(true)
+		s.relays.releaseAll()
 		s.wg.Add(1)
 		go s.paceDrain(deadline)
 	})

@@ -56,6 +56,9 @@ type wsConn struct {
 	dirty   bool // work arrived while the writer ran
 	closed  bool // the reader has exited
 	done    bool // the final clean-up ran
+	// closeAfter: close the connection once what is pending is written (a
+	// draining node let the session's connect go).
+	closeAfter bool
 
 	// Batches on their way to the node that owns the session (forward_ws.go).
 	fwd wsForwarder
@@ -264,6 +267,9 @@ func (wc *wsConn) writer() {
 		wc.pending = nil
 		closed := wc.closed
 		wc.dirty = false
+		if wc.closeAfter {
+			wc.goAway = true
+		}
 		wc.mu.Unlock()
 		select {
 		case wc.space <- struct{}{}:
@@ -358,7 +364,9 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.sess = nil
 			// A session that moved has its client reconnect, through the
 			// Service, to a node that stays.
-			wc.goAway = ss.Err() == ErrMoved
+			if ss.Err() == ErrMoved {
+				wc.goAway = true
+			}
 		default:
 			only = ss.queue.isDeliverOnly()
 			// A session that moved to another connection (the client opened a
