@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,10 +163,39 @@ func (s *Server) router() (backbone.Requester, backbone.Router) {
 	return rq, ro
 }
 
-// nextMessageID identifies a message this node publishes, across the cluster.
-func (s *Server) nextMessageID() string {
-	return s.msgIDPrefix + strconv.FormatUint(s.msgSeq.Add(1), 36)
+// msgID identifies a published message across the cluster: a number drawn
+// at random by the publishing node's process, and the node's count of its
+// publishes. The zero msgID identifies nothing.
+type msgID struct{ node, seq uint64 }
+
+// String is the form the backbone carries: both numbers in base 36.
+func (id msgID) String() string {
+	if id == (msgID{}) {
+		return ""
+	}
+	b := make([]byte, 0, 27)
+	b = strconv.AppendUint(b, id.node, 36)
+	b = append(b, '.')
+	return string(strconv.AppendUint(b, id.seq, 36))
 }
+
+// parseMsgID reads String's form; anything else is the zero msgID (a message
+// without an ID is never taken for another).
+func parseMsgID(s string) msgID {
+	node, seq, ok := strings.Cut(s, ".")
+	if !ok {
+		return msgID{}
+	}
+	n, err1 := strconv.ParseUint(node, 36, 64)
+	q, err2 := strconv.ParseUint(seq, 36, 64)
+	if err1 != nil || err2 != nil {
+		return msgID{}
+	}
+	return msgID{n, q}
+}
+
+// nextMessageID identifies a message this node publishes, across the cluster.
+func (s *Server) nextMessageID() msgID { return msgID{s.msgNode, s.msgSeq.Add(1)} }
 
 // HandOver moves the session with the given clientId to another node that
 // takes work and returns that node. The session keeps its clientId,
@@ -211,7 +241,7 @@ func (s *Server) handOver(ctx context.Context, ss *ServerSession) (string, error
 	}
 	fin := finalizeBody{ID: ss.id}
 	for _, m := range ss.queue.tail(kept) {
-		fin.Tail = append(fin.Tail, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid})
+		fin.Tail = append(fin.Tail, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid.String()})
 	}
 	body, _ = json.Marshal(fin) // strings and raw JSON: cannot fail
 	if _, err := rq.Request(ctx, node, frame(forwardMeta{Kind: kindFinalize}, body)); err != nil {
@@ -255,7 +285,7 @@ func (s *Server) finalize(body []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: finalize: tail message %d: %w", i, err)
 		}
-		m.lazy, m.uid = qm.Lazy, qm.ID
+		m.lazy, m.uid = qm.Lazy, parseMsgID(qm.ID)
 		tail = append(tail, m)
 	}
 	if !ss.arrive(tail) {

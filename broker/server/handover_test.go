@@ -398,3 +398,19 @@ func TestDrainReleasesForwardedConnects(t *testing.T) {
 		}
 	}
 }
+
+func TestMsgIDRoundTrip(t *testing.T) {
+	for _, id := range []msgID{{1, 1}, {^uint64(0), ^uint64(0)}, {12345, 0}, {0, 7}} {
+		if got := parseMsgID(id.String()); got != id {
+			t.Errorf("parseMsgID(%q) = %v, want %v", id.String(), got, id)
+		}
+	}
+	if (msgID{}).String() != "" {
+		t.Error("the zero msgID has a string form")
+	}
+	for _, bad := range []string{"", "x", "1.", ".1", "1.2.3", "zz!.1"} {
+		if got := parseMsgID(bad); got != (msgID{}) {
+			t.Errorf("parseMsgID(%q) = %v, want the zero msgID", bad, got)
+		}
+	}
+}

@@ -21,7 +21,7 @@ type ServerMessage struct {
 	lazy       bool
 	associated *ServerMessage
 	receivedAt time.Time
-	uid        string // the message's ID across the cluster; "" when not published
+	uid        msgID // the message's ID across the cluster; zero when not published
 
 	once    sync.Once
 	encoded []byte

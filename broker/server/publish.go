@@ -69,7 +69,7 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) boo
 		seenPool.Put(seen)
 	}
 	if !remote && !service && s.cfg.Backbone != nil {
-		if err := s.cfg.Backbone.Publish(name, out.Encoded(), out.uid); err != nil {
+		if err := s.cfg.Backbone.Publish(name, out.Encoded(), out.uid.String()); err != nil {
 			s.log.Warn("backbone publish failed", "channel", name, "err", err)
 		}
 	}
@@ -88,7 +88,7 @@ func (s *Server) onRemote(msg backbone.Message) {
 		return
 	}
 	sm := newEncodedMessage(m, msg.Data)
-	sm.uid = msg.ID
+	sm.uid = parseMsgID(msg.ID)
 	s.publish(nil, sm, true)
 }
 

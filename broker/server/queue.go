@@ -32,7 +32,7 @@ type sessionQueue struct {
 	// seen holds the IDs of the messages a session that moved here already
 	// has, for a while after the move, so that a copy that reaches this node
 	// late (published before the move) is not queued twice.
-	seen map[string]struct{}
+	seen map[msgID]struct{}
 }
 
 // ackState is the ack extension's bookkeeping: the last batch id sent and the
@@ -67,7 +67,7 @@ func (q *sessionQueue) push(m *ServerMessage) pushResult {
 		q.mu.Unlock()
 		return pushClosed
 	}
-	if q.seen != nil && m.uid != "" {
+	if q.seen != nil && m.uid != (msgID{}) {
 		if _, dup := q.seen[m.uid]; dup {
 			q.mu.Unlock()
 			return pushed // it is queued, or was delivered, already
@@ -328,10 +328,10 @@ const seenWindow = 10 * time.Second
 // copy of each message (by ID).
 func (q *sessionQueue) arrive(restored int, tail []*ServerMessage) {
 	q.mu.Lock()
-	seen := map[string]struct{}{}
+	seen := map[msgID]struct{}{}
 	if q.ack != nil {
 		for _, e := range q.ack.unacked {
-			if e.msg.uid != "" {
+			if e.msg.uid != (msgID{}) {
 				seen[e.msg.uid] = struct{}{}
 			}
 		}
@@ -342,7 +342,7 @@ func (q *sessionQueue) arrive(restored int, tail []*ServerMessage) {
 	q.bytes = 0
 	for _, part := range [][]*ServerMessage{q.msgs[:restored], tail, live} {
 		for _, m := range part {
-			if m.uid != "" {
+			if m.uid != (msgID{}) {
 				if _, dup := seen[m.uid]; dup {
 					continue
 				}

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,13 +116,13 @@ type Server struct {
 	conns connSet // open transport connections, closed by Close
 
 	// Handover (handover.go).
-	msgIDPrefix string        // this process's prefix of message IDs
-	msgSeq      atomic.Uint64 // numbers this node's published messages
-	moved       routeTable    // sessions this node handed over → their node
-	routes      routeTable    // sessions located elsewhere → their node
-	askLimit    askLimiter
-	handover    handoverStats
-	relays      relaySet // connects forwarded from here (forward_http.go)
+	msgNode  uint64        // this process's number in message IDs
+	msgSeq   atomic.Uint64 // numbers this node's published messages
+	moved    routeTable    // sessions this node handed over → their node
+	routes   routeTable    // sessions located elsewhere → their node
+	askLimit askLimiter
+	handover handoverStats
+	relays   relaySet // connects forwarded from here (forward_http.go)
 
 	stats counters
 
@@ -162,16 +163,16 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:         cfg,
-		nodeID:      nodeID,
-		log:         cfg.Logger.With("node", nodeID),
-		transports:  map[string]bool{},
-		browsers:    map[string]int{},
-		conns:       connSet{m: map[closer]struct{}{}},
-		msgIDPrefix: randomToken(8) + ".",
-		emptied:     make(chan struct{}, 1),
-		newTicker:   newTimeTicker,
-		closeCh:     make(chan struct{}),
+		cfg:        cfg,
+		nodeID:     nodeID,
+		log:        cfg.Logger.With("node", nodeID),
+		transports: map[string]bool{},
+		browsers:   map[string]int{},
+		conns:      connSet{m: map[closer]struct{}{}},
+		msgNode:    mrand.Uint64(),
+		emptied:    make(chan struct{}, 1),
+		newTicker:  newTimeTicker,
+		closeCh:    make(chan struct{}),
 	}
 	for _, t := range cfg.Transports {
 		s.transports[t] = true

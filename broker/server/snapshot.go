@@ -125,13 +125,13 @@ func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMess
 	snap.DeliverOnly = q.deliverOnly
 	kept := make(map[*ServerMessage]struct{}, len(q.msgs))
 	for _, m := range q.msgs {
-		snap.Queue = append(snap.Queue, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid})
+		snap.Queue = append(snap.Queue, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid.String()})
 		kept[m] = struct{}{}
 	}
 	if a := q.ack; a != nil {
 		snap.Ack = &AckSnapshot{Batch: a.batch}
 		for _, e := range a.unacked {
-			snap.Ack.Unacked = append(snap.Ack.Unacked, AckedMessage{Batch: e.batch, Message: e.msg.Encoded(), ID: e.msg.uid})
+			snap.Ack.Unacked = append(snap.Ack.Unacked, AckedMessage{Batch: e.batch, Message: e.msg.Encoded(), ID: e.msg.uid.String()})
 		}
 	}
 	if freeze {
@@ -175,7 +175,7 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 		if err != nil {
 			return nil, fmt.Errorf("server: snapshot queue message %d: %w", i, err)
 		}
-		m.lazy, m.uid = qm.Lazy, qm.ID
+		m.lazy, m.uid = qm.Lazy, parseMsgID(qm.ID)
 		queue = append(queue, m)
 	}
 	var ack *ackState
@@ -189,7 +189,7 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 			if err != nil {
 				return nil, fmt.Errorf("server: snapshot unacknowledged message %d: %w", i, err)
 			}
-			m.uid = e.ID
+			m.uid = parseMsgID(e.ID)
 			ack.unacked = append(ack.unacked, ackEntry{batch: e.Batch, msg: m})
 			ack.bytes += m.size()
 		}
