@@ -308,32 +308,40 @@ func (m *Memory) serve(ctx context.Context, data []byte) ([]byte, error) {
 
 // RequestAny sends data to a random other node of the hub that takes work.
 func (m *Memory) RequestAny(ctx context.Context, data []byte) (string, []byte, error) {
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
-		return "", nil, ErrClosed
-	}
-	m.hub.mu.RLock()
-	var cands []*Memory
-	for id, n := range m.hub.nodes { // map order is random: so is the choice
-		if id == m.id {
-			continue
-		}
+	cands, err := m.others(func(n *Memory) bool {
 		n.mu.Lock()
-		ok := !n.noWork && !n.closed && n.reqH != nil
-		n.mu.Unlock()
-		if ok {
-			cands = append(cands, n)
-		}
+		defer n.mu.Unlock()
+		return !n.noWork && !n.closed && n.reqH != nil
+	})
+	if err != nil {
+		return "", nil, err
 	}
-	m.hub.mu.RUnlock()
 	if len(cands) == 0 {
 		return "", nil, fmt.Errorf("%w: no other node takes work", ErrNoNode)
 	}
 	target := cands[mrand.IntN(len(cands))]
 	reply, err := target.serve(ctx, data)
 	return target.id, reply, err
+}
+
+// others returns the hub's other nodes that keep says to keep (in random
+// order), or ErrClosed once this node is closed.
+func (m *Memory) others(keep func(*Memory) bool) ([]*Memory, error) {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	m.hub.mu.RLock()
+	defer m.hub.mu.RUnlock()
+	var out []*Memory
+	for id, n := range m.hub.nodes { // map order is random
+		if id != m.id && keep(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // TakeWork makes the node one that RequestAny may choose, or not.
@@ -349,20 +357,10 @@ func (m *Memory) TakeWork(on bool) error {
 
 // Ask asks every other node in turn; the first non-nil reply wins.
 func (m *Memory) Ask(ctx context.Context, data []byte) (string, []byte, error) {
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
-		return "", nil, ErrClosed
+	others, err := m.others(func(*Memory) bool { return true })
+	if err != nil {
+		return "", nil, err
 	}
-	m.hub.mu.RLock()
-	others := make([]*Memory, 0, len(m.hub.nodes))
-	for id, n := range m.hub.nodes {
-		if id != m.id {
-			others = append(others, n)
-		}
-	}
-	m.hub.mu.RUnlock()
 	for _, n := range others {
 		reply, err := n.serve(ctx, data)
 		if err == nil && reply != nil {
