@@ -99,6 +99,8 @@ func (a *admin) handler() http.Handler {
 			Node: a.srv.NodeID(), Sessions: st.Sessions, Subscriptions: st.Subscriptions, Channels: st.Channels,
 			Draining: a.draining.Load(), PolicyVersion: a.currentPolicyVersion(), UptimeSeconds: int64(time.Since(a.started).Seconds()),
 			Backbone: a.bb != nil, BackboneConnected: a.backboneConnected(),
+			Handover: handoverStatus{HandedOver: st.HandedOver, Failed: st.HandoversFailed, TimedOut: st.HandoversTimedOut,
+				Adopted: st.Adopted, DrainSeconds: st.DrainDuration.Seconds()},
 		})
 	})
 	return mux
@@ -119,6 +121,17 @@ type status struct {
 	// to connect to (no backbone, or one that cannot fail, like an embedded NATS
 	// whose health is always good).
 	BackboneConnected bool `json:"backboneConnected"`
+	// Handover counts the sessions this broker moved to others and adopted
+	// from them, and how long its drain has taken (0 before one).
+	Handover handoverStatus `json:"handover"`
+}
+
+type handoverStatus struct {
+	HandedOver   uint64  `json:"handedOver"`
+	Failed       uint64  `json:"failed"`
+	TimedOut     uint64  `json:"timedOut"`
+	Adopted      uint64  `json:"adopted"`
+	DrainSeconds float64 `json:"drainSeconds"`
 }
 
 // backboneConnected reports whether the backbone is healthy; a broker with no

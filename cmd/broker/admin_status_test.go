@@ -65,6 +65,12 @@ func TestStatusReportsBackboneConnected(t *testing.T) {
 			if got := st["backbone"]; got != tc.withBackbone {
 				t.Errorf("backbone = %v, want %v", got, tc.withBackbone)
 			}
+			ho, _ := st["handover"].(map[string]any)
+			for _, k := range []string{"handedOver", "failed", "timedOut", "adopted", "drainSeconds"} {
+				if v, ok := ho[k].(float64); !ok || v != 0 {
+					t.Errorf("handover.%s = %v, want 0 before any drain (document %v)", k, ho[k], st)
+				}
+			}
 		})
 	}
 }

@@ -197,6 +197,9 @@ func BenchmarkDrainHandover(b *testing.B) {
 				if moved != int64(n) {
 					b.Fatalf("after the drain the other brokers hold %d sessions, want %d", moved, n)
 				}
+				if adopted := brokerStatus(b, bs[1]).Handover.Adopted + brokerStatus(b, bs[2]).Handover.Adopted; adopted != int64(n) {
+					b.Fatalf("the other brokers report %d sessions adopted, want %d", adopted, n)
+				}
 				b.ReportMetric(took.Seconds(), "drain-s")
 				b.ReportMetric(float64(n)/took.Seconds(), "sessions/s")
 				for _, br := range bs[1:] {
@@ -251,19 +254,28 @@ func openSessions(b *testing.B, url string, n int) {
 	}
 }
 
-// brokerSessions reads the session count from a broker's /status.
-func brokerSessions(b *testing.B, br *broker) int64 {
+// adminStatus is the part of a broker's /status the benchmarks read.
+type adminStatus struct {
+	Sessions int64 `json:"sessions"`
+	Handover struct {
+		Adopted int64 `json:"adopted"`
+	} `json:"handover"`
+}
+
+// brokerStatus reads a broker's /status.
+func brokerStatus(b *testing.B, br *broker) adminStatus {
 	b.Helper()
 	resp, err := http.Get(br.Admin + "/status")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Sessions int64 `json:"sessions"`
-	}
+	var st adminStatus
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		b.Fatal(err)
 	}
-	return st.Sessions
+	return st
 }
+
+// brokerSessions reads the session count from a broker's /status.
+func brokerSessions(b *testing.B, br *broker) int64 { return brokerStatus(b, br).Sessions }
