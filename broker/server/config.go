@@ -107,6 +107,10 @@ type Config struct {
 	// source collecting what reached the session meanwhile. 0 means
 	// DefaultHandoverSettle.
 	HandoverSettle time.Duration
+	// LivenessInterval is how often a node that forwarded requests wait on is
+	// pinged; one gone from the backbone, or that misses two pings, ends them
+	// at once. 0 means DefaultLivenessInterval.
+	LivenessInterval time.Duration
 	// LocateTimeout bounds the search for a session no node is known to hold.
 	// 0 means DefaultLocateTimeout.
 	LocateTimeout time.Duration
@@ -158,6 +162,7 @@ func (c *Config) validate() error {
 		{"HandoverTimeout", c.HandoverTimeout},
 		{"HandoverSettle", c.HandoverSettle},
 		{"LocateTimeout", c.LocateTimeout},
+		{"LivenessInterval", c.LivenessInterval},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -238,6 +243,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandoverSettle == 0 {
 		c.HandoverSettle = DefaultHandoverSettle
+	}
+	if c.LivenessInterval == 0 {
+		c.LivenessInterval = DefaultLivenessInterval
 	}
 	if c.LocateTimeout == 0 {
 		c.LocateTimeout = DefaultLocateTimeout

@@ -90,6 +90,8 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		return []byte{}, nil
 	case kindWhere:
 		return s.where(string(body)), nil
+	case kindPing:
+		return []byte{}, nil
 	default:
 		return nil, fmt.Errorf("server: unknown node request kind %q", meta.Kind)
 	}
@@ -169,7 +171,7 @@ var errMalformedReply = errors.New("server: malformed reply from the session's o
 // returns an error wrapping backbone.ErrNoNode when no node holds it.
 func (s *Server) askOwner(ctx context.Context, req backbone.Requester, node, id string, payload []byte) (forwardReply, []byte, error) {
 	for hop := 0; ; hop++ {
-		resp, err := req.Request(ctx, node, payload)
+		resp, err := s.requestLive(ctx, req, node, payload)
 		if errors.Is(err, backbone.ErrNoNode) {
 			s.forgetRoute(id)
 			if hop >= maxHops {

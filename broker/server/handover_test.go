@@ -414,3 +414,47 @@ func TestMsgIDRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// hangingBackbone is a Memory node whose request handler stops answering
+// once hang is set, as a SIGKILLed broker does: requests sent to it wait for
+// ever.
+type hangingBackbone struct {
+	*backbone.Memory
+	hang atomic.Bool
+}
+
+func (h *hangingBackbone) HandleRequests(f backbone.RequestHandler) {
+	h.Memory.HandleRequests(func(ctx context.Context, data []byte) ([]byte, error) {
+		if h.hang.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return f(ctx, data)
+	})
+}
+
+// TestDeadOwnerEndsForwardedConnect: a connect forwarded to a session's owner
+// that then stops answering (killed) does not wait out the connect timeout:
+// the pings find the owner dead and the client is told, at once, to
+// handshake again.
+func TestDeadOwnerEndsForwardedConnect(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	mb, err := backbone.NewMemory(backbone.MemoryConfig{Hub: hub, NodeID: "node-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	hb := &hangingBackbone{Memory: mb}
+	cfg := Config{Timeout: time.Minute, LivenessInterval: 50 * time.Millisecond, LocateTimeout: 200 * time.Millisecond}
+	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: cfg.Timeout, LivenessInterval: cfg.LivenessInterval, LocateTimeout: cfg.LocateTimeout})
+	cfg.Backbone = hb
+	b := newTestServer(t, cfg)
+	id := b.connected(t)
+	held := a.connectAsync(id)
+	b.waitHeld(t, id)
+	hb.hang.Store(true)  // node B is killed: it never answers again
+	out := recv(t, held) // well before the minute the connect would be held
+	if r := last(out); r["successful"] != false || r["error"] != "402::session_unknown" || r["advice"].(msg)["reconnect"] != "handshake" {
+		t.Fatalf("a connect whose owner died was answered %v", out)
+	}
+}

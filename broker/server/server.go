@@ -116,13 +116,14 @@ type Server struct {
 	conns connSet // open transport connections, closed by Close
 
 	// Handover (handover.go).
-	msgNode  uint64        // this process's number in message IDs
-	msgSeq   atomic.Uint64 // numbers this node's published messages
-	moved    routeTable    // sessions this node handed over → their node
-	routes   routeTable    // sessions located elsewhere → their node
-	askLimit askLimiter
-	handover handoverStats
-	relays   relaySet // connects forwarded from here (forward_http.go)
+	msgNode   uint64        // this process's number in message IDs
+	msgSeq    atomic.Uint64 // numbers this node's published messages
+	moved     routeTable    // sessions this node handed over → their node
+	routes    routeTable    // sessions located elsewhere → their node
+	askLimit  askLimiter
+	handover  handoverStats
+	relays    relaySet  // connects forwarded from here (forward_http.go)
+	nodeWatch nodeWatch // nodes requests wait on (liveness.go)
 
 	stats counters
 

@@ -170,3 +170,48 @@ func TestRollingRestartHandsSessionsOver(t *testing.T) {
 		t.Errorf("the publisher handshook %d times", n)
 	}
 }
+
+// TestKilledOwnerClientsRecover SIGKILLs the broker that owns a CometD
+// client's session while the client's connect waits, forwarded through
+// another broker: the waiting broker finds the owner dead within a couple of
+// seconds (not at the end of the 30 s connect timeout), the client
+// handshakes again and publishes and receives through the cluster. This part
+// of crash recovery needs no durability: the session itself is lost.
+func TestKilledOwnerClientsRecover(t *testing.T) {
+	jsclient.NodeModules(t)
+	nats := startNATS(t)
+	px := newReadyProxy(t)
+	var bs []*broker
+	for i := range 3 {
+		b := startDrainingBroker(t, "kill", fmt.Sprintf("k%d", i), nats.url())
+		px.add(b)
+		bs = append(bs, b)
+	}
+	endpoint := px.srv.URL + "/cometd"
+	c := jsclient.Start(t, "cometd", endpoint, "long-polling")
+	c.Subscribe("/kill/**")
+	id := c.Wait(func(e jsclient.Event) bool { return e.Ev == "ready" }, "ready").ClientID
+	var owner *broker
+	for _, b := range bs {
+		if strings.HasSuffix(b.Name, "/"+ownerOf(id)) {
+			owner = b
+		}
+	}
+	if owner == nil {
+		t.Fatalf("no broker owns %s", id)
+	}
+	c.Publish("/kill/before", "before")
+	c.WaitMessage("before")
+	killed := time.Now()
+	owner.Kill(t)
+	px.remove(owner)
+	c.Wait(func(e jsclient.Event) bool { return e.Ev == "handshake" && e.ClientID != id }, "a new handshake after the kill")
+	recovered := time.Since(killed)
+	c.Subscribe("/kill/**") // as an application's handshake listener does
+	c.Publish("/kill/after", "after")
+	c.WaitMessage("after")
+	t.Logf("the client handshook again %v after its broker was killed, and publishes and receives", recovered.Round(time.Millisecond))
+	if recovered > 10*time.Second {
+		t.Errorf("the client took %v to recover from its broker's death, want well under the 30 s connect timeout", recovered)
+	}
+}
