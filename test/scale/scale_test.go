@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,6 +49,7 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/policy"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // Knobs, from the environment so that `make bench-operator` can be narrowed.
@@ -57,7 +60,8 @@ var (
 	managedEvery = envInt("SCALE_MANAGED_EVERY", 5)
 	// idle is how long the quiet cluster is watched for writes.
 	idle = time.Duration(envInt("SCALE_IDLE_SECONDS", 60)) * time.Second
-	// managerArgs are extra flags for the manager (space-separated).
+	// managerArgs are extra flags for the manager (space-separated);
+	// SCALE_MANAGER_BIN (see buildManager) replaces the manager itself.
 	managerArgs = strings.Fields(os.Getenv("SCALE_MANAGER_ARGS"))
 	// phaseTimeout bounds each phase (converge, roll).
 	phaseTimeout = 10 * time.Minute
@@ -88,9 +92,14 @@ func BenchmarkOperatorScale(b *testing.B) {
 	}
 }
 
-// buildManager builds cmd/manager without the race detector, as it ships.
+// buildManager builds cmd/manager without the race detector, as it ships,
+// unless SCALE_MANAGER_BIN names a manager binary to measure instead (one
+// built from another commit, for a before-and-after comparison).
 func buildManager(b *testing.B) string {
 	b.Helper()
+	if bin := os.Getenv("SCALE_MANAGER_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(b.TempDir(), "manager")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/manager")
 	cmd.Dir = testenv.RepoRoot()
@@ -197,7 +206,7 @@ type scenarioEnv struct {
 	ns        string
 	auditPath string
 	pods      *fakePods
-	view      cache.Cache // the benchmark's own watch of clusters and Deployments
+	track     *tracker
 	mgr       *exec.Cmd
 	mgrExit   chan error
 }
@@ -247,21 +256,9 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 	b.Cleanup(func() { _ = s.pods.srv.Close() })
 	s.createPods(ctx, planned)
 
-	s.view, err = cache.New(s.env.Config, cache.Options{Scheme: s.env.Scheme,
-		DefaultNamespaces: map[string]cache.Config{s.ns: {}}})
-	if err != nil {
+	s.track = newTracker(planned)
+	if err := s.track.watch(ctx, b, s.env); err != nil {
 		b.Fatal(err)
-	}
-	viewCtx, stopView := context.WithCancel(ctx)
-	b.Cleanup(stopView)
-	for _, obj := range []client.Object{&v1.CometdCluster{}, &appsv1.Deployment{}} {
-		if _, err := s.view.GetInformer(viewCtx, obj); err != nil {
-			b.Fatal(err)
-		}
-	}
-	go func() { _ = s.view.Start(viewCtx) }()
-	if !s.view.WaitForCacheSync(viewCtx) {
-		b.Fatal("the benchmark's cache did not sync")
 	}
 
 	s.startManager(bin, dir)
@@ -269,24 +266,33 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 	// Phase 1: create every cluster; wait until each has its children and a
 	// settled status.
 	writes0 := s.operatorWrites(0)
+	s.track.begin(false)
 	start := time.Now()
 	parallel(len(planned), func(i int) error {
-		return c.Create(ctx, newCluster(s.ns, planned[i].name, planned[i].managed))
+		cc := newCluster(s.ns, planned[i].name, planned[i].managed)
+		if err := c.Create(ctx, cc); err != nil {
+			return err
+		}
+		s.track.expect(cc.Name, cc.Generation)
+		return nil
 	})
 	created := time.Since(start)
-	converge := s.waitAll(planned, start, nil)
+	converge := s.waitAll()
 	writesConverge := s.operatorWrites(writes0.offset)
 
 	// Phase 2: change spec.broker on every cluster; wait until every
 	// Deployment rolls (new config hash) and every status is settled again.
-	oldHash := s.configHashes()
-	start = time.Now()
+	s.track.begin(true)
 	parallel(len(planned), func(i int) error {
 		cc := &v1.CometdCluster{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: planned[i].name}}
 		patch := []byte(`{"spec":{"broker":{"maxQueue":4321}}}`)
-		return c.Patch(ctx, cc, client.RawPatch("application/merge-patch+json", patch))
+		if err := c.Patch(ctx, cc, client.RawPatch("application/merge-patch+json", patch)); err != nil {
+			return err
+		}
+		s.track.expect(cc.Name, cc.Generation)
+		return nil
 	})
-	roll := s.waitAll(planned, start, oldHash)
+	roll := s.waitAll()
 	writesRoll := s.operatorWrites(writesConverge.offset)
 
 	// Phase 3: nothing changes; count what the operator writes.
@@ -491,17 +497,138 @@ func (s *scenarioEnv) memory() (rss, peak int64) {
 	return rss, peak
 }
 
-// configHashes is every Deployment's pod-template config hash.
-func (s *scenarioEnv) configHashes() map[string]string {
-	var deps appsv1.DeploymentList
-	if err := s.view.List(context.Background(), &deps); err != nil {
-		s.b.Fatal(err)
+// tracker records when each cluster gets done in the current phase, from
+// the benchmark's own watch of the clusters and their Deployments, as the
+// events arrive.
+type tracker struct {
+	mu      sync.Mutex
+	planned map[string]plannedCluster
+	start   time.Time
+	rolling bool
+	// clusters and hashes are the latest objects seen; oldHash the config
+	// hashes when the phase began; wantGen the generation each cluster's
+	// spec has in this phase (0: not written yet).
+	clusters        map[string]*v1.CometdCluster
+	hashes, oldHash map[string]string
+	wantGen         map[string]int64
+	doneAt          map[string]time.Duration
+}
+
+func newTracker(planned []plannedCluster) *tracker {
+	t := &tracker{planned: map[string]plannedCluster{}, clusters: map[string]*v1.CometdCluster{}, hashes: map[string]string{}}
+	for _, p := range planned {
+		t.planned[p.name] = p
 	}
-	out := map[string]string{}
-	for _, d := range deps.Items {
-		out[d.Name] = d.Spec.Template.Annotations[resources.AnnotationConfigHash]
+	return t
+}
+
+// watch feeds the tracker from informers on env's clusters and Deployments.
+func (t *tracker) watch(ctx context.Context, b *testing.B, env *testenv.Env) error {
+	view, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme})
+	if err != nil {
+		return err
 	}
-	return out
+	ctx, cancel := context.WithCancel(ctx)
+	b.Cleanup(cancel)
+	for _, obj := range []client.Object{&v1.CometdCluster{}, &appsv1.Deployment{}} {
+		inf, err := view.GetInformer(ctx, obj)
+		if err != nil {
+			return err
+		}
+		on := func(o any) { t.seen(o) }
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: on, UpdateFunc: func(_, o any) { on(o) }}); err != nil {
+			return err
+		}
+	}
+	go func() { _ = view.Start(ctx) }()
+	if !view.WaitForCacheSync(ctx) {
+		return fmt.Errorf("the benchmark's cache did not sync")
+	}
+	return nil
+}
+
+func (t *tracker) seen(o any) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch o := o.(type) {
+	case *v1.CometdCluster:
+		t.clusters[o.Name] = o
+		t.check(o.Name, now)
+	case *appsv1.Deployment:
+		t.hashes[o.Name] = o.Spec.Template.Annotations[resources.AnnotationConfigHash]
+		t.check(o.Name, now)
+	}
+}
+
+// begin starts a phase: creating the clusters, or (rolling) changing them.
+func (t *tracker) begin(rolling bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start, t.rolling, t.doneAt, t.wantGen = time.Now(), rolling, map[string]time.Duration{}, map[string]int64{}
+	t.oldHash = maps.Clone(t.hashes)
+}
+
+// expect says which generation the cluster's spec reached in this phase.
+func (t *tracker) expect(name string, gen int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.wantGen[name] = gen
+	t.check(name, time.Now())
+}
+
+// check records the cluster done when it is. Lock must be held.
+func (t *tracker) check(name string, now time.Time) {
+	p, planned := t.planned[name]
+	cc := t.clusters[name]
+	if _, done := t.doneAt[name]; done || !planned || cc == nil || t.wantGen == nil || t.wantGen[name] == 0 || cc.Generation < t.wantGen[name] {
+		return
+	}
+	h, exists := t.hashes[name]
+	if !exists || (t.rolling && h == t.oldHash[name]) {
+		return
+	}
+	if ok, _ := done(cc, p); ok {
+		t.doneAt[name] = now.Sub(t.start)
+	}
+}
+
+// progress is how many clusters are done, and why one that is not is not.
+func (t *tracker) progress() (int, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for name, p := range t.planned {
+		if _, ok := t.doneAt[name]; ok {
+			continue
+		}
+		cc := t.clusters[name]
+		switch {
+		case cc == nil || t.wantGen[name] == 0:
+			return len(t.doneAt), name + ": not written yet"
+		case t.hashes[name] == "" || (t.rolling && t.hashes[name] == t.oldHash[name]):
+			return len(t.doneAt), name + ": Deployment not there or not rolled"
+		}
+		_, why := done(cc, p)
+		return len(t.doneAt), name + ": " + why
+	}
+	return len(t.doneAt), ""
+}
+
+// phase summarizes the current phase.
+func (t *tracker) phase() phase {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var all, healthy, hung []time.Duration
+	for name, d := range t.doneAt {
+		all = append(all, d)
+		if t.planned[name].hung {
+			hung = append(hung, d)
+		} else {
+			healthy = append(healthy, d)
+		}
+	}
+	return phase{all: spreadOf(all), healthy: spreadOf(healthy), hung: spreadOf(hung)}
 }
 
 // spread summarizes when the clusters of a group got done.
@@ -532,63 +659,25 @@ func (p phase) String() string {
 	return out
 }
 
-// waitAll waits until every planned cluster is done (see done) and returns
-// when each got there, counted from start. With oldHash set, a cluster's
-// Deployment must also have left its old config hash.
-func (s *scenarioEnv) waitAll(planned []plannedCluster, start time.Time, oldHash map[string]string) phase {
-	ctx := context.Background()
-	doneAt := map[string]time.Duration{}
-	byName := map[string]plannedCluster{}
-	for _, p := range planned {
-		byName[p.name] = p
+// managerAlive fails the benchmark when the manager has exited.
+func (s *scenarioEnv) managerAlive() {
+	select {
+	case err := <-s.mgrExit:
+		s.b.Fatalf("the manager exited: %v", err)
+	default:
 	}
-	deadline := time.Now().Add(phaseTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for len(doneAt) < len(planned) {
-		select {
-		case err := <-s.mgrExit:
-			s.b.Fatalf("the manager exited: %v", err)
-		case <-tick.C:
-		}
-		now := time.Since(start)
-		var list v1.CometdClusterList
-		if err := s.view.List(ctx, &list); err != nil {
-			s.b.Fatal(err)
-		}
-		hashes := s.configHashes()
-		for i := range list.Items {
-			cc := &list.Items[i]
-			p, ok := byName[cc.Name]
-			if _, seen := doneAt[cc.Name]; seen || !ok {
-				continue
-			}
-			h, exists := hashes[cc.Name]
-			if !exists || (oldHash != nil && h == oldHash[cc.Name]) {
-				last = cc.Name + ": Deployment not there or not rolled"
-				continue
-			}
-			if ok, why := done(cc, p); !ok {
-				last = cc.Name + ": " + why
-				continue
-			}
-			doneAt[cc.Name] = now
-		}
-		if time.Now().After(deadline) {
-			s.b.Fatalf("%d of %d clusters done after %s; last not done: %s", len(doneAt), len(planned), phaseTimeout, last)
-		}
-	}
-	var all, healthy, hung []time.Duration
-	for name, d := range doneAt {
-		all = append(all, d)
-		if byName[name].hung {
-			hung = append(hung, d)
-		} else {
-			healthy = append(healthy, d)
-		}
-	}
-	return phase{all: spreadOf(all), healthy: spreadOf(healthy), hung: spreadOf(hung)}
+}
+
+// waitAll waits until every planned cluster is done in this phase (the
+// times are the tracker's, not this wait's).
+func (s *scenarioEnv) waitAll() phase {
+	want := len(s.track.planned)
+	testutil.Eventually(s.b, phaseTimeout, fmt.Sprintf("all %d clusters done", want), func(context.Context) (bool, string) {
+		s.managerAlive()
+		n, why := s.track.progress()
+		return n == want, fmt.Sprintf("%d done; not done: %s", n, why)
+	})
+	return s.track.phase()
 }
 
 // done reports whether the cluster's status is settled for this spec: it
@@ -697,26 +786,17 @@ func (s *scenarioEnv) operatorWrites(offset int64) writeCount {
 // request when it completes.
 func (s *scenarioEnv) idleWrites(offset int64) writeCount {
 	const quiet = 3 * time.Second
-	deadline := time.Now().Add(phaseTimeout)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	lastWrite, settleStart := time.Now(), time.Now()
-	for time.Since(lastWrite) < quiet {
-		select {
-		case err := <-s.mgrExit:
-			s.b.Fatalf("the manager exited: %v", err)
-		case <-tick.C:
-		}
+	lastWrite := time.Now()
+	settled := testutil.Eventually(s.b, phaseTimeout, "the operator to stop writing", func(context.Context) (bool, string) {
+		s.managerAlive()
 		w := s.operatorWrites(offset)
 		if w.total > 0 {
 			lastWrite = time.Now()
 		}
 		offset = w.offset
-		if time.Now().After(deadline) {
-			s.b.Fatalf("the operator still writes %s after the roll", phaseTimeout)
-		}
-	}
-	s.b.Logf("the operator's writes stopped %.1fs after the roll was seen done", time.Since(settleStart).Seconds()-quiet.Seconds())
+		return time.Since(lastWrite) >= quiet, fmt.Sprintf("last write %s ago", time.Since(lastWrite).Round(time.Millisecond))
+	})
+	s.b.Logf("the operator's writes stopped %.1fs after the roll was seen done", max(0, settled-quiet).Seconds())
 	select {
 	case err := <-s.mgrExit:
 		s.b.Fatalf("the manager exited: %v", err)
