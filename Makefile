@@ -108,6 +108,13 @@ helm-lint: $(HELM) ## helm lint and helm template the chart with every examples/
 bench: ## Run the Go benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# SCALE_CLUSTERS, SCALE_MANAGED_EVERY, SCALE_IDLE_SECONDS and SCALE_MANAGER_ARGS
+# (extra manager flags) narrow or vary it; see test/scale.
+.PHONY: bench-operator
+bench-operator: envtest-assets ## The operator at scale on envtest (minutes): 500 clusters converge, roll, stay idle; again with a tenth of the brokers hanging.
+	mkdir -p $(LOCALBIN)/tmp
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) TMPDIR=$(LOCALBIN)/tmp $(GO) test -tags scale -run '^$$' -bench BenchmarkOperatorScale -benchtime 1x -timeout 60m ./test/scale/
+
 ##@ Build
 
 .PHONY: build

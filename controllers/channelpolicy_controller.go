@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -42,6 +43,9 @@ const (
 // compile the same inputs, so they agree.
 type ChannelPolicyReconciler struct {
 	client.Client
+	// MaxConcurrentReconciles is how many policies are reconciled at once.
+	// 0 means 1.
+	MaxConcurrentReconciles int
 }
 
 // SetupWithManager registers the reconciler. A policy is reconsidered when it
@@ -54,6 +58,7 @@ func (r *ChannelPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ChannelPolicy{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Watches(&v1.CometdCluster{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfCluster), specChanged).
 		// A sibling that turns invalid, or valid again, changes whether this
 		// policy is compiled.

@@ -24,6 +24,7 @@ import (
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // child names a child object the operator must create.
@@ -89,7 +90,7 @@ func get(t *testing.T, ns, name string, obj client.Object) bool {
 func waitForChildren(t *testing.T, cc *v1.CometdCluster, children []child) {
 	t.Helper()
 	for _, c := range children {
-		eventually(t, fmt.Sprintf("%T %s", c.obj, c.name), func() (bool, string) {
+		testutil.Eventually(t, waitTimeout, fmt.Sprintf("%T %s", c.obj, c.name), func(context.Context) (bool, string) {
 			return get(t, cc.Namespace, c.name, c.obj), "not created"
 		})
 	}
@@ -147,7 +148,7 @@ func TestCreateMakesEveryChildWithOwnerReferences(t *testing.T) {
 		t.Errorf("broker.yaml does not point at the managed NATS:\n%s", cm.Data["broker.yaml"])
 	}
 	// An Event per created child.
-	eventually(t, "creation events", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "creation events", func(context.Context) (bool, string) {
 		var list eventsv1.EventList
 		if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -173,7 +174,7 @@ func TestChangesUpdateChildren(t *testing.T) {
 
 	// Replicas: the Deployment follows; the pods are not rolled.
 	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Replicas = ptr.To[int32](4) })
-	eventually(t, "deployment scaled to 4", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "deployment scaled to 4", func(context.Context) (bool, string) {
 		d := getDeployment(t, cc)
 		return *d.Spec.Replicas == 4, fmt.Sprintf("replicas %d", *d.Spec.Replicas)
 	})
@@ -186,13 +187,13 @@ func TestChangesUpdateChildren(t *testing.T) {
 		c.Spec.Broker.Timeout = &metav1.Duration{Duration: 45 * time.Second}
 		c.Spec.Broker.Transports = []v1.Transport{v1.TransportWebsocket}
 	})
-	eventually(t, "new broker.yaml", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "new broker.yaml", func(context.Context) (bool, string) {
 		cm := &corev1.ConfigMap{}
 		get(t, ns, "chat-config", cm)
 		y := cm.Data["broker.yaml"]
 		return strings.Contains(y, "timeoutMs: 45000") && !strings.Contains(y, "long-polling"), y
 	})
-	eventually(t, "config hash changed", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "config hash changed", func(context.Context) (bool, string) {
 		h := getDeployment(t, cc).Spec.Template.Annotations[resources.AnnotationConfigHash]
 		return h != hash0, "hash still " + h
 	})
@@ -202,18 +203,18 @@ func TestChangesUpdateChildren(t *testing.T) {
 		c.Spec.Service.Port = 8080
 		c.Spec.Pod.NodeSelector = map[string]string{"disk": "ssd"}
 	})
-	eventually(t, "service port 8080", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "service port 8080", func(context.Context) (bool, string) {
 		svc := &corev1.Service{}
 		get(t, ns, "chat", svc)
 		return svc.Spec.Ports[0].Port == 8080, fmt.Sprintf("port %d", svc.Spec.Ports[0].Port)
 	})
-	eventually(t, "node selector", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "node selector", func(context.Context) (bool, string) {
 		d := getDeployment(t, cc)
 		return d.Spec.Template.Spec.NodeSelector["disk"] == "ssd", fmt.Sprint(d.Spec.Template.Spec.NodeSelector)
 	})
 	// Removing a field removes it from the child.
 	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Pod.NodeSelector = nil })
-	eventually(t, "node selector removed", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "node selector removed", func(context.Context) (bool, string) {
 		d := getDeployment(t, cc)
 		return len(d.Spec.Template.Spec.NodeSelector) == 0, fmt.Sprint(d.Spec.Template.Spec.NodeSelector)
 	})
@@ -234,7 +235,7 @@ func TestDeletedChildrenAreRecreated(t *testing.T) {
 		if err := env.Client.Delete(context.Background(), c.obj); err != nil {
 			t.Fatalf("delete %s: %v", c.name, err)
 		}
-		eventually(t, fmt.Sprintf("%T %s recreated", c.obj, c.name), func() (bool, string) {
+		testutil.Eventually(t, waitTimeout, fmt.Sprintf("%T %s recreated", c.obj, c.name), func(context.Context) (bool, string) {
 			fresh := c.obj.DeepCopyObject().(client.Object)
 			if !get(t, ns, c.name, fresh) {
 				return false, "missing"
@@ -254,7 +255,7 @@ func TestHandEditIsReverted(t *testing.T) {
 	if err := env.Client.Update(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "image restored", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "image restored", func(context.Context) (bool, string) {
 		img := getDeployment(t, cc).Spec.Template.Spec.Containers[0].Image
 		return img == testBrokerImage, img
 	})
@@ -266,7 +267,7 @@ func TestManagedNATSIsPrunedWhenSwitchingToURL(t *testing.T) {
 	waitForChildren(t, cc, natsChildren("chat"))
 	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.NATS = &v1.NATSSpec{URL: "nats://external:4222"} })
 	for _, c := range natsChildren("chat") {
-		eventually(t, fmt.Sprintf("%T %s deleted", c.obj, c.name), func() (bool, string) {
+		testutil.Eventually(t, waitTimeout, fmt.Sprintf("%T %s deleted", c.obj, c.name), func(context.Context) (bool, string) {
 			return !get(t, ns, c.name, c.obj), "still there"
 		})
 	}
@@ -311,7 +312,7 @@ func waitConditions(t *testing.T, cc *v1.CometdCluster, want map[string]string) 
 func waitConditionsSaying(t *testing.T, cc *v1.CometdCluster, want map[string]string, says string) *v1.CometdCluster {
 	t.Helper()
 	got := &v1.CometdCluster{}
-	eventually(t, fmt.Sprintf("conditions %v", want), func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, fmt.Sprintf("conditions %v", want), func(context.Context) (bool, string) {
 		get(t, cc.Namespace, cc.Name, got)
 		var have []string
 		ok := got.Status.ObservedGeneration == got.Generation
@@ -423,13 +424,13 @@ func TestScaleSubresourceScalesTheDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl scale: %v", err)
 	}
-	eventually(t, "deployment scaled to 5", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "deployment scaled to 5", func(context.Context) (bool, string) {
 		d := getDeployment(t, cc)
 		return *d.Spec.Replicas == 5, fmt.Sprintf("replicas %d", *d.Spec.Replicas)
 	})
 	// The scale subresource reads the status the operator wrote.
 	setDeploymentStatus(t, cc, func(d *appsv1.Deployment) { d.Status.Replicas = 5; d.Status.ObservedGeneration = d.Generation })
-	eventually(t, "scale status", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "scale status", func(context.Context) (bool, string) {
 		s := &autoscalingv1.Scale{}
 		if err := env.Client.SubResource("scale").Get(context.Background(), cc, s); err != nil {
 			return false, err.Error()
@@ -452,7 +453,7 @@ func TestTwoNamespacesDoNotInterfere(t *testing.T) {
 		c.Spec.Replicas = ptr.To[int32](4)
 		c.Spec.Broker.Timeout = &metav1.Duration{Duration: time.Minute}
 	})
-	eventually(t, "A scaled", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "A scaled", func(context.Context) (bool, string) {
 		d := getDeployment(t, a)
 		return *d.Spec.Replicas == 4, fmt.Sprint(*d.Spec.Replicas)
 	})
@@ -533,7 +534,7 @@ func TestNoOpReconcileWritesNothing(t *testing.T) {
 	r.Client = counting
 	// Let the manager's cache catch up with the last writes: a reconcile on a
 	// stale cache may legitimately write. Once it settles, reconciles are no-ops.
-	eventually(t, "a settled state", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "a settled state", func(context.Context) (bool, string) {
 		counting.reset()
 		if _, err := r.Reconcile(context.Background(), req); err != nil {
 			return false, err.Error()
@@ -657,7 +658,7 @@ func TestRollingUpdateSurgeIsNotAScaleDown(t *testing.T) {
 	// next to the three old ones, then replaces them one by one.
 	gen := getDeployment(t, cc).Generation
 	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Broker.Timeout = &metav1.Duration{Duration: 50 * time.Second} })
-	eventually(t, "deployment template updated", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "deployment template updated", func(context.Context) (bool, string) {
 		g := getDeployment(t, cc).Generation
 		return g > gen, fmt.Sprintf("generation %d", g)
 	})
@@ -675,7 +676,7 @@ func TestRollingUpdateSurgeIsNotAScaleDown(t *testing.T) {
 
 	// A real scale-down: three current pods, two asked for.
 	updateCluster(t, cc, func(c *v1.CometdCluster) { c.Spec.Replicas = ptr.To[int32](2) })
-	eventually(t, "deployment scaled to 2", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "deployment scaled to 2", func(context.Context) (bool, string) {
 		d := getDeployment(t, cc)
 		return *d.Spec.Replicas == 2, fmt.Sprintf("replicas %d", *d.Spec.Replicas)
 	})

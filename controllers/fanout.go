@@ -1,11 +1,9 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
@@ -20,14 +18,6 @@ const (
 	ReasonBackboneDisconnected = "BackboneDisconnected"
 	ReasonFanoutUnknown        = "Unknown"
 )
-
-// natsReport is one ready managed NATS pod's answer about its routes.
-type natsReport struct {
-	Pod string
-	// Peers is the number of distinct other servers it routes to.
-	Peers int
-	Err   error
-}
 
 // fanoutInput is what FanoutReady is computed from.
 type fanoutInput struct {
@@ -44,19 +34,6 @@ type fanoutInput struct {
 	// when the operator has no way to ask them.
 	Brokers        []brokerReport
 	BrokersChecked bool
-}
-
-// natsReports asks every ready managed NATS pod of the cluster for its
-// routes, a few at a time.
-func (r *CometdClusterReconciler) natsReports(ctx context.Context, cc *v1.CometdCluster) ([]natsReport, error) {
-	if r.NATSMonitor == nil || !cc.ManagedNATS() {
-		return nil, nil
-	}
-	return askReadyPods(ctx, r.Client, cc.Namespace, resources.NATSSelector(cc), "NATS",
-		func(ctx context.Context, p *corev1.Pod) natsReport {
-			rt, err := r.NATSMonitor.Routes(ctx, p)
-			return natsReport{Pod: p.Name, Peers: rt.Peers(), Err: err}
-		})
 }
 
 // fanoutReadyCondition is True only when a message published on any broker

@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // fakeNATS serves a NATS server's monitoring /routez from an httptest server.
@@ -254,7 +255,7 @@ func TestHTTPNATSMonitorClientCountsRealPeers(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		var last NATSRoutes
 		var lastErr error
-		eventually(t, name+" to route to its peer", func() (bool, string) {
+		testutil.Eventually(t, waitTimeout, name+" to route to its peer", func(context.Context) (bool, string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			last, lastErr = c.Routes(ctx, pod)

@@ -26,6 +26,7 @@ import (
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // fakeBroker serves a broker's admin /status from an httptest server: pods do
@@ -55,7 +56,7 @@ func (f *fakeBroker) set(version string, fail bool) {
 func enforceCurrentPolicy(t *testing.T, cc *v1.CometdCluster, brokers ...*fakeBroker) string {
 	t.Helper()
 	var version string
-	eventually(t, "a policy version", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "a policy version", func(context.Context) (bool, string) {
 		cur := &v1.CometdCluster{}
 		get(t, cc.Namespace, cc.Name, cur)
 		version = cur.Status.PolicyVersion
@@ -111,7 +112,7 @@ func policyDoc(t *testing.T, cc *v1.CometdCluster) (policy.Document, bool) {
 func waitAccepted(t *testing.T, p *v1.ChannelPolicy, status metav1.ConditionStatus, reason string) *v1.ChannelPolicy {
 	t.Helper()
 	got := &v1.ChannelPolicy{}
-	eventually(t, fmt.Sprintf("policy %s Accepted=%s/%s", p.Name, status, reason), func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, fmt.Sprintf("policy %s Accepted=%s/%s", p.Name, status, reason), func(context.Context) (bool, string) {
 		get(t, p.Namespace, p.Name, got)
 		c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted)
 		if c == nil {
@@ -128,7 +129,7 @@ func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
 	ns := newNamespace(t)
 	cc := create(t, newCluster(ns, "chat", 2, false))
 	waitForChildren(t, cc, brokerChildren("chat"))
-	eventually(t, "open default policy", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "open default policy", func(context.Context) (bool, string) {
 		doc, ok := policyDoc(t, cc)
 		return ok && doc.Default == policy.Allow && doc.AllowAnonymous && len(doc.Rules) == 0, fmt.Sprintf("%+v", doc)
 	})
@@ -147,7 +148,7 @@ func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
 		}
 	}
 	var doc policy.Document
-	eventually(t, "both policies compiled", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "both policies compiled", func(context.Context) (bool, string) {
 		doc, _ = policyDoc(t, cc)
 		return len(doc.Rules) == 3, fmt.Sprintf("%+v", doc.Rules)
 	})
@@ -174,7 +175,7 @@ func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
 	}
 
 	waitConditions(t, cc, map[string]string{v1.ConditionPolicyApplied: "Unknown/" + ReasonNoReadyBroker})
-	eventually(t, "status.policyVersion = the ConfigMap's", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "status.policyVersion = the ConfigMap's", func(context.Context) (bool, string) {
 		cur := &v1.CometdCluster{}
 		get(t, ns, "chat", cur)
 		return cur.Status.PolicyVersion == doc.Version, fmt.Sprintf("status %q, ConfigMap %q", cur.Status.PolicyVersion, doc.Version)
@@ -184,7 +185,7 @@ func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
 
 	// Editing a policy changes the document, not the pods.
 	updatePolicy(t, banned, func(p *v1.ChannelPolicy) { p.Spec.Rules[0].Channels = []v1.ChannelPattern{"/chat/**"} })
-	eventually(t, "edited policy compiled", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "edited policy compiled", func(context.Context) (bool, string) {
 		d, _ := policyDoc(t, cc)
 		return d.Version != doc.Version, "version still " + d.Version
 	})
@@ -196,7 +197,7 @@ func TestPoliciesCompileIntoTheConfigMapWithoutRollingPods(t *testing.T) {
 	if err := env.Client.Delete(ctx, members); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleted policy gone", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "deleted policy gone", func(context.Context) (bool, string) {
 		d, _ := policyDoc(t, cc)
 		return len(d.Rules) == 1, fmt.Sprintf("%+v", d.Rules)
 	})
@@ -231,7 +232,7 @@ func TestPolicyForAMissingClusterIsAcceptedOnceItExists(t *testing.T) {
 	}
 	cc := create(t, newCluster(ns, "late", 1, false))
 	waitAccepted(t, p, metav1.ConditionTrue, ReasonAccepted)
-	eventually(t, "late cluster's document has the early policy", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "late cluster's document has the early policy", func(context.Context) (bool, string) {
 		d, _ := policyDoc(t, cc)
 		return len(d.Rules) == 1 && d.Rules[0].Source == ns+"/early", fmt.Sprintf("%+v", d.Rules)
 	})
@@ -249,7 +250,7 @@ func TestAccessSettingsReachTheDocumentAndPods(t *testing.T) {
 		Keys: []v1.AuthKey{{Key: "current.pem", ID: "2026-11"}}}}
 	create(t, cc)
 	waitForChildren(t, cc, brokerChildren("secure"))
-	eventually(t, "locked-down document", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "locked-down document", func(context.Context) (bool, string) {
 		d, ok := policyDoc(t, cc)
 		return ok && d.Default == policy.Deny && !d.AllowAnonymous && d.Auth.Algorithm == policy.ES256 &&
 			d.Auth.Issuer == "https://idp.example.com" && len(d.Auth.Keys) == 1 &&
@@ -394,12 +395,12 @@ func allowInvalidPrincipals(t *testing.T) {
 	setVersions(loose)
 	t.Cleanup(func() {
 		setVersions(original)
-		eventually(t, "the CRD to check principals again", func() (bool, string) {
+		testutil.Eventually(t, waitTimeout, "the CRD to check principals again", func(context.Context) (bool, string) {
 			ok, why := probe()
 			return !ok, why
 		})
 	})
-	eventually(t, "the CRD to accept any principal", probe)
+	testutil.Eventually(t, waitTimeout, "the CRD to accept any principal", func(context.Context) (bool, string) { return probe() })
 }
 
 // An invalid policy (past an older CRD) freezes the cluster's ACL at its last
@@ -417,7 +418,7 @@ func TestInvalidPolicyFreezesTheACLAndEveryPolicySaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var frozen policy.Document
-	eventually(t, "members compiled", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "members compiled", func(context.Context) (bool, string) {
 		frozen, _ = policyDoc(t, cc)
 		return len(frozen.Rules) == 1, fmt.Sprintf("%+v", frozen.Rules)
 	})
@@ -464,7 +465,7 @@ func TestInvalidPolicyFreezesTheACLAndEveryPolicySaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAccepted(t, members, metav1.ConditionTrue, ReasonAccepted)
-	eventually(t, "members' two rules compiled", func() (bool, string) {
+	testutil.Eventually(t, waitTimeout, "members' two rules compiled", func(context.Context) (bool, string) {
 		d, _ := policyDoc(t, cc)
 		return len(d.Rules) == 2, fmt.Sprintf("%+v", d.Rules)
 	})

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,12 +28,6 @@ const (
 	ReasonNoReadyBroker     = "NoReadyBroker"
 	ReasonBrokerUnreachable = "BrokerUnreachable"
 )
-
-// statusConcurrency bounds the /status requests in flight for one cluster.
-const statusConcurrency = 8
-
-// statusRequestTimeout bounds one broker's /status request.
-const statusRequestTimeout = 3 * time.Second
 
 // SourcePolicy converts a ChannelPolicy into the form broker/policy compiles.
 func SourcePolicy(p *v1.ChannelPolicy) policy.SourcePolicy {
@@ -116,72 +107,6 @@ func (r *CometdClusterReconciler) compilePolicy(ctx context.Context, cc *v1.Come
 		return compiledPolicy{}, err
 	}
 	return compiledPolicy{doc: b, version: policy.ComputeVersion(deny), err: compileErr}, nil
-}
-
-// brokerReport is one ready broker's answer about the policy it enforces.
-type brokerReport struct {
-	Pod     string
-	Version string
-	// BackboneConnected is the broker's backboneConnected; BackboneUnreported
-	// is true when its /status has no such field.
-	BackboneConnected, BackboneUnreported bool
-	Err                                   error
-}
-
-// brokerReports asks every ready broker pod of the cluster which policy
-// version it enforces, a few at a time.
-func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.CometdCluster) ([]brokerReport, error) {
-	if r.BrokerStatus == nil {
-		return nil, nil
-	}
-	return askReadyPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), "broker",
-		func(ctx context.Context, p *corev1.Pod) brokerReport {
-			st, err := r.BrokerStatus.Status(ctx, p)
-			return brokerReport{Pod: p.Name, Version: st.PolicyVersion, Err: err,
-				BackboneConnected: st.BackboneConnected != nil && *st.BackboneConnected, BackboneUnreported: st.BackboneConnected == nil}
-		})
-}
-
-// askReadyPods lists the ready, not-deleting pods matching selector and asks
-// each one with ask, at most statusConcurrency at a time, each bounded by
-// statusRequestTimeout. The answers come back in pod-name order.
-func askReadyPods[T any](ctx context.Context, c client.Reader, ns string, selector map[string]string, what string,
-	ask func(context.Context, *corev1.Pod) T) ([]T, error) {
-	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(selector)); err != nil {
-		return nil, fmt.Errorf("list %s pods: %w", what, err)
-	}
-	var ready []*corev1.Pod
-	for i := range pods.Items {
-		if p := &pods.Items[i]; p.DeletionTimestamp.IsZero() && podReady(p) {
-			ready = append(ready, p)
-		}
-	}
-	sort.Slice(ready, func(i, j int) bool { return ready[i].Name < ready[j].Name })
-	answers := make([]T, len(ready))
-	sem := make(chan struct{}, statusConcurrency)
-	var wg sync.WaitGroup
-	for i, p := range ready {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			rctx, cancel := context.WithTimeout(ctx, statusRequestTimeout)
-			defer cancel()
-			answers[i] = ask(rctx, p)
-		}()
-	}
-	wg.Wait()
-	return answers, nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // policyAppliedCondition is True only when every ready broker enforces the

@@ -66,6 +66,10 @@ func run(m *testing.M) int {
 		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakePodAddress},
 		PolicyRecheckInterval: 100 * time.Millisecond,
 		FanoutRecheckInterval: 300 * time.Millisecond,
+		// Several workers, so that every test here runs concurrent
+		// reconciles under the race detector.
+		MaxConcurrentReconciles: 4,
+		ProbeInterval:           50 * time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := IndexChannelPolicies(ctx, mgr); err != nil {
@@ -78,7 +82,7 @@ func run(m *testing.M) int {
 		cancel()
 		return 1
 	}
-	if err := (&ChannelPolicyReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&ChannelPolicyReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: 2}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up policy reconciler:", err)
 		cancel()
 		return 1
@@ -116,25 +120,6 @@ func newNamespace(t *testing.T) string {
 
 // waitTimeout bounds every wait: generous for a loaded 2-core machine.
 const waitTimeout = 20 * time.Second
-
-// eventually polls cond until it reports true, failing the test with cond's
-// last explanation after waitTimeout.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %s", what, why)
-		}
-		<-tick.C
-	}
-}
 
 var fakePodServers sync.Map // "namespace/pod" -> *httptest.Server
 

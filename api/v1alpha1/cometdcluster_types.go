@@ -21,15 +21,18 @@ const (
 	TransportCallbackPolling Transport = bayeux.TransportCallbackPolling
 )
 
-// AutoscalingMetric is what the autoscaler scales on.
+// AutoscalingMetric names the load signal spec.autoscaling declares. No
+// autoscaler reads it yet: the operator accepts and stores it, nothing more.
 // +kubebuilder:validation:Enum=sessions;cpu
 type AutoscalingMetric string
 
 // The autoscaling metrics.
 const (
-	// MetricSessions scales on Bayeux sessions per broker pod (the operator's own autoscaler).
+	// MetricSessions declares Bayeux sessions per broker pod (for the
+	// operator's own autoscaler, which does not exist yet).
 	MetricSessions AutoscalingMetric = "sessions"
-	// MetricCPU scales on CPU utilization (a HorizontalPodAutoscaler).
+	// MetricCPU declares CPU utilization (for a HorizontalPodAutoscaler the
+	// operator does not create yet).
 	MetricCPU AutoscalingMetric = "cpu"
 )
 
@@ -43,8 +46,10 @@ const (
 // +kubebuilder:validation:XValidation:rule="(has(self.replicas) && self.replicas >= 1) || has(self.autoscaling)",message="spec.replicas must be at least 1 unless spec.autoscaling is set"
 // +kubebuilder:validation:XValidation:rule="(has(self.nats) && (has(self.nats.url) || has(self.nats.managed))) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="more than one broker needs a shared backbone: set spec.nats.url (an existing NATS) or spec.nats.managed (a NATS run by the operator)"
 type CometdClusterSpec struct {
-	// Replicas is the number of broker pods. With autoscaling set it is the
-	// autoscaler's current choice, kept within [minReplicas, maxReplicas].
+	// Replicas is the number of broker pods asked for, by you, `kubectl
+	// scale` or an HPA on the scale subresource. With autoscaling set, the
+	// broker Deployment runs this count clamped to [minReplicas, maxReplicas]
+	// (the field itself is left as written, and no autoscaler changes it).
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +optional
@@ -93,8 +98,13 @@ type CometdClusterSpec struct {
 	// +optional
 	DisruptionBudget DisruptionBudgetSpec `json:"disruptionBudget,omitempty"`
 
-	// Autoscaling lets the replica count follow load. Unset means a fixed
-	// spec.replicas.
+	// Autoscaling declares bounds and a target for the broker count. Today
+	// the operator only clamps spec.replicas to [minReplicas, maxReplicas]
+	// when it sizes the broker Deployment; no autoscaler reads metric or the
+	// targets yet, so the count changes only when spec.replicas does. Setting
+	// it also requires a shared NATS backbone (spec.nats) and lets
+	// spec.replicas be 0 (then minReplicas brokers run). Unset means exactly
+	// spec.replicas brokers.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
@@ -415,35 +425,44 @@ type DisruptionBudgetSpec struct {
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
 
-// AutoscalingSpec is the autoscaler's configuration.
+// AutoscalingSpec declares the bounds and the target of an autoscaler that
+// does not exist yet. The API server validates it and the operator stores it;
+// of its fields only minReplicas and maxReplicas have an effect today: they
+// clamp the broker Deployment's replica count (see spec.autoscaling).
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas"
 // +kubebuilder:validation:XValidation:rule="self.metric != 'sessions' || (has(self.targetSessionsPerPod) && !has(self.targetCPUUtilizationPercentage))",message="spec.autoscaling.metric sessions needs targetSessionsPerPod (and no targetCPUUtilizationPercentage)"
 // +kubebuilder:validation:XValidation:rule="self.metric != 'cpu' || (has(self.targetCPUUtilizationPercentage) && !has(self.targetSessionsPerPod))",message="spec.autoscaling.metric cpu needs targetCPUUtilizationPercentage (and no targetSessionsPerPod)"
 type AutoscalingSpec struct {
-	// MinReplicas is the fewest broker pods.
+	// MinReplicas is the fewest broker pods the Deployment runs, whatever
+	// spec.replicas says (also when it is 0).
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MinReplicas *int32 `json:"minReplicas,omitempty"`
 
-	// MaxReplicas is the most broker pods.
+	// MaxReplicas is the most broker pods the Deployment runs, whatever
+	// spec.replicas says.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	MaxReplicas int32 `json:"maxReplicas"`
 
-	// Metric is what to scale on: sessions per pod, or CPU utilization.
+	// Metric is the load signal to scale on, sessions per pod or CPU
+	// utilization. Stored and validated only: nothing scales on it yet.
 	// +kubebuilder:default=sessions
 	// +optional
 	Metric AutoscalingMetric `json:"metric,omitempty"`
 
-	// TargetSessionsPerPod is the sessions per broker pod the autoscaler aims
-	// at (metric sessions).
+	// TargetSessionsPerPod is the sessions per broker pod to aim at (metric
+	// sessions; required with it). Stored and validated only: nothing reads
+	// it yet.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	TargetSessionsPerPod *int32 `json:"targetSessionsPerPod,omitempty"`
 
 	// TargetCPUUtilizationPercentage is the average CPU utilization, as a
-	// percentage of the request, the autoscaler aims at (metric cpu).
+	// percentage of the request, to aim at (metric cpu; required with it).
+	// Stored and validated only: the operator creates no
+	// HorizontalPodAutoscaler yet.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	// +optional

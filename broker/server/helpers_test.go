@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // testWait bounds every wait in these tests: generous for a loaded machine.
@@ -130,18 +132,10 @@ func events(out []msg) []msg {
 	return ev
 }
 
-// waitFor polls cond until it holds or testWait passes.
+// waitFor waits, through testutil.Eventually, until cond holds or testWait passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testWait)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testutil.Eventually(t, testWait, what, func(context.Context) (bool, string) { return cond(), "" })
 }
 
 // wsClient is a raw websocket Bayeux client for tests.

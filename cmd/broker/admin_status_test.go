@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/config"
 	"github.com/cometd-operator/cometd-operator/broker/server"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // /status says whether the backbone is connected: always without a backbone,
@@ -117,19 +120,10 @@ func TestHealthzFailsWhenBackboneDead(t *testing.T) {
 	}
 	waitProbe := func(path string, want int, body string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%s = %d with %q", path, want, body), func(context.Context) (bool, string) {
 			code, got := probe(path)
-			if code == want && strings.Contains(got, body) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s = %d %q, want %d with %q", path, code, got, want, body)
-			}
-			<-tick.C
-		}
+			return code == want && strings.Contains(got, body), fmt.Sprintf("%s = %d %q", path, code, got)
+		})
 	}
 	if code, body := probe("/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %q on a connected broker", code, body)

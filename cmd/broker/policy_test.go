@@ -13,6 +13,7 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/client"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // writePolicy compiles rules into a policy document and replaces path atomically,
@@ -94,17 +95,10 @@ func TestBrokerEnforcesAndReloadsPolicyFile(t *testing.T) {
 	}
 
 	v2 := writePolicy(t, policyPath, handshake, public, secret)
-	deadline := time.Now().Add(30 * time.Second)
-	for statusPolicyVersion(t, adminURL) != v2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker still enforces %q, want %q 30s after the file changed", statusPolicyVersion(t, adminURL), v2)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	testutil.Eventually(t, 30*time.Second, "the broker to enforce policy version "+v2, func(context.Context) (bool, string) {
+		got := statusPolicyVersion(t, adminURL)
+		return got == v2, "it enforces " + got
+	})
 	if _, err := c.Subscribe(ctx, "/secret/plans", func(*client.Message) {}); err != nil {
 		t.Fatalf("subscribe /secret/plans after the reload allowed it: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/controllers/resources"
 	"github.com/cometd-operator/cometd-operator/internal/testenv"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // runMainEnv makes the test binary run the manager's main instead of the
@@ -195,28 +196,19 @@ func startManager(t *testing.T, kcPath string, args ...string) *managerProc {
 	return m
 }
 
-// wait polls cond until it holds, failing the test after 30 s or if the
-// manager exits.
+// wait waits (testutil.Eventually) until cond holds, failing the test after
+// 30 s or as soon as the manager exits.
 func (m *managerProc) wait(what string, cond func() (bool, string)) {
 	m.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
+	testutil.Eventually(m.t, 30*time.Second, what, func(context.Context) (bool, string) {
 		select {
 		case err := <-m.exited:
 			m.stopped = true
 			m.t.Fatalf("manager exited while waiting for %s: %v", what, err)
-		case <-tick.C:
+		default:
 		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("timed out waiting for %s: %s", what, why)
-		}
-	}
+		return cond()
+	})
 }
 
 // waitHTTP waits until GET url answers 200.

@@ -76,7 +76,7 @@ func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme, policy
 	var bs []Builder
 	if cc.ManagedNATS() {
 		bs = append(bs,
-			&natsConfigMapBuilder{base},
+			natsConfigMap(base),
 			&natsHeadlessServiceBuilder{base},
 			&natsServiceBuilder{base},
 			&natsStatefulSetBuilder{base},
@@ -87,8 +87,8 @@ func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme, policy
 		return nil, err
 	}
 	bs = append(bs,
-		&configMapBuilder{base: base, config: cfg},
-		&policyConfigMapBuilder{base: base, doc: policyDoc},
+		brokerConfigMap(base, cfg),
+		policyConfigMap(base, policyDoc),
 		&headlessServiceBuilder{base},
 		&serviceBuilder{base},
 		&deploymentBuilder{base: base, configHash: Hash(cfg)},
@@ -109,7 +109,7 @@ func Obsolete(cc *v1.CometdCluster) []client.Object {
 		(&natsStatefulSetBuilder{b}).Build(),
 		(&natsServiceBuilder{b}).Build(),
 		(&natsHeadlessServiceBuilder{b}).Build(),
-		(&natsConfigMapBuilder{b}).Build(),
+		natsConfigMap(b).Build(),
 	}
 }
 

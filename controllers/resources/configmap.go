@@ -115,22 +115,49 @@ func credsKey(r *v1.SecretKeyRef) string {
 	return r.Key
 }
 
-// configMapBuilder builds the broker ConfigMap (broker.yaml).
+// configMapBuilder builds a ConfigMap that holds one key: the broker's
+// broker.yaml, the compiled policy.json, the managed NATS server's nats.conf.
+// Update replaces the data only when it differs, so that an unchanged child
+// is not written.
 type configMapBuilder struct {
 	base
-	config []byte
+	// suffix names the ConfigMap (cc.ChildName(suffix)); labels are its labels.
+	suffix string
+	labels map[string]string
+	// key and value are its only entry.
+	key, value string
 }
 
 func (b *configMapBuilder) Build() client.Object {
-	return &corev1.ConfigMap{ObjectMeta: b.meta(SuffixConfig)}
+	return &corev1.ConfigMap{ObjectMeta: b.meta(b.suffix)}
 }
 
 func (b *configMapBuilder) Update(obj client.Object) error {
 	cm := obj.(*corev1.ConfigMap)
-	mergeMeta(cm, BrokerLabels(b.cc), nil)
-	if cm.Data[ConfigKey] != string(b.config) || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
-		cm.Data = map[string]string{ConfigKey: string(b.config)}
+	mergeMeta(cm, b.labels, nil)
+	if cm.Data[b.key] != b.value || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
+		cm.Data = map[string]string{b.key: b.value}
 		cm.BinaryData = nil
 	}
 	return b.own(cm)
+}
+
+// brokerConfigMap builds the broker ConfigMap (broker.yaml).
+func brokerConfigMap(b base, config []byte) *configMapBuilder {
+	return &configMapBuilder{base: b, suffix: SuffixConfig, labels: BrokerLabels(b.cc), key: ConfigKey, value: string(config)}
+}
+
+// policyConfigMap builds the cluster's policy ConfigMap (policy.json) from
+// the document the reconciler compiled.
+func policyConfigMap(b base, doc []byte) *configMapBuilder {
+	return &configMapBuilder{base: b, suffix: SuffixPolicy, labels: BrokerLabels(b.cc), key: PolicyKey, value: string(doc)}
+}
+
+// natsConfigMap builds the managed NATS configuration (nats.conf).
+func natsConfigMap(b base) *configMapBuilder {
+	cm := &configMapBuilder{base: b, suffix: SuffixNATSConfig, labels: NATSLabels(b.cc), key: natsConfigKey}
+	if b.cc.ManagedNATS() {
+		cm.value = NATSConfig(b.cc)
+	}
+	return cm
 }

@@ -73,24 +73,6 @@ func NATSConfig(cc *v1.CometdCluster) string {
 	return b.String()
 }
 
-// natsConfigMapBuilder builds the managed NATS configuration.
-type natsConfigMapBuilder struct{ base }
-
-func (b *natsConfigMapBuilder) Build() client.Object {
-	return &corev1.ConfigMap{ObjectMeta: b.meta(SuffixNATSConfig)}
-}
-
-func (b *natsConfigMapBuilder) Update(obj client.Object) error {
-	cm := obj.(*corev1.ConfigMap)
-	mergeMeta(cm, NATSLabels(b.cc), nil)
-	conf := NATSConfig(b.cc)
-	if cm.Data[natsConfigKey] != conf || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
-		cm.Data = map[string]string{natsConfigKey: conf}
-		cm.BinaryData = nil
-	}
-	return b.own(cm)
-}
-
 // natsServiceBuilder builds the managed NATS client Service.
 type natsServiceBuilder struct{ base }
 

@@ -3,9 +3,6 @@ package resources
 import (
 	"path"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
 )
@@ -38,25 +35,4 @@ func PolicySettings(cc *v1.CometdCluster) policy.ClusterSettings {
 		}
 	}
 	return s
-}
-
-// policyConfigMapBuilder builds the cluster's policy ConfigMap (policy.json)
-// from the document the reconciler compiled.
-type policyConfigMapBuilder struct {
-	base
-	doc []byte
-}
-
-func (b *policyConfigMapBuilder) Build() client.Object {
-	return &corev1.ConfigMap{ObjectMeta: b.meta(SuffixPolicy)}
-}
-
-func (b *policyConfigMapBuilder) Update(obj client.Object) error {
-	cm := obj.(*corev1.ConfigMap)
-	mergeMeta(cm, BrokerLabels(b.cc), nil)
-	if cm.Data[PolicyKey] != string(b.doc) || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
-		cm.Data = map[string]string{PolicyKey: string(b.doc)}
-		cm.BinaryData = nil
-	}
-	return b.own(cm)
 }

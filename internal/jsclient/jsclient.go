@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // WaitTimeout bounds every wait for a client's event.
@@ -47,20 +48,6 @@ func NodeModules(t testing.TB) string {
 func script() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "client.mjs")
-}
-
-// testutilWait polls cond until it holds or WaitTimeout passes.
-func testutilWait(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(WaitTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
 }
 
 // Event is one line a client script reports.
@@ -313,14 +300,14 @@ func (p *RatePublisher) Finish(t testing.TB) (ok []string, failed []Event) {
 	close(p.stop)
 	<-p.done
 	n := int(p.sent.Load())
-	testutilWait(t, fmt.Sprintf("the outcome of %d publishes", n), func() bool {
+	testutil.Eventually(t, WaitTimeout, fmt.Sprintf("the outcome of %d publishes", n), func(context.Context) (bool, string) {
 		k := 0
 		for _, e := range p.c.Events() {
 			if e.Ev == "published" || e.Ev == "publish-failed" {
 				k++
 			}
 		}
-		return k >= n
+		return k >= n, fmt.Sprintf("%d outcomes", k)
 	})
 	for _, e := range p.c.Events() {
 		var pl Payload
@@ -370,7 +357,9 @@ func CheckDelivery(t testing.TB, acks, others []*Client, published []string, fai
 	}
 	deadline := time.Now().Add(WaitTimeout)
 	for _, c := range others {
-		testutilWait(t, c.Name()+" to settle", func() bool { return c.Count(last) > 0 || time.Now().After(deadline) })
+		testutil.Eventually(t, WaitTimeout, c.Name()+" to settle", func(context.Context) (bool, string) {
+			return c.Count(last) > 0 || time.Now().After(deadline), ""
+		})
 	}
 	check := func(c *Client, ack bool) {
 		lost, dup := LossReport(c, published)

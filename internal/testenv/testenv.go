@@ -32,10 +32,21 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Options adjust the control plane StartWith runs.
+type Options struct {
+	// APIServerFlags are extra kube-apiserver flags, by name without the
+	// dashes ("service-cluster-ip-range": "10.0.0.0/16"); they replace
+	// envtest's defaults of the same name.
+	APIServerFlags map[string]string
+}
+
 // Start starts kube-apiserver and etcd from KUBEBUILDER_ASSETS and installs the
 // CRDs in config/crd/bases. It fails, rather than skips, when the assets are
 // missing: `make test` builds them.
-func Start() (*Env, error) {
+func Start() (*Env, error) { return StartWith(Options{}) }
+
+// StartWith is Start with o's adjustments.
+func StartWith(o Options) (*Env, error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test` " +
@@ -58,6 +69,9 @@ func Start() (*Env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+	}
+	for name, value := range o.APIServerFlags {
+		env.ControlPlane.GetAPIServer().Configure().Set(name, value)
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
 	"github.com/cometd-operator/cometd-operator/internal/jsclient"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // readyProxy is a round-robin proxy, like a Service without session affinity,
@@ -92,7 +94,7 @@ func (p *readyProxy) add(b *broker) {
 	p.mu.Lock()
 	p.backends = append(p.backends, b)
 	p.mu.Unlock()
-	waitCond(p.t, b.Name+" in the proxy", func() bool { return p.has(b) })
+	testutil.Eventually(p.t, waitTimeout, b.Name+" in the proxy", func(context.Context) (bool, string) { return p.has(b), "" })
 }
 
 func (p *readyProxy) remove(b *broker) {
@@ -154,14 +156,18 @@ func TestRollingRestartHandsSessionsOver(t *testing.T) {
 		nb := startDrainingBroker(t, "roll", fmt.Sprintf("g1-b%d", i), nats.url())
 		px.add(nb)
 		before := pub.Sent()
-		waitCond(t, "traffic before the next drain", func() bool { return pub.Sent() >= before+25 })
+		testutil.Eventually(t, waitTimeout, "traffic before the next drain", func(context.Context) (bool, string) {
+			return pub.Sent() >= before+25, fmt.Sprintf("%d sent", pub.Sent())
+		})
 		t0 := time.Now()
 		old.Stop(t) // SIGTERM; returns once the process exited
 		t.Logf("%s drained and exited in %v", old.Name, time.Since(t0).Round(time.Millisecond))
 		px.remove(old)
 	}
 	before := pub.Sent()
-	waitCond(t, "traffic after the last drain", func() bool { return pub.Sent() >= before+25 })
+	testutil.Eventually(t, waitTimeout, "traffic after the last drain", func(context.Context) (bool, string) {
+		return pub.Sent() >= before+25, fmt.Sprintf("%d sent", pub.Sent())
+	})
 	published, failed := pub.Finish(t)
 	t.Logf("%d messages published in %v, %d refused", len(published), time.Since(started).Round(time.Millisecond), len(failed))
 

@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 const (
@@ -129,21 +131,10 @@ func (b *broker) ready() bool {
 // waitReady waits until /readyz says want.
 func (b *broker) waitReady(t testing.TB, want bool) {
 	t.Helper()
-	waitCond(t, fmt.Sprintf("%s ready=%v", b.Name, want), func() bool { return b.ready() == want })
-}
-
-// waitCond polls cond until it holds or waitTimeout passes.
-func waitCond(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testutil.Eventually(t, waitTimeout, fmt.Sprintf("%s ready=%v", b.Name, want), func(context.Context) (bool, string) {
+		got := b.ready()
+		return got == want, fmt.Sprintf("ready=%v", got)
+	})
 }
 
 // ownerOf returns the node prefix of a clientId ("b1~…" → "b1").

@@ -1,12 +1,16 @@
 package conformance
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -57,20 +61,10 @@ func TestAdminAndDrain(t *testing.T) {
 	if err := b.Cmd.Process.Signal(sigterm); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testutil.Eventually(t, 20*time.Second, "/readyz failing after SIGTERM", func(context.Context) (bool, string) {
 		code, _ := get(t, b.Admin+"/readyz")
-		if code == http.StatusServiceUnavailable {
-			break
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("/readyz still %d after SIGTERM", code)
-		case <-tick.C:
-		}
-	}
+		return code == http.StatusServiceUnavailable, fmt.Sprintf("/readyz = %d", code)
+	})
 	resp, err = http.Post(b.URL, "application/json", strings.NewReader(`[{"channel":"/meta/handshake"}]`))
 	if err != nil {
 		t.Fatal(err)

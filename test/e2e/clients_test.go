@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // subscriberDeadline bounds each node subscriber process.
@@ -273,12 +274,8 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 
 	// Interest spreads through NATS asynchronously: publish again through each
 	// pod some subscriber has not yet heard from, until all have, or time is up.
-	deadline := time.NewTimer(90 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	start := time.Now()
-	for seq := 0; ; seq++ {
+	seq := 0
+	took := testutil.Eventually(t, 90*time.Second, "every subscriber to receive messages published through every pod", func(context.Context) (bool, string) {
 		missing := 0
 		for i, ep := range eps {
 			need := false
@@ -298,19 +295,13 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 				t.Logf("publish through %s: %v", ep.pod, err)
 			}
 		}
-		if missing == 0 {
-			break
+		seq++
+		var report []string
+		for _, s := range subs {
+			report = append(report, s.String())
 		}
-		select {
-		case <-deadline.C:
-			var report []string
-			for _, s := range subs {
-				report = append(report, s.String())
-			}
-			t.Fatalf("not every subscriber received messages published through every pod %v:\n%s", eps, strings.Join(report, "\n"))
-		case <-tick.C:
-		}
-	}
+		return missing == 0, fmt.Sprintf("pods %v; subscribers:\n%s", eps, strings.Join(report, "\n"))
+	})
 	for _, s := range subs {
 		select {
 		case err := <-s.done:
@@ -318,5 +309,5 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 		default:
 		}
 	}
-	t.Logf("%d subscribers received messages through each of %d pods (%.1fs)", len(subs), len(eps), time.Since(start).Seconds())
+	t.Logf("%d subscribers received messages through each of %d pods (%.1fs)", len(subs), len(eps), took.Seconds())
 }

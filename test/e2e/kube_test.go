@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // Labels and annotations the operator puts on what it creates (they match
@@ -103,35 +105,19 @@ func (e env) getJSON(ctx context.Context, out any, args ...string) error {
 	return json.Unmarshal([]byte(s), out)
 }
 
-// eventually polls check every interval until it reports done, fails the test
-// when timeout passes, and reports the last state check described.
+// eventually waits (testutil.Eventually) until check reports done without
+// an error, and logs how long that took; on timeout the failure carries the
+// last state and error check described.
 func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) (done bool, state string, err error)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	start := time.Now()
-	var state string
-	var lastErr error
-	for {
-		done, s, err := check(ctx)
-		if err == nil && done {
-			t.Logf("%s (%.1fs)", what, time.Since(start).Seconds())
-			return
+	took := testutil.Eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
+		done, state, err := check(ctx)
+		if err != nil {
+			return false, fmt.Sprintf("%s; last error: %v", state, err)
 		}
-		if ctx.Err() == nil { // a check cut short by the deadline says nothing new
-			if s != "" {
-				state = s
-			}
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s; last state: %s; last error: %v", timeout, what, state, lastErr)
-		case <-tick.C:
-		}
-	}
+		return done, state
+	})
+	t.Logf("%s (%.1fs)", what, took.Seconds())
 }
 
 // Minimal views of the objects the suite reads. Only the fields it asserts on.
