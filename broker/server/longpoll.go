@@ -109,7 +109,7 @@ func (s *Server) badRequest(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter) {
-	http.Error(w, "Bayeux request larger than the maximum message size", http.StatusRequestEntityTooLarge)
+	http.Error(w, "Bayeux request larger than the maximum message size, or with more messages than the broker answers at once", http.StatusRequestEntityTooLarge)
 }
 
 func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +144,10 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 	msgs, err := bayeux.DecodeBatch(body)
 	if err != nil {
 		s.badRequest(w, err)
+		return
+	}
+	if s.batchTooLarge(len(msgs)) {
+		s.tooLarge(w)
 		return
 	}
 	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "", 0)
@@ -236,6 +240,10 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	msgs, err := bayeux.DecodeBatch([]byte(msg))
 	if err != nil {
 		s.badRequest(w, err)
+		return
+	}
+	if s.batchTooLarge(len(msgs)) {
+		s.tooLarge(w)
 		return
 	}
 	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb, 0)

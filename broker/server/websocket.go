@@ -23,9 +23,13 @@ const (
 	// the writer before it stops reading.
 	wsMaxPending = 8
 	// perMessageOverhead is what a reply costs in memory beyond its encoded
-	// bytes (the message, its request, their fields), counted against
-	// Config.MaxPendingBytes.
-	perMessageOverhead = 512
+	// bytes (the reply, its request, their fields), counted against
+	// Config.MaxPendingBytes: a reply to "{}" and its request hold about 740
+	// bytes of heap, of which about 60 are the encoded reply.
+	perMessageOverhead = 640
+	// minReplySize is the least encoded size of a reply, for the estimate of
+	// a batch's replies before it is processed (see batchTooLarge).
+	minReplySize = 60
 )
 
 // ErrSlowConnection closes a websocket connection whose output waiting for
@@ -203,13 +207,20 @@ func (wc *wsConn) readLoop(userAgent string) {
 		if errors.Is(err, bayeux.ErrEmptyBatch) {
 			continue // an empty batch is a keep-alive
 		}
+		if err == nil && s.batchTooLarge(len(msgs)) {
+			err = errBatchTooLarge
+		}
 		if err != nil {
 			reason := err.Error()
 			if len(reason) > 120 {
 				reason = reason[:120]
 			}
+			code := websocket.CloseInvalidFramePayloadData
+			if err == errBatchTooLarge {
+				code = websocket.CloseMessageTooBig
+			}
 			_ = wc.c.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, reason), time.Now().Add(wc.s.cfg.WriteTimeout))
+				websocket.FormatCloseMessage(code, reason), time.Now().Add(wc.s.cfg.WriteTimeout))
 			return
 		}
 		release, node := s.route(msgs)
@@ -263,6 +274,17 @@ func waitBelowMax(wc *wsConn, n func() int, space <-chan struct{}) bool {
 			return false
 		}
 	}
+}
+
+// errBatchTooLarge refuses a batch whose replies alone would pass
+// Config.MaxPendingBytes.
+var errBatchTooLarge = errors.New("a batch of more messages than a connection may have replies pending")
+
+// batchTooLarge reports whether a batch of n messages would earn replies
+// over Config.MaxPendingBytes, so that it is refused before its replies take
+// memory (a frame of tiny messages would otherwise earn 250 times its size).
+func (s *Server) batchTooLarge(n int) bool {
+	return int64(n)*(perMessageOverhead+minReplySize) > s.cfg.MaxPendingBytes
 }
 
 // replyBytes is what msgs count against Config.MaxPendingBytes.
