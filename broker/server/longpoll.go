@@ -123,8 +123,10 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 	// by reading on) does not end a held connect.
 	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxMessageSize))
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		// The deadline stays, and the connection goes: net/http would read
+		// on to discard the rest of the body.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.tooLarge(w)
@@ -133,6 +135,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
