@@ -190,8 +190,8 @@ func TestAttackIdleConnections(t *testing.T) {
 	waitFor(t, idle+3*time.Second, "idle connections to be closed", func() bool {
 		return brokerConnsFrom(t, b, "127.0.0.2") == 0
 	})
-	if since := time.Since(time.Unix(0, latest.Load())); since > idle+time.Second {
-		t.Errorf("the last idle connection was closed %v after its reply, want within %v", since.Round(time.Millisecond), idle+time.Second)
+	if since := time.Since(time.Unix(0, latest.Load())); since > idle+2*time.Second {
+		t.Errorf("the last idle connection was closed %v after its reply, want within %v", since.Round(time.Millisecond), idle+2*time.Second)
 	}
 
 	// Four addresses, 100 silent connections each: 400 > maxConnections.
@@ -300,8 +300,8 @@ func TestAttackSlowRequests(t *testing.T) {
 	close(stop)
 	(<-watched).check(t)
 	t.Logf("%d slow header blocks and %d slow bodies closed %v after they began", n, n, took.Round(time.Millisecond))
-	if took > readTimeout+time.Second {
-		t.Errorf("closed after %v, want within %v", took, readTimeout+time.Second)
+	if took > readTimeout+2*time.Second {
+		t.Errorf("closed after %v, want within %v", took, readTimeout+2*time.Second)
 	}
 }
 
@@ -351,8 +351,8 @@ func TestAttackUnreadLongPoll(t *testing.T) {
 	close(stop)
 	(<-watched).check(t)
 	t.Logf("a 12 MB reply nobody reads: connection closed %v after the request", time.Since(sent).Round(time.Millisecond))
-	if took > writeTimeout+time.Second {
-		t.Errorf("closed after %v, want within %v", took, writeTimeout+time.Second)
+	if took > writeTimeout+2*time.Second {
+		t.Errorf("closed after %v, want within %v", took, writeTimeout+2*time.Second)
 	}
 }
 
