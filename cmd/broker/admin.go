@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
+	"github.com/cometd-operator/cometd-operator/broker/policy/serverpolicy"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
@@ -26,6 +27,8 @@ type admin struct {
 	// clientConns is the client listener, whose connections are counted;
 	// nil in tests that serve none.
 	clientConns *server.LimitedListener
+	// denials reports the channel policy's refusals; nil means no policy.
+	denials func() serverpolicy.Stats
 }
 
 func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
@@ -56,6 +59,17 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	gauge("cometd_drain_duration_seconds", "How long the drain has taken so far, or took; 0 before a drain.", func(s server.Stats) float64 { return s.DrainDuration.Seconds() })
 	counter("cometd_slow_connections_total", "Websocket connections closed because their pending output passed maxPendingBytes.", func(s server.Stats) float64 { return float64(s.SlowConnections) })
 	a.reg.MustRegister(connCollector{a})
+	policyCounter := func(name, help string, f func(serverpolicy.Stats) uint64) {
+		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if a.denials == nil {
+				return 0
+			}
+			return float64(f(a.denials()))
+		}))
+	}
+	policyCounter("cometd_policy_handshakes_denied_total", "Handshakes the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.HandshakesDenied })
+	policyCounter("cometd_policy_operations_denied_total", "Create, subscribe and publish operations the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.OperationsDenied })
+	policyCounter("cometd_policy_denial_logs_suppressed_total", "Denial log lines left out by the rate limit (10 a second of each kind).", func(s serverpolicy.Stats) uint64 { return s.LogsSuppressed })
 	registerBackboneMetrics(a.reg, bb)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
 		func() float64 {

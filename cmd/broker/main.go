@@ -240,6 +240,7 @@ func run(args []string, getenv func(string) string) error {
 	admin.clientConns = clientLn
 	if watcher != nil {
 		admin.policyVersion = watcher.Version
+		admin.denials = sec.Stats
 	}
 	clientSrv := srv.HTTPServer(mux)
 	adminSrv := adminHTTPServer(admin.handler())
