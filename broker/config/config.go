@@ -32,6 +32,14 @@ const (
 	DefaultWSMessagesPerFrame = 1
 	DefaultDrainGracePeriod   = 25 * time.Second
 	DefaultSubjectPrefix      = "cometd"
+
+	// Per-connection bounds (docs/operations.md, "Limits for hostile clients").
+	DefaultMaxHeaderBytes      = 16 << 10
+	DefaultMaxPendingBytes     = 1 << 20
+	DefaultReadTimeout         = 10 * time.Second
+	DefaultWriteTimeout        = 10 * time.Second
+	DefaultIdleTimeout         = 30 * time.Second
+	DefaultMaxConnectionsPerIP = 1000
 )
 
 // DefaultTransports are enabled when File.Transports is empty: all three.
@@ -86,6 +94,32 @@ type File struct {
 	// past it is refused with 503::too_many_sessions and advice to handshake
 	// again later. 0 means no limit.
 	MaxSessions int `json:"maxSessions,omitempty"`
+
+	// MaxHeaderBytes caps the request line and headers of one HTTP request
+	// (and websocket upgrade). 0 means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int `json:"maxHeaderBytes,omitempty"`
+	// MaxPendingBytes caps the output one websocket connection may have
+	// waiting to be written (replies included, the session's queue not); a
+	// connection past it is closed as a slow consumer. 0 means
+	// DefaultMaxPendingBytes.
+	MaxPendingBytes int64 `json:"maxPendingBytes,omitempty"`
+	// ReadTimeoutMs bounds the read of one request's headers, and then of its
+	// body. 0 means DefaultReadTimeout.
+	ReadTimeoutMs int64 `json:"readTimeoutMs,omitempty"`
+	// WriteTimeoutMs bounds the write of one response (after a held
+	// /meta/connect is released) or websocket frame. 0 means DefaultWriteTimeout.
+	WriteTimeoutMs int64 `json:"writeTimeoutMs,omitempty"`
+	// IdleTimeoutMs is how long a kept-alive HTTP connection may wait for its
+	// next request. 0 means DefaultIdleTimeout.
+	IdleTimeoutMs int64 `json:"idleTimeoutMs,omitempty"`
+	// MaxConnections caps the client connections the broker holds at once;
+	// one past it is closed as soon as it is accepted. 0 means the process's
+	// file limit less a reserve for the admin port, NATS and files.
+	MaxConnections int `json:"maxConnections,omitempty"`
+	// MaxConnectionsPerIP caps the client connections from one IP address.
+	// 0 means DefaultMaxConnectionsPerIP; -1 means no cap (behind a proxy that
+	// hides client addresses, every client has the proxy's).
+	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
 
 	// NATS configures the backbone. A zero value means an embedded NATS server.
 	NATS NATS `json:"nats,omitempty"`
@@ -145,6 +179,9 @@ func (f *File) Validate() error {
 		{"maxLazyTimeoutMs", f.MaxLazyTimeoutMs}, {"maxQueueBytes", f.MaxQueueBytes},
 		{"maxMessageSize", f.MaxMessageSize}, {"wsMessagesPerFrame", int64(f.WSMessagesPerFrame)},
 		{"drainGracePeriodMs", f.DrainGracePeriodMs}, {"maxSessions", int64(f.MaxSessions)},
+		{"maxHeaderBytes", int64(f.MaxHeaderBytes)}, {"maxPendingBytes", f.MaxPendingBytes},
+		{"readTimeoutMs", f.ReadTimeoutMs}, {"writeTimeoutMs", f.WriteTimeoutMs}, {"idleTimeoutMs", f.IdleTimeoutMs},
+		{"maxConnections", int64(f.MaxConnections)},
 	} {
 		if v.n < 0 {
 			return fmt.Errorf("broker config: %s must not be negative, got %d", v.name, v.n)
@@ -155,6 +192,9 @@ func (f *File) Validate() error {
 	}
 	if f.MaxSubscriptionsPerSession < -1 {
 		return fmt.Errorf("broker config: maxSubscriptionsPerSession must be -1 (no cap) or more, got %d", f.MaxSubscriptionsPerSession)
+	}
+	if f.MaxConnectionsPerIP < -1 {
+		return fmt.Errorf("broker config: maxConnectionsPerIP must be -1 (no cap) or more, got %d", f.MaxConnectionsPerIP)
 	}
 	if f.MaxQueue < -1 {
 		return fmt.Errorf("broker config: maxQueue must be -1 (unbounded) or more, got %d", f.MaxQueue)
@@ -196,6 +236,15 @@ func (f *File) MaxLazyTimeout() time.Duration { return ms(f.MaxLazyTimeoutMs, De
 func (f *File) DrainGracePeriod() time.Duration {
 	return ms(f.DrainGracePeriodMs, DefaultDrainGracePeriod)
 }
+
+// ReadTimeout returns the effective request read bound.
+func (f *File) ReadTimeout() time.Duration { return ms(f.ReadTimeoutMs, DefaultReadTimeout) }
+
+// WriteTimeout returns the effective response write bound.
+func (f *File) WriteTimeout() time.Duration { return ms(f.WriteTimeoutMs, DefaultWriteTimeout) }
+
+// IdleTimeout returns the effective keep-alive bound.
+func (f *File) IdleTimeout() time.Duration { return ms(f.IdleTimeoutMs, DefaultIdleTimeout) }
 
 // EnabledTransports returns the effective transport list.
 func (f *File) EnabledTransports() []string {

@@ -15,9 +15,10 @@ import (
 // connection holds none.
 type batchConn struct {
 	net.Conn
-	mu       sync.Mutex
-	batching bool
-	buf      *[]byte
+	writeTimeout time.Duration
+	mu           sync.Mutex
+	batching     bool
+	buf          *[]byte
 }
 
 var batchBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -53,7 +54,7 @@ func (c *batchConn) buffered() int {
 	return len(*c.buf)
 }
 
-// end writes what the round buffered, within writeWait. It returns how many of
+// end writes what the round buffered, within writeTimeout. It returns how many of
 // the round's bytes were written.
 func (c *batchConn) end() (int, error) {
 	c.mu.Lock()
@@ -67,7 +68,7 @@ func (c *batchConn) end() (int, error) {
 	var n int
 	var err error
 	if len(*b) > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(writeWait))
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		n, err = c.Conn.Write(*b)
 	}
 	if cap(*b) <= 1<<20 {
@@ -81,7 +82,8 @@ func (c *batchConn) end() (int, error) {
 // connection.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn *batchConn
+	writeTimeout time.Duration
+	conn         *batchConn
 }
 
 // Hijack hijacks the underlying connection and wraps it.
@@ -90,7 +92,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.conn = &batchConn{Conn: c}
+	h.conn = &batchConn{Conn: c, writeTimeout: h.writeTimeout}
 	return h.conn, rw, nil
 }
 

@@ -21,6 +21,12 @@ const (
 	DefaultMultiSessionInterval  = 2 * time.Second
 	DefaultMaxSessionsPerBrowser = 1
 	DefaultDrainRate             = 1000
+	DefaultMaxHeaderBytes        = config.DefaultMaxHeaderBytes
+	DefaultMaxPendingBytes       = config.DefaultMaxPendingBytes
+	DefaultReadTimeout           = config.DefaultReadTimeout
+	DefaultWriteTimeout          = config.DefaultWriteTimeout
+	DefaultIdleTimeout           = config.DefaultIdleTimeout
+	DefaultMaxConnectionsPerIP   = config.DefaultMaxConnectionsPerIP
 	// DefaultMaxSubscriptionsPerSession bounds what one client can make the
 	// server hold (channels, backbone interest) by subscribing to random names.
 	DefaultMaxSubscriptionsPerSession = 1000
@@ -55,6 +61,26 @@ type Config struct {
 	// MaxMessageSize caps a request body, JSONP message or websocket frame, in
 	// bytes. 0 means DefaultMaxMessageSize.
 	MaxMessageSize int64
+	// MaxPendingBytes caps the output one websocket connection may have
+	// waiting for the network: replies (to any message, with or without a
+	// session) and forwarded batches' replies, counted by their encoded size
+	// plus perMessageOverhead each. A connection past it is closed as
+	// ErrSlowConnection. The session's own queue is capped by MaxQueueBytes.
+	// 0 means DefaultMaxPendingBytes.
+	MaxPendingBytes int64
+	// MaxHeaderBytes caps a request's headers (HTTPServer). 0 means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// ReadTimeout bounds the read of a request's headers, and then of its
+	// body. 0 means DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the write of one response once it is ready (a held
+	// /meta/connect is released first) and of one round of websocket frames.
+	// 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may wait for its next
+	// request (HTTPServer). 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Transports lists the enabled transports ("websocket", "long-polling",
 	// "callback-polling"). Empty means all three.
 	Transports []string
@@ -138,6 +164,11 @@ func ConfigFromFile(f *config.File) Config {
 		AllowedOrigins:     append([]string(nil), f.AllowedOrigins...),
 		WSMessagesPerFrame: f.WSMessagesPerFrame,
 		DrainRate:          f.DrainRate,
+		MaxPendingBytes:    f.MaxPendingBytes,
+		MaxHeaderBytes:     f.MaxHeaderBytes,
+		ReadTimeout:        f.ReadTimeout(),
+		WriteTimeout:       f.WriteTimeout(),
+		IdleTimeout:        f.IdleTimeout(),
 
 		MaxSubscriptionsPerSession: f.MaxSubscriptionsPerSession,
 		MaxSessions:                f.MaxSessions,
@@ -163,6 +194,9 @@ func (c *Config) validate() error {
 		{"HandoverSettle", c.HandoverSettle},
 		{"LocateTimeout", c.LocateTimeout},
 		{"LivenessInterval", c.LivenessInterval},
+		{"ReadTimeout", c.ReadTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -177,6 +211,8 @@ func (c *Config) validate() error {
 		{"MaxQueue", int64(c.MaxQueue), true},
 		{"MaxQueueBytes", c.MaxQueueBytes, true},
 		{"MaxMessageSize", c.MaxMessageSize, false},
+		{"MaxPendingBytes", c.MaxPendingBytes, false},
+		{"MaxHeaderBytes", int64(c.MaxHeaderBytes), false},
 		{"WSMessagesPerFrame", int64(c.WSMessagesPerFrame), false},
 		{"MaxSessionsPerBrowser", int64(c.MaxSessionsPerBrowser), true},
 		{"MaxSubscriptionsPerSession", int64(c.MaxSubscriptionsPerSession), true},
@@ -216,6 +252,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if len(c.Transports) == 0 {
 		c.Transports = append([]string(nil), config.DefaultTransports...)

@@ -70,7 +70,7 @@ func TestForwardCallbackPolling(t *testing.T) {
 	a, b := twoNodes(t)
 	id := a.handshake(t)
 	q := url.Values{
-		"jsonp":   {"cb_1"},
+		"jsonp":   {"__jsonp1__"},
 		"message": {fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"callback-polling"}]`, id)},
 	}
 	resp, err := http.Get(b.url + "/connect?" + q.Encode())
@@ -80,7 +80,7 @@ func TestForwardCallbackPolling(t *testing.T) {
 	defer resp.Body.Close()
 	body := readAll(resp)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") ||
-		!strings.HasPrefix(body, "cb_1([") || !strings.Contains(body, `"successful":true`) {
+		!strings.HasPrefix(body, "__jsonp1__([") || !strings.Contains(body, `"successful":true`) {
 		t.Fatalf("forwarded JSONP: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -66,35 +67,34 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) originAllowed(origin string) bool {
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
-}
-
-// cors sets CORS headers for allowed origins and answers preflights; it reports
-// whether the request was fully answered.
+// cors sets the reply's common headers, and CORS headers for allowed origins,
+// and answers preflights; it reports whether the request was fully answered.
+// A listed origin (or one a listed pattern matches) may send credentials; "*"
+// allows any other origin without them.
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
 	origin := r.Header.Get("Origin")
-	if origin == "" || !s.originAllowed(origin) {
+	listed := origin != "" && s.origins.match(origin)
+	if !listed && (origin == "" || !s.origins.any) {
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)
 			return true
 		}
 		return false
 	}
-	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", origin)
-	h.Set("Access-Control-Allow-Credentials", "true")
-	h.Add("Vary", "Origin")
+	if listed {
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+	} else {
+		h.Set("Access-Control-Allow-Origin", "*")
+	}
 	if r.Method != http.MethodOptions {
 		return false
 	}
 	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" && len(req) <= 256 {
 		h.Set("Access-Control-Allow-Headers", req)
 	} else {
 		h.Set("Access-Control-Allow-Headers", "Content-Type")
@@ -109,7 +109,7 @@ func (s *Server) badRequest(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter) {
-	http.Error(w, "Bayeux request larger than the maximum message size", http.StatusRequestEntityTooLarge)
+	http.Error(w, "Bayeux request larger than the maximum message size, or with more messages than the broker answers at once", http.StatusRequestEntityTooLarge)
 }
 
 func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
@@ -117,8 +117,16 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "long-polling transport disabled", http.StatusBadRequest)
 		return
 	}
+	rc := http.NewResponseController(w)
+	// The body must arrive within ReadTimeout; the deadline is lifted once it
+	// has, so that the wait for the client's going away (which net/http does
+	// by reading on) does not end a held connect.
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxMessageSize))
 	if err != nil {
+		// The deadline stays, and the connection goes: net/http would read
+		// on to discard the rest of the body.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.tooLarge(w)
@@ -127,6 +135,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
@@ -140,22 +149,75 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
+	if s.batchTooLarge(len(msgs)) {
+		s.tooLarge(w)
+		return
+	}
 	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "")
 }
 
-// validCallback accepts JavaScript identifiers and dotted paths of them.
+// validCallback accepts the JSONP callback names the CometD and Faye browser
+// clients produce: "_cometd_jsonp_<n>" and "__jsonp<n>__". Any other name,
+// a dotted path to a global above all ("location.assign"), is refused: the
+// reply would call it with data the client does not control alone.
 func validCallback(cb string) bool {
-	if cb == "" || len(cb) > 128 {
+	var digits string
+	switch {
+	case strings.HasPrefix(cb, "_cometd_jsonp_"):
+		digits = cb[len("_cometd_jsonp_"):]
+	case strings.HasPrefix(cb, "__jsonp") && strings.HasSuffix(cb, "__") && len(cb) > len("__jsonp__"):
+		digits = cb[len("__jsonp") : len(cb)-2]
+	default:
 		return false
 	}
-	for i, c := range cb {
-		ok := c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
-			(i > 0 && (c >= '0' && c <= '9' || c == '.'))
-		if !ok {
+	if digits == "" || len(digits) > 12 {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
 			return false
 		}
 	}
 	return true
+}
+
+// maxClientString bounds the header values a session or connection keeps
+// (User-Agent, the browser cookie): they are copied, and cut to this length.
+const maxClientString = 256
+
+// clientString returns a copy of v cut to maxClientString bytes, so that a
+// session does not keep the request's header block alive.
+func clientString(v string) string {
+	if len(v) > maxClientString {
+		v = v[:maxClientString]
+	}
+	return strings.Clone(v)
+}
+
+// browserID returns the request's BAYEUX_BROWSER cookie, or "" when it is
+// absent or not a value this server could have issued.
+func browserID(r *http.Request) string {
+	c, err := r.Cookie(BrowserCookie)
+	if err != nil || c.Value == "" || len(c.Value) > 64 {
+		return ""
+	}
+	for _, ch := range c.Value {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			return ""
+		}
+	}
+	return strings.Clone(c.Value)
+}
+
+// browserCookie is the BAYEUX_BROWSER cookie issued with a successful
+// handshake: HttpOnly, SameSite=Lax, and Secure when the request came over
+// TLS (to this server, or to a proxy that says so in X-Forwarded-Proto).
+func browserCookie(r *http.Request) *http.Cookie {
+	return &http.Cookie{
+		Name: BrowserCookie, Value: randomToken(16), Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+		Secure:   r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"),
+	}
 }
 
 func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
@@ -183,6 +245,10 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err)
 		return
 	}
+	if s.batchTooLarge(len(msgs)) {
+		s.tooLarge(w)
+		return
+	}
 	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb)
 }
 
@@ -192,10 +258,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // the delivered messages and the connect reply, last. release, when not nil,
 // is called once the batch is processed (see route).
 func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.Mutable, transport, callback string, release func()) {
-	ri := reqInfo{transport: transport, userAgent: r.UserAgent()}
-	if c, err := r.Cookie(BrowserCookie); err == nil && c.Value != "" {
-		ri.browser = c.Value
-	}
+	ri := reqInfo{transport: transport, userAgent: r.UserAgent(), browser: browserID(r)}
 	res := s.process(msgs, ri)
 	if release != nil {
 		release()
@@ -208,7 +271,7 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.
 	if ri.browser == "" {
 		for _, rep := range res.replies {
 			if rep.m.Channel == bayeux.MetaHandshake && rep.m.Successful == bayeux.True {
-				http.SetCookie(w, &http.Cookie{Name: BrowserCookie, Value: randomToken(16), Path: "/", HttpOnly: true})
+				http.SetCookie(w, browserCookie(r))
 				break
 			}
 		}
@@ -252,6 +315,9 @@ func (s *Server) writeBatch(w http.ResponseWriter, out []*ServerMessage, callbac
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	}
 	w.Header().Set("Cache-Control", "no-cache, no-store")
+	// The reply, held until now, must be written within WriteTimeout: a
+	// client that does not read it does not keep it in memory longer.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	_, _ = w.Write(buf)
 	s.stats.messagesOut.Add(uint64(len(out)))
 	if cap(buf) <= 1<<20 {

@@ -196,7 +196,7 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 	ss := newSession(s, newClientID(s.nodeID))
 	ss.slot = s.cfg.MaxSessions > 0
 	ss.client.browser = ri.browser
-	ss.client.userAgent = ri.userAgent
+	ss.client.userAgent = clientString(ri.userAgent)
 	if !s.incoming(ss, m) {
 		s.giveBackSlot(ss)
 		return s.fail(r, errMessageDeleted), ss

@@ -69,6 +69,9 @@ type Stats struct {
 	QueueDrops uint64
 	// SlowConsumers counts sessions ended because their queue overflowed.
 	SlowConsumers uint64
+	// SlowConnections counts websocket connections closed because their
+	// pending output passed Config.MaxPendingBytes (ErrSlowConnection).
+	SlowConnections uint64
 	// HandshakesRefused counts handshakes refused with 503::too_many_sessions
 	// because Config.MaxSessions remote sessions were live.
 	HandshakesRefused uint64
@@ -96,6 +99,7 @@ type counters struct {
 	published, queueDrops, slow       atomic.Uint64
 	slots                             atomic.Int64 // Config.MaxSessions slots taken
 	refused                           atomic.Uint64
+	slowConns                         atomic.Uint64 // websockets closed as ErrSlowConnection
 }
 
 // Server is one Bayeux node.
@@ -104,6 +108,7 @@ type Server struct {
 	nodeID     string
 	log        *slog.Logger
 	transports map[string]bool
+	origins    origins // compiled Config.AllowedOrigins
 
 	hub       *hub
 	exts      cowList[Extension]
@@ -153,6 +158,10 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: unknown transport %q", t)
 		}
 	}
+	allowed, err := compileOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
 	nodeID := cfg.NodeID
 	if nodeID == "" && cfg.Backbone != nil {
 		nodeID = cfg.Backbone.NodeID()
@@ -168,6 +177,7 @@ func NewServer(cfg Config) (*Server, error) {
 		nodeID:     nodeID,
 		log:        cfg.Logger.With("node", nodeID),
 		transports: map[string]bool{},
+		origins:    allowed,
 		browsers:   map[string]int{},
 		conns:      connSet{m: map[closer]struct{}{}},
 		msgNode:    mrand.Uint64(),
@@ -211,6 +221,7 @@ func (s *Server) Stats() Stats {
 		QueueDrops:    s.stats.queueDrops.Load(),
 		SlowConsumers: s.stats.slow.Load(),
 
+		SlowConnections:   s.stats.slowConns.Load(),
 		HandshakesRefused: s.stats.refused.Load(),
 		HandedOver:        s.handover.out.Load(),
 		HandoversFailed:   s.handover.failed.Load(),

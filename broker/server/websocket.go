@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,10 +12,9 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
-// Websocket deadlines and limits.
+// Websocket deadlines and limits. A round of frames must be written within
+// Config.WriteTimeout.
 const (
-	// writeWait bounds the write of one frame.
-	writeWait = 10 * time.Second
 	// pongWait bounds the silence allowed from a peer (a pong or any message).
 	pongWait = 60 * time.Second
 	// pingPeriod is how often the writer pings; shorter than pongWait.
@@ -25,10 +22,25 @@ const (
 	// wsMaxPending is how many processed batches the reader may get ahead of
 	// the writer before it stops reading.
 	wsMaxPending = 8
+	// perMessageOverhead is what a reply costs in memory beyond its encoded
+	// bytes (the reply, its request, their fields), counted against
+	// Config.MaxPendingBytes: a reply to "{}" and its request hold about 740
+	// bytes of heap, of which about 60 are the encoded reply.
+	perMessageOverhead = 640
+	// minReplySize is the least encoded size of a reply, for the estimate of
+	// a batch's replies before it is processed (see batchTooLarge).
+	minReplySize = 60
 )
+
+// ErrSlowConnection closes a websocket connection whose output waiting for
+// the network passed Config.MaxPendingBytes: its client sends faster than it
+// reads. The session it carried (if any) lives on, its messages queued, and
+// may connect again.
+var ErrSlowConnection = &DisconnectReason{Code: "slow_connection", Reconnect: bayeux.ReconnectRetry}
 
 // wsItem is what the reader hands the writer after processing one frame.
 type wsItem struct {
+	bytes   int64 // counted in wsConn.pendingBytes
 	replies []*ServerMessage
 	connect *pendingConnect
 	session *ServerSession
@@ -52,10 +64,13 @@ type wsConn struct {
 	mu      sync.Mutex
 	session *ServerSession
 	pending []wsItem
-	running bool // a writer goroutine is active
-	dirty   bool // work arrived while the writer ran
-	closed  bool // the reader has exited
-	done    bool // the final clean-up ran
+	// pendingBytes is the output of the batches read and not yet written
+	// (pending, and the writer's current round).
+	pendingBytes int64
+	running      bool // a writer goroutine is active
+	dirty        bool // work arrived while the writer ran
+	closed       bool // the reader has exited
+	done         bool // the final clean-up ran
 	// closeAfter: close the connection once what is pending is written (a
 	// draining node let the session's connect go).
 	closeAfter bool
@@ -93,28 +108,20 @@ type takenQueue struct {
 
 var wsWriteBufferPool sync.Pool
 
-func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || s.originAllowed(origin) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
-}
-
 func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if !s.transports[bayeux.TransportWebSocket] {
 		http.Error(w, "websocket transport disabled", http.StatusBadRequest)
 		return
 	}
+	hdr := http.Header{"X-Content-Type-Options": {"nosniff"}}
 	up := websocket.Upgrader{
 		ReadBufferSize:  512,
 		WriteBufferSize: 1024,
 		WriteBufferPool: &wsWriteBufferPool,
 		CheckOrigin:     s.checkOrigin,
 	}
-	hc := &hijackCapture{ResponseWriter: w}
-	c, err := up.Upgrade(hc, r, nil)
+	hc := &hijackCapture{ResponseWriter: w, writeTimeout: s.cfg.WriteTimeout}
+	c, err := up.Upgrade(hc, r, hdr)
 	if err != nil {
 		return // Upgrade has answered the request
 	}
@@ -131,7 +138,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	// The reader runs on its own goroutine so the handler returns at once:
 	// net/http then releases the request and its buffers, which an idle
 	// connection would otherwise keep for its lifetime.
-	go wc.readLoop(r.UserAgent())
+	go wc.readLoop(clientString(r.UserAgent()))
 }
 
 func (wc *wsConn) close() {
@@ -203,13 +210,20 @@ func (wc *wsConn) readLoop(userAgent string) {
 		if errors.Is(err, bayeux.ErrEmptyBatch) {
 			continue // an empty batch is a keep-alive
 		}
+		if err == nil && s.batchTooLarge(len(msgs)) {
+			err = errBatchTooLarge
+		}
 		if err != nil {
 			reason := err.Error()
 			if len(reason) > 120 {
 				reason = reason[:120]
 			}
+			code := websocket.CloseInvalidFramePayloadData
+			if err == errBatchTooLarge {
+				code = websocket.CloseMessageTooBig
+			}
 			_ = wc.c.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, reason), time.Now().Add(writeWait))
+				websocket.FormatCloseMessage(code, reason), time.Now().Add(wc.s.cfg.WriteTimeout))
 			return
 		}
 		release, node := s.route(msgs)
@@ -225,8 +239,20 @@ func (wc *wsConn) readLoop(userAgent string) {
 		if release != nil {
 			release()
 		}
+		n := replyBytes(res.replies)
 		wc.mu.Lock()
-		wc.pending = append(wc.pending, wsItem{replies: res.replies, connect: res.connect, session: wc.session})
+		if pend := wc.pendingBytes + n; pend > s.cfg.MaxPendingBytes {
+			wc.mu.Unlock()
+			if res.connect != nil {
+				s.finish(res.connect, false)
+			}
+			s.stats.slowConns.Add(1)
+			s.log.Debug("websocket closed", "reason", ErrSlowConnection.Code, "pending", pend)
+			wc.close()
+			return
+		}
+		wc.pendingBytes += n
+		wc.pending = append(wc.pending, wsItem{bytes: n, replies: res.replies, connect: res.connect, session: wc.session})
 		wc.mu.Unlock()
 		wc.wake()
 		if !waitBelowMax(wc, wc.pendingLen, wc.space) {
@@ -251,6 +277,26 @@ func waitBelowMax(wc *wsConn, n func() int, space <-chan struct{}) bool {
 			return false
 		}
 	}
+}
+
+// errBatchTooLarge refuses a batch whose replies alone would pass
+// Config.MaxPendingBytes.
+var errBatchTooLarge = errors.New("a batch of more messages than a connection may have replies pending")
+
+// batchTooLarge reports whether a batch of n messages would earn replies
+// over Config.MaxPendingBytes, so that it is refused before its replies take
+// memory (a frame of tiny messages would otherwise earn 250 times its size).
+func (s *Server) batchTooLarge(n int) bool {
+	return int64(n)*(perMessageOverhead+minReplySize) > s.cfg.MaxPendingBytes
+}
+
+// replyBytes is what msgs count against Config.MaxPendingBytes.
+func replyBytes(msgs []*ServerMessage) int64 {
+	n := int64(0)
+	for _, m := range msgs {
+		n += m.size() + perMessageOverhead
+	}
+	return n
 }
 
 func (wc *wsConn) pendingLen() int {
@@ -286,9 +332,18 @@ func (wc *wsConn) writer() {
 			wc.fail()
 		}
 		wc.settle(n, err)
+		var done int64
+		for _, it := range items {
+			done += it.bytes
+		}
+		if done > 0 {
+			wc.mu.Lock()
+			wc.pendingBytes -= done
+			wc.mu.Unlock()
+		}
 		if wc.goAway && !wc.broken {
 			_ = wc.c.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseGoingAway, "session moved: reconnect"), time.Now().Add(writeWait))
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, "session moved: reconnect"), time.Now().Add(wc.s.cfg.WriteTimeout))
 			wc.fail()
 		}
 		wc.mu.Lock()
@@ -396,7 +451,7 @@ func (wc *wsConn) step(items []wsItem) {
 		wc.nextPing = now.Add(pingPeriod)
 		wc.pingTimer.Reset(pingPeriod)
 		if !wc.broken {
-			_ = wc.c.SetWriteDeadline(now.Add(writeWait))
+			_ = wc.c.SetWriteDeadline(now.Add(wc.s.cfg.WriteTimeout))
 			if err := wc.c.WriteMessage(websocket.PingMessage, nil); err != nil {
 				wc.fail()
 			}
@@ -486,7 +541,7 @@ func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
 	if wc.broken {
 		return false
 	}
-	_ = wc.c.SetWriteDeadline(time.Now().Add(writeWait))
+	_ = wc.c.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
 	w, err := wc.c.NextWriter(websocket.TextMessage)
 	if err != nil {
 		wc.fail()

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
+	"github.com/cometd-operator/cometd-operator/broker/policy/serverpolicy"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
@@ -24,6 +24,11 @@ type admin struct {
 	reg      *prometheus.Registry
 	// policyVersion reports the channel policy in force; nil means none.
 	policyVersion func() string
+	// clientConns is the client listener, whose connections are counted;
+	// nil in tests that serve none.
+	clientConns *server.LimitedListener
+	// denials reports the channel policy's refusals; nil means no policy.
+	denials func() serverpolicy.Stats
 }
 
 func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
@@ -52,6 +57,19 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	counter("cometd_sessions_adopted_total", "Sessions other brokers handed over to this one.", func(s server.Stats) float64 { return float64(s.Adopted) })
 	counter("cometd_sessions_located_total", "Sessions found on another broker by asking every broker.", func(s server.Stats) float64 { return float64(s.Located) })
 	gauge("cometd_drain_duration_seconds", "How long the drain has taken so far, or took; 0 before a drain.", func(s server.Stats) float64 { return s.DrainDuration.Seconds() })
+	counter("cometd_slow_connections_total", "Websocket connections closed because their pending output passed maxPendingBytes.", func(s server.Stats) float64 { return float64(s.SlowConnections) })
+	a.reg.MustRegister(connCollector{a})
+	policyCounter := func(name, help string, f func(serverpolicy.Stats) uint64) {
+		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if a.denials == nil {
+				return 0
+			}
+			return float64(f(a.denials()))
+		}))
+	}
+	policyCounter("cometd_policy_handshakes_denied_total", "Handshakes the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.HandshakesDenied })
+	policyCounter("cometd_policy_operations_denied_total", "Create, subscribe and publish operations the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.OperationsDenied })
+	policyCounter("cometd_policy_denial_logs_suppressed_total", "Denial log lines left out by the rate limit (10 a second of each kind).", func(s serverpolicy.Stats) uint64 { return s.LogsSuppressed })
 	registerBackboneMetrics(a.reg, bb)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
 		func() float64 {
@@ -90,8 +108,6 @@ func (a *admin) handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
 		st := a.srv.Stats()
 		w.Header().Set("Content-Type", "application/json")

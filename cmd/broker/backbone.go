@@ -20,9 +20,10 @@ const embeddedNATSReady = 10 * time.Second
 // nodeID. It returns the backbone (nil means a single node with no fan-out) and a
 // function that releases it.
 //
-// With no NATS URL it starts an embedded NATS server on a random loopback port and
-// connects to it in-process, so one broker runs alone with the same code path as a
-// cluster. With a URL it joins that NATS (credentials, token and TLS from
+// With no NATS URL it starts an embedded NATS server with no network listener
+// at all and connects to it in-process, so one broker runs alone with the same
+// code path as a cluster, and nothing outside the process can reach its
+// backbone. With a URL it joins that NATS (credentials, token and TLS from
 // cfg.NATS), and keeps reconnecting if NATS is or becomes unreachable; /readyz
 // reports the outage.
 func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), error) {
@@ -41,22 +42,11 @@ func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), e
 	}
 	var embedded *natsserver.Server
 	if nc.URL == "" {
-		s, err := natsserver.NewServer(&natsserver.Options{
-			ServerName: "cometd-embedded-" + nodeID,
-			Host:       "127.0.0.1",
-			Port:       natsserver.RANDOM_PORT,
-			NoLog:      true,
-			NoSigs:     true,
-		})
+		s, err := startEmbeddedNATS(nodeID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("embedded NATS: %w", err)
+			return nil, nil, err
 		}
-		s.Start()
-		if !s.ReadyForConnections(embeddedNATSReady) {
-			s.Shutdown()
-			return nil, nil, errors.New("embedded NATS did not start")
-		}
-		log.Info("embedded NATS started", "url", s.ClientURL())
+		log.Info("embedded NATS started", "listen", "in-process only (no TCP port)")
 		embedded = s
 		nc.InProcess = s
 		nc.FailFast = true
@@ -75,6 +65,27 @@ func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), e
 			embedded.WaitForShutdown()
 		}
 	}, nil
+}
+
+// startEmbeddedNATS starts a NATS server that accepts in-process connections
+// only: with no TCP listener, nothing outside the broker can read or inject
+// backbone traffic, and it needs no credential.
+func startEmbeddedNATS(nodeID string) (*natsserver.Server, error) {
+	s, err := natsserver.NewServer(&natsserver.Options{
+		ServerName: "cometd-embedded-" + nodeID,
+		DontListen: true,
+		NoLog:      true,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(embeddedNATSReady) {
+		s.Shutdown()
+		return nil, errors.New("embedded NATS did not start")
+	}
+	return s, nil
 }
 
 // registerBackboneMetrics exposes the backbone's traffic counters, lag and

@@ -31,6 +31,19 @@ func TestOpenBackboneEmbedded(t *testing.T) {
 	}
 }
 
+// TestEmbeddedNATSHasNoListener: the embedded NATS accepts in-process
+// connections only, so nothing outside the broker reaches the backbone.
+func TestEmbeddedNATSHasNoListener(t *testing.T) {
+	s, err := startEmbeddedNATS("solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if a := s.Addr(); a != nil {
+		t.Fatalf("embedded NATS listens on %v", a)
+	}
+}
+
 // TestOpenBackboneCluster joins two brokers' backbones over a real NATS server and
 // checks that traffic flows and shows in the metrics.
 func TestOpenBackboneCluster(t *testing.T) {

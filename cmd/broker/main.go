@@ -44,6 +44,8 @@ type options struct {
 	file      *config.File
 	node      string
 	logFormat string
+	// pprofListen is where net/http/pprof is served; empty means nowhere.
+	pprofListen string
 }
 
 // envInt64 reads an integer environment variable into dst when set.
@@ -68,6 +70,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	origins := fs.String("allowed-origins", "", "comma-separated CORS origins; env COMETD_ALLOWED_ORIGINS")
 	natsURL := fs.String("nats-url", "", "NATS URL(s) for the backbone; env COMETD_NATS_URL")
 	logFormat := fs.String("log-format", "text", "log format: text or json; env COMETD_LOG_FORMAT")
+	pprofListen := fs.String("pprof-listen", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060); env COMETD_PPROF_LISTEN (default: not served)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -91,21 +94,35 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 			*dst = v
 		}
 	}
-	maxSessions := int64(f.MaxSessions)
+	ints := map[string]*int{
+		"COMETD_MAX_SESSIONS": &f.MaxSessions, "COMETD_MAX_HEADER_BYTES": &f.MaxHeaderBytes,
+		"COMETD_MAX_CONNECTIONS": &f.MaxConnections, "COMETD_MAX_CONNECTIONS_PER_IP": &f.MaxConnectionsPerIP,
+	}
+	wide := map[string]int64{}
+	for name, dst := range ints {
+		wide[name] = int64(*dst)
+	}
 	for name, dst := range map[string]*int64{
 		"COMETD_TIMEOUT_MS": &f.TimeoutMs, "COMETD_INTERVAL_MS": &f.IntervalMs,
 		"COMETD_MAX_INTERVAL_MS": &f.MaxIntervalMs, "COMETD_MAX_QUEUE_BYTES": &f.MaxQueueBytes,
 		"COMETD_MAX_MESSAGE_SIZE": &f.MaxMessageSize, "COMETD_DRAIN_GRACE_PERIOD_MS": &f.DrainGracePeriodMs,
-		"COMETD_MAX_SESSIONS": &maxSessions,
+		"COMETD_MAX_PENDING_BYTES": &f.MaxPendingBytes, "COMETD_READ_TIMEOUT_MS": &f.ReadTimeoutMs,
+		"COMETD_WRITE_TIMEOUT_MS": &f.WriteTimeoutMs, "COMETD_IDLE_TIMEOUT_MS": &f.IdleTimeoutMs,
 	} {
 		if err := envInt64(getenv, name, dst); err != nil {
 			return nil, err
 		}
 	}
-	if maxSessions < math.MinInt32 || maxSessions > math.MaxInt32 {
-		return nil, fmt.Errorf("COMETD_MAX_SESSIONS: %d is out of range", maxSessions)
+	for name := range ints {
+		v := wide[name]
+		if err := envInt64(getenv, name, &v); err != nil {
+			return nil, err
+		}
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			return nil, fmt.Errorf("%s: %d is out of range", name, v)
+		}
+		*ints[name] = int(v)
 	}
-	f.MaxSessions = int(maxSessions)
 	if v := getenv("COMETD_ALLOWED_ORIGINS"); v != "" {
 		f.AllowedOrigins = strings.Split(v, ",")
 	}
@@ -133,9 +150,12 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	o := &options{file: f, logFormat: *logFormat}
+	o := &options{file: f, logFormat: *logFormat, pprofListen: *pprofListen}
 	if v := getenv("COMETD_LOG_FORMAT"); v != "" && !set["log-format"] {
 		o.logFormat = v
+	}
+	if v := getenv("COMETD_PPROF_LISTEN"); v != "" && !set["pprof-listen"] {
+		o.pprofListen = v
 	}
 	o.node = *node
 	for _, v := range []string{getenv("COMETD_NODE"), getenv("POD_NAME")} {
@@ -204,27 +224,44 @@ func run(args []string, getenv func(string) string) error {
 	mux := http.NewServeMux()
 	mux.Handle(mount, srv.Handler())
 	mux.Handle(mount+"/", srv.Handler())
-	clientLn, err := net.Listen("tcp", orDefault(f.Listen, config.DefaultListen))
+	limits := connLimits(f)
+	ln, err := net.Listen("tcp", orDefault(f.Listen, config.DefaultListen))
 	if err != nil {
 		return err
 	}
-	adminLn, err := net.Listen("tcp", orDefault(f.AdminListen, config.DefaultAdminListen))
+	clientLn := server.LimitListener(ln, limits)
+	ln, err = net.Listen("tcp", orDefault(f.AdminListen, config.DefaultAdminListen))
 	if err != nil {
 		clientLn.Close()
 		return err
 	}
+	adminLn := server.LimitListener(ln, server.ConnLimits{MaxConns: adminMaxConns})
 	admin := newAdmin(srv, bb)
+	admin.clientConns = clientLn
 	if watcher != nil {
 		admin.policyVersion = watcher.Version
+		admin.denials = sec.Stats
 	}
-	clientSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	adminSrv := &http.Server{Handler: admin.handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
+	clientSrv := srv.HTTPServer(mux)
+	adminSrv := adminHTTPServer(admin.handler())
+	errc := make(chan error, 3)
 	go func() { errc <- clientSrv.Serve(clientLn) }()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
 	log.Info("serving bayeux", "addr", clientLn.Addr().String(), "mount", mount, "node", srv.NodeID(),
-		"transports", strings.Join(cfg.Transports, ","))
+		"transports", strings.Join(cfg.Transports, ","), "maxConnections", limits.MaxConns, "maxConnectionsPerIP", limits.MaxConnsPerIP)
 	log.Info("serving admin", "addr", adminLn.Addr().String())
+	var pprofSrv *http.Server
+	if o.pprofListen != "" {
+		pln, err := net.Listen("tcp", o.pprofListen)
+		if err != nil {
+			clientLn.Close()
+			adminLn.Close()
+			return fmt.Errorf("pprof: %w", err)
+		}
+		pprofSrv = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: adminReadTimeout}
+		go func() { errc <- pprofSrv.Serve(server.LimitListener(pln, server.ConnLimits{MaxConns: adminMaxConns})) }()
+		log.Warn("serving pprof: profiles reveal memory contents; keep this address private", "addr", pln.Addr().String())
+	}
 
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -254,6 +291,9 @@ func run(args []string, getenv func(string) string) error {
 		log.Warn("client server shutdown", "err", err)
 	}
 	_ = adminSrv.Shutdown(shutCtx)
+	if pprofSrv != nil {
+		_ = pprofSrv.Close()
+	}
 	log.Info("stopped", "node", srv.NodeID())
 	return nil
 }

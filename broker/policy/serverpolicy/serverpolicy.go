@@ -31,7 +31,8 @@ type Source interface {
 type Config struct {
 	// Source yields the policy in force. Required.
 	Source Source
-	// Logger receives denials and revocations (at Info). Nil means slog.Default().
+	// Logger receives denials (at Info, at most 10 lines a second of each
+	// kind) and revocations. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -42,6 +43,9 @@ type Config struct {
 type Security struct {
 	src Source
 	log *slog.Logger
+
+	denied       denialCounters
+	hsLog, opLog logLimiter // denial lines (ratelog.go)
 }
 
 var _ server.SecurityPolicy = (*Security)(nil)
@@ -55,6 +59,28 @@ func New(cfg Config) (*Security, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Security{src: cfg.Source, log: cfg.Logger}, nil
+}
+
+// Stats returns the denial counters.
+func (s *Security) Stats() Stats {
+	return Stats{
+		HandshakesDenied: s.denied.handshakes.Load(),
+		OperationsDenied: s.denied.operations.Load(),
+		LogsSuppressed:   s.denied.suppressed.Load(),
+	}
+}
+
+// logDenial counts a denial and logs it unless the rate limit says not.
+func (s *Security) logDenial(l *logLimiter, msg string, args ...any) {
+	ok, left := l.allow()
+	if !ok {
+		s.denied.suppressed.Add(1)
+		return
+	}
+	if left > 0 {
+		args = append(args, "suppressed", left)
+	}
+	s.log.Info(msg, args...)
 }
 
 // IdentityOf returns the identity stored on a session at handshake, or
@@ -98,14 +124,16 @@ func (s *Security) CanHandshake(_ *server.Server, ss *server.ServerSession, m *s
 	token := ""
 	if present := hasExt(m.Message(), "auth"); present {
 		if !m.Message().ExtField("auth", &auth) || auth.Token == nil || *auth.Token == "" {
-			s.log.Info("handshake denied", "reason", "ext.auth without a token", "policy", p.Version())
+			s.denied.handshakes.Add(1)
+			s.logDenial(&s.hsLog, "handshake denied", "reason", "ext.auth without a token", "policy", p.Version())
 			return false
 		}
 		token = *auth.Token
 	}
 	id, d, err := p.Handshake(token)
 	if err != nil || !d.Allowed {
-		s.log.Info("handshake denied", "reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
+		s.denied.handshakes.Add(1)
+		s.logDenial(&s.hsLog, "handshake denied", "reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
 		return false
 	}
 	ss.SetAttribute(IdentityAttribute, id)
@@ -138,7 +166,8 @@ func (s *Security) check(srv *server.Server, ss *server.ServerSession, ch bayeux
 	}
 	p := s.src.Policy()
 	if d := p.Evaluate(IdentityOf(ss), act, ch.String()); !d.Allowed {
-		s.log.Info("operation denied", "session", ss.ID(), "action", string(act), "channel", ch.String(),
+		s.denied.operations.Add(1)
+		s.logDenial(&s.opLog, "operation denied", "session", ss.ID(), "action", string(act), "channel", ch.String(),
 			"reason", d.Reason, "rule", d.Rule, "source", d.Source, "policy", p.Version())
 		return false
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ var secret = []byte("serverpolicy-test-secret-of-at-least-32-bytes")
 type msg = map[string]any
 
 type broker struct {
+	sec     *Security
 	srv     *server.Server
 	watcher *policy.Watcher
 	url     string
@@ -62,6 +64,11 @@ func writeDoc(t *testing.T, path string, anon bool, rules ...policy.Rule) {
 
 func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
 	t.Helper()
+	return newBrokerLog(t, slog.New(slog.NewTextHandler(io.Discard, nil)), anon, rules...)
+}
+
+func newBrokerLog(t *testing.T, log *slog.Logger, anon bool, rules ...policy.Rule) *broker {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "secret"), secret, 0o600); err != nil {
 		t.Fatal(err)
@@ -72,7 +79,6 @@ func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sec, err := New(Config{Source: w, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +87,7 @@ func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{srv: srv, watcher: w, path: path, revoked: make(chan Revoked, 16)}
+	b := &broker{sec: sec, srv: srv, watcher: w, path: path, revoked: make(chan Revoked, 16)}
 	sec.Attach(w, srv, func(r Revoked) { b.revoked <- r })
 	mux := http.NewServeMux()
 	mux.Handle("/cometd", srv.Handler())
@@ -492,5 +498,57 @@ func TestDecodeIdentityRoundTrip(t *testing.T) {
 	}
 	if _, err := DecodeIdentity(json.RawMessage(`{"Subject":`)); err == nil {
 		t.Fatal("a truncated identity decoded")
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDenialLogsRateLimited: a client that repeats a forbidden publish gets
+// every one refused and counted, but only logBurst log lines a second; the
+// next line says how many were left out.
+func TestDenialLogsRateLimited(t *testing.T) {
+	var out syncBuffer
+	b := newBrokerLog(t, slog.New(slog.NewTextHandler(&out, nil)), false,
+		allow("join", handshake, nil, "authenticated"))
+	now := time.Unix(1_000_000, 0)
+	b.sec.opLog.now = func() time.Time { return now }
+	id := b.login(t, nil)
+	const n = 100
+	batch := make([]msg, n)
+	for i := range batch {
+		batch[i] = msg{"channel": "/forbidden", "clientId": id, "data": i}
+	}
+	for _, r := range b.post(t, batch...) {
+		if r["successful"] == true {
+			t.Fatalf("a forbidden publish succeeded: %v", r)
+		}
+	}
+	lines := strings.Count(out.String(), "operation denied")
+	if lines != logBurst {
+		t.Fatalf("%d denial lines for %d denials in one second, want %d", lines, n, logBurst)
+	}
+	if st := b.sec.Stats(); st.OperationsDenied != n || st.LogsSuppressed != n-logBurst {
+		t.Fatalf("stats %+v, want %d denied, %d suppressed", st, n, n-logBurst)
+	}
+	now = now.Add(logWindow)
+	b.publish(t, id, "/forbidden")
+	if want := fmt.Sprintf("suppressed=%d", n-logBurst); !strings.Contains(out.String(), want) {
+		t.Fatalf("the line after the quiet spell does not say %s:\n%s", want, out.String())
 	}
 }
