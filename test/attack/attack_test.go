@@ -278,6 +278,11 @@ func TestAttackSlowRequests(t *testing.T) {
 			_, _ = c.Write([]byte("POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[{"))
 		}
 	}
+	// Until the broker accepts them they are in no table of the broker's, and
+	// would count as closed.
+	waitFor(t, 10*time.Second, "the broker to accept the slow connections", func() bool {
+		return brokerConnsFrom(t, b, "127.0.0.2") == len(conns)
+	})
 	// The attackers trickle a byte every 200 ms, which must not keep them.
 	trickle := time.NewTicker(200 * time.Millisecond)
 	defer trickle.Stop()
@@ -343,6 +348,11 @@ func TestAttackUnreadLongPoll(t *testing.T) {
 	}
 	defer c.Close()
 	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	// The broker holds the connection before the request is sent (until it
+	// accepts it, it is in no table of the broker's, and would count as closed).
+	waitFor(t, 10*time.Second, "the broker to accept the connection", func() bool {
+		return brokerConnsFrom(t, b, "127.0.0.2") == 1
+	})
 	sent := time.Now()
 	_, _ = fmt.Fprintf(c, "POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(connect), connect)
 	took := waitFor(t, writeTimeout+3*time.Second, "the unread long-poll to be closed", func() bool {

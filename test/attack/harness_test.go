@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/internal/brokertest"
+	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
 // waitTimeout bounds every wait for a condition.
@@ -119,19 +120,11 @@ func metric(t *testing.T, b *brokertest.Broker, name string) float64 {
 	return 0
 }
 
-// waitFor polls cond every 20 ms until it holds, or fails the test after d.
+// waitFor waits, through testutil.Eventually, until cond holds, or fails the
+// test after d; it returns how long that took.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		<-tick.C
-	}
-	return time.Since(start)
+	return testutil.Eventually(t, d, what, func(context.Context) (bool, string) { return cond(), "" })
 }
 
 type msg = map[string]any
