@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -456,5 +459,28 @@ func TestDeadOwnerEndsForwardedConnect(t *testing.T) {
 	out := recv(t, held) // well before the minute the connect would be held
 	if r := last(out); r["successful"] != false || r["error"] != "402::session_unknown" || r["advice"].(msg)["reconnect"] != "handshake" {
 		t.Fatalf("a connect whose owner died was answered %v", out)
+	}
+}
+
+// TestDrainingRepliesCloseTheirConnection: while a node drains, every polling
+// reply closes its connection, so that the client's next request opens a new
+// one (which a Service sends to a node that stays).
+func TestDrainingRepliesCloseTheirConnection(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	post := func() *http.Response {
+		resp, err := http.Post(ts.url, "application/json", strings.NewReader(`[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post(); resp.Close {
+		t.Fatal("a reply closed its connection before any drain")
+	}
+	ts.Drain()
+	if resp := post(); !resp.Close {
+		t.Fatal("a reply while draining keeps its connection open")
 	}
 }

@@ -15,6 +15,15 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 )
 
+// closeWhileDraining makes a reply close its connection while the node
+// drains: the client's next request opens a new one, which reaches a node
+// that stays, instead of coming back here on a kept-alive one.
+func (s *Server) closeWhileDraining(w http.ResponseWriter) {
+	if s.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // BrowserCookie names the cookie that identifies a browser across its sessions,
 // for the multiple-clients advice.
 const BrowserCookie = "BAYEUX_BROWSER"
@@ -28,6 +37,7 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // LongPollingHandler serves only the long-polling transport.
 func (s *Server) LongPollingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.closeWhileDraining(w)
 		if s.cors(w, r) {
 			return
 		}
@@ -38,6 +48,7 @@ func (s *Server) LongPollingHandler() http.Handler {
 // CallbackPollingHandler serves only the callback-polling (JSONP) transport.
 func (s *Server) CallbackPollingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.closeWhileDraining(w)
 		if s.cors(w, r) {
 			return
 		}
@@ -53,6 +64,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWebsocket(w, r)
 		return
 	}
+	s.closeWhileDraining(w)
 	if s.cors(w, r) {
 		return
 	}
@@ -263,11 +275,7 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, msgs []*bayeux.
 	if release != nil {
 		release()
 	}
-	if s.draining.Load() {
-		// New connections reach the nodes that stay; a kept-alive one would
-		// come back here.
-		w.Header().Set("Connection", "close")
-	}
+
 	if ri.browser == "" {
 		for _, rep := range res.replies {
 			if rep.m.Channel == bayeux.MetaHandshake && rep.m.Successful == bayeux.True {

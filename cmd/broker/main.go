@@ -274,6 +274,11 @@ func run(args []string, getenv func(string) string) error {
 		return err
 	}
 	admin.draining.Store(true)
+	// Idle kept-alive connections close now, and every response from here on
+	// closes its connection: a client's next request opens a new one, which
+	// the Service sends to a broker that stays, instead of racing this one's
+	// exit on an old connection.
+	clientSrv.SetKeepAlivesEnabled(false)
 	ctx, cancel := context.WithTimeout(context.Background(), f.DrainGracePeriod())
 	defer cancel()
 	go func() {
