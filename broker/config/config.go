@@ -31,6 +31,7 @@ const (
 	DefaultMaxMessageSize     = 64 << 10
 	DefaultWSMessagesPerFrame = 1
 	DefaultDrainGracePeriod   = 25 * time.Second
+	DefaultDrainLinger        = 5 * time.Second
 	DefaultSubjectPrefix      = "cometd"
 
 	// Per-connection bounds (docs/operations.md, "Limits for hostile clients").
@@ -82,6 +83,12 @@ type File struct {
 	WSMessagesPerFrame int `json:"wsMessagesPerFrame,omitempty"`
 	// DrainGracePeriodMs bounds a graceful drain. 0 means DefaultDrainGracePeriod.
 	DrainGracePeriodMs int64 `json:"drainGracePeriodMs,omitempty"`
+	// DrainLingerMs is how long after SIGTERM the broker keeps accepting
+	// connections (forwarding them to where the sessions went), however soon
+	// its sessions are gone, so that the Service's endpoints and kube-proxy
+	// stop sending it connections before it stops listening. 0 means
+	// DefaultDrainLinger; -1 means none. It never outlasts the grace period.
+	DrainLingerMs int64 `json:"drainLingerMs,omitempty"`
 	// DrainRate is how many sessions per second a drain hands over to other
 	// brokers, or sends back to reconnect elsewhere when it cannot (raised when
 	// needed to fit the grace period). 0 means the server's default (1000/s);
@@ -187,6 +194,9 @@ func (f *File) Validate() error {
 			return fmt.Errorf("broker config: %s must not be negative, got %d", v.name, v.n)
 		}
 	}
+	if f.DrainLingerMs < -1 {
+		return fmt.Errorf("broker config: drainLingerMs must be -1 (none), 0 (default) or positive, got %d", f.DrainLingerMs)
+	}
 	if f.DrainRate < 0 && f.DrainRate != -1 {
 		return fmt.Errorf("broker config: drainRate must be -1 (all at once), 0 (default) or positive, got %v", f.DrainRate)
 	}
@@ -231,6 +241,14 @@ func (f *File) MaxInterval() time.Duration { return ms(f.MaxIntervalMs, DefaultM
 
 // MaxLazyTimeout returns the effective lazy-message bound.
 func (f *File) MaxLazyTimeout() time.Duration { return ms(f.MaxLazyTimeoutMs, DefaultMaxLazyTimeout) }
+
+// DrainLinger returns how long a drain keeps the listener open at least.
+func (f *File) DrainLinger() time.Duration {
+	if f.DrainLingerMs < 0 {
+		return 0
+	}
+	return min(ms(f.DrainLingerMs, DefaultDrainLinger), f.DrainGracePeriod())
+}
 
 // DrainGracePeriod returns the effective drain bound.
 func (f *File) DrainGracePeriod() time.Duration {

@@ -106,6 +106,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 		"COMETD_TIMEOUT_MS": &f.TimeoutMs, "COMETD_INTERVAL_MS": &f.IntervalMs,
 		"COMETD_MAX_INTERVAL_MS": &f.MaxIntervalMs, "COMETD_MAX_QUEUE_BYTES": &f.MaxQueueBytes,
 		"COMETD_MAX_MESSAGE_SIZE": &f.MaxMessageSize, "COMETD_DRAIN_GRACE_PERIOD_MS": &f.DrainGracePeriodMs,
+		"COMETD_DRAIN_LINGER_MS":   &f.DrainLingerMs,
 		"COMETD_MAX_PENDING_BYTES": &f.MaxPendingBytes, "COMETD_READ_TIMEOUT_MS": &f.ReadTimeoutMs,
 		"COMETD_WRITE_TIMEOUT_MS": &f.WriteTimeoutMs, "COMETD_IDLE_TIMEOUT_MS": &f.IdleTimeoutMs,
 	} {
@@ -266,9 +267,11 @@ func run(args []string, getenv func(string) string) error {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
+	var signalled time.Time
 	select {
 	case s := <-sig:
-		log.Info("draining", "signal", s.String(), "grace", f.DrainGracePeriod())
+		signalled = time.Now()
+		log.Info("draining", "signal", s.String(), "grace", f.DrainGracePeriod(), "linger", f.DrainLinger())
 	case err := <-errc:
 		srv.Close()
 		return err
@@ -290,6 +293,16 @@ func run(args []string, getenv func(string) string) error {
 		}
 	}()
 	_ = srv.Shutdown(ctx)
+	// Keep accepting (and forwarding) until the Service has stopped sending
+	// connections here: a client that reaches a closed port sees its request
+	// refused.
+	if wait := f.DrainLinger() - time.Since(signalled); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	log.Info("drained", "node", srv.NodeID(), "took", time.Since(signalled).Round(time.Millisecond), "handedOver", srv.Stats().HandedOver)
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutCancel()
 	if err := clientSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -133,7 +133,9 @@ var addrRE = regexp.MustCompile(`msg="serving (bayeux|admin)" addr=(\S+)`)
 func Start(t testing.TB, bin, name string, args []string, env ...string) *Broker {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	// A broker stopped in a test needs no time for a Service to notice: no
+	// linger after its drain, unless env asks for one.
+	cmd.Env = append(append(os.Environ(), "COMETD_DRAIN_LINGER_MS=-1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
