@@ -277,11 +277,11 @@ func run(args []string, getenv func(string) string) error {
 		return err
 	}
 	admin.draining.Store(true)
-	// Idle kept-alive connections close now, and every response from here on
-	// closes its connection: a client's next request opens a new one, which
-	// the Service sends to a broker that stays, instead of racing this one's
-	// exit on an old connection.
-	clientSrv.SetKeepAlivesEnabled(false)
+	// From here on every reply closes its connection (the server's handlers
+	// say Connection: close while draining): a client's next request opens a
+	// new one, which the Service sends to a broker that stays. Idle
+	// connections are not cut now: a client may be writing on one this very
+	// moment, and would see its request fail.
 	ctx, cancel := context.WithTimeout(context.Background(), f.DrainGracePeriod())
 	defer cancel()
 	go func() {

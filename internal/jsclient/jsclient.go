@@ -344,9 +344,11 @@ func LossReport(c *Client, ids []string) (lost, dup int) {
 // last of published, then logs, per client, what it lost and duplicated, its
 // handshakes and meta errors. It fails the test when an ack client lost or
 // duplicated a message or saw a meta error, when any client handshook more
-// than once (its clientId changed), or when a publish failed. others (clients
-// without the ack extension) are reported only.
-func CheckDelivery(t testing.TB, acks, others []*Client, published []string, failed []Event) {
+// than once (its clientId changed), or when more than maxFailed publishes
+// failed (a publish that fails never reached the cluster: it is the
+// publisher's error to see, not a loss). others (clients without the ack
+// extension) are reported only.
+func CheckDelivery(t testing.TB, acks, others []*Client, published []string, failed []Event, maxFailed int) {
 	t.Helper()
 	if len(published) == 0 {
 		t.Fatal("nothing was published")
@@ -382,7 +384,10 @@ func CheckDelivery(t testing.TB, acks, others []*Client, published []string, fai
 		check(c, false)
 	}
 	if len(failed) > 0 {
-		t.Errorf("%d publishes failed: %+v", len(failed), failed[:min(len(failed), 5)])
+		t.Logf("%d publishes failed (at most %d allowed): %+v", len(failed), maxFailed, failed[:min(len(failed), 3)])
+	}
+	if len(failed) > maxFailed {
+		t.Errorf("%d publishes failed, more than %d", len(failed), maxFailed)
 	}
 }
 

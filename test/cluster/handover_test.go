@@ -171,7 +171,7 @@ func TestRollingRestartHandsSessionsOver(t *testing.T) {
 	published, failed := pub.Finish(t)
 	t.Logf("%d messages published in %v, %d refused", len(published), time.Since(started).Round(time.Millisecond), len(failed))
 
-	jsclient.CheckDelivery(t, acks, fayes, published, failed)
+	jsclient.CheckDelivery(t, acks, fayes, published, failed, 0)
 	if n := pubClient.Handshakes(); n != 1 {
 		t.Errorf("the publisher handshook %d times", n)
 	}
