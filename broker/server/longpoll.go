@@ -35,24 +35,22 @@ const BrowserCookie = "BAYEUX_BROWSER"
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // LongPollingHandler serves only the long-polling transport.
-func (s *Server) LongPollingHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.closeWhileDraining(w)
-		if s.cors(w, r) {
-			return
-		}
-		s.serveLongPolling(w, r)
-	})
-}
+func (s *Server) LongPollingHandler() http.Handler { return s.pollingHandler(s.serveLongPolling) }
 
 // CallbackPollingHandler serves only the callback-polling (JSONP) transport.
 func (s *Server) CallbackPollingHandler() http.Handler {
+	return s.pollingHandler(s.serveCallbackPolling)
+}
+
+// pollingHandler serves one polling transport with serve, after what every
+// polling request gets: Connection: close while draining, and CORS.
+func (s *Server) pollingHandler(serve http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.closeWhileDraining(w)
 		if s.cors(w, r) {
 			return
 		}
-		s.serveCallbackPolling(w, r)
+		serve(w, r)
 	})
 }
 

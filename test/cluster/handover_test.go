@@ -129,6 +129,22 @@ func startDrainingBroker(t *testing.T, cluster, node, natsURL string) *broker {
 	return b
 }
 
+// proxiedCluster starts NATS and three brokers of cluster named prefix0…2
+// behind a readyProxy, with the npm clients at hand.
+func proxiedCluster(t *testing.T, cluster, prefix string) (*natsServer, *readyProxy, []*broker) {
+	t.Helper()
+	jsclient.NodeModules(t)
+	nats := startNATS(t)
+	px := newReadyProxy(t)
+	var bs []*broker
+	for i := range 3 {
+		b := startDrainingBroker(t, cluster, fmt.Sprintf("%s%d", prefix, i), nats.url())
+		px.add(b)
+		bs = append(bs, b)
+	}
+	return nats, px, bs
+}
+
 // TestRollingRestartHandsSessionsOver replaces each of three brokers in turn
 // (SIGTERM, and a new process with a new node name), behind a proxy that
 // follows /readyz, while a CometD client publishes at 50 messages a second.
@@ -137,15 +153,7 @@ func startDrainingBroker(t *testing.T, cluster, node, natsURL string) *broker {
 // no publish is refused. What the Faye clients (which have no ack) lose is
 // reported.
 func TestRollingRestartHandsSessionsOver(t *testing.T) {
-	jsclient.NodeModules(t)
-	nats := startNATS(t)
-	px := newReadyProxy(t)
-	var gen0 []*broker
-	for i := range 3 {
-		b := startDrainingBroker(t, "roll", fmt.Sprintf("g0-b%d", i), nats.url())
-		px.add(b)
-		gen0 = append(gen0, b)
-	}
+	nats, px, gen0 := proxiedCluster(t, "roll", "g0-b")
 	endpoint := px.srv.URL + "/cometd"
 	acks, fayes := jsclient.StartMix(t, endpoint, "/roll/**")
 	pubClient := jsclient.Start(t, "cometd", endpoint, "long-polling")
@@ -184,15 +192,7 @@ func TestRollingRestartHandsSessionsOver(t *testing.T) {
 // handshakes again and publishes and receives through the cluster. This part
 // of crash recovery needs no durability: the session itself is lost.
 func TestKilledOwnerClientsRecover(t *testing.T) {
-	jsclient.NodeModules(t)
-	nats := startNATS(t)
-	px := newReadyProxy(t)
-	var bs []*broker
-	for i := range 3 {
-		b := startDrainingBroker(t, "kill", fmt.Sprintf("k%d", i), nats.url())
-		px.add(b)
-		bs = append(bs, b)
-	}
+	_, px, bs := proxiedCluster(t, "kill", "k")
 	endpoint := px.srv.URL + "/cometd"
 	c := jsclient.Start(t, "cometd", endpoint, "long-polling")
 	c.Subscribe("/kill/**")
