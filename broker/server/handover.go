@@ -241,7 +241,7 @@ func (s *Server) handOver(ctx context.Context, ss *ServerSession) (string, error
 	}
 	fin := finalizeBody{ID: ss.id}
 	for _, m := range ss.queue.tail(kept) {
-		fin.Tail = append(fin.Tail, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid.String()})
+		fin.Tail = append(fin.Tail, queuedMessage(m))
 	}
 	body, _ = json.Marshal(fin) // strings and raw JSON: cannot fail
 	if _, err := rq.Request(ctx, node, frame(forwardMeta{Kind: kindFinalize}, body)); err != nil {
@@ -279,14 +279,9 @@ func (s *Server) finalize(body []byte) ([]byte, error) {
 	if ss == nil {
 		return nil, fmt.Errorf("server: finalize: no arriving session %s", fin.ID)
 	}
-	tail := make([]*ServerMessage, 0, len(fin.Tail))
-	for i, qm := range fin.Tail {
-		m, err := decodeSnapshotMessage(qm.Message)
-		if err != nil {
-			return nil, fmt.Errorf("server: finalize: tail message %d: %w", i, err)
-		}
-		m.lazy, m.uid = qm.Lazy, parseMsgID(qm.ID)
-		tail = append(tail, m)
+	tail, err := decodeQueued("finalize: tail", fin.Tail)
+	if err != nil {
+		return nil, err
 	}
 	if !ss.arrive(tail) {
 		return nil, fmt.Errorf("server: finalize: session %s is not arriving", fin.ID)

@@ -125,7 +125,7 @@ func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMess
 	snap.DeliverOnly = q.deliverOnly
 	kept := make(map[*ServerMessage]struct{}, len(q.msgs))
 	for _, m := range q.msgs {
-		snap.Queue = append(snap.Queue, QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid.String()})
+		snap.Queue = append(snap.Queue, queuedMessage(m))
 		kept[m] = struct{}{}
 	}
 	if a := q.ack; a != nil {
@@ -169,14 +169,9 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 		}
 		ids = append(ids, id)
 	}
-	queue := make([]*ServerMessage, 0, len(snap.Queue))
-	for i, qm := range snap.Queue {
-		m, err := decodeSnapshotMessage(qm.Message)
-		if err != nil {
-			return nil, fmt.Errorf("server: snapshot queue message %d: %w", i, err)
-		}
-		m.lazy, m.uid = qm.Lazy, parseMsgID(qm.ID)
-		queue = append(queue, m)
+	queue, err := decodeQueued("snapshot queue", snap.Queue)
+	if err != nil {
+		return nil, err
 	}
 	var ack *ackState
 	if a := snap.Ack; a != nil {
@@ -185,11 +180,10 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 			if e.Batch > a.Batch || i > 0 && e.Batch < a.Unacked[i-1].Batch {
 				return nil, fmt.Errorf("server: snapshot unacknowledged message %d has batch %d out of order", i, e.Batch)
 			}
-			m, err := decodeSnapshotMessage(e.Message)
+			m, err := decodeSnapshotMessage(e.Message, e.ID)
 			if err != nil {
 				return nil, fmt.Errorf("server: snapshot unacknowledged message %d: %w", i, err)
 			}
-			m.uid = parseMsgID(e.ID)
 			ack.unacked = append(ack.unacked, ackEntry{batch: e.Batch, msg: m})
 			ack.bytes += m.size()
 		}
@@ -260,13 +254,35 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 	return ss, nil
 }
 
-// decodeSnapshotMessage rebuilds a queued message from its encoded form,
-// which it keeps, so it is sent byte for byte as the other node would have.
-func decodeSnapshotMessage(raw json.RawMessage) (*ServerMessage, error) {
+// queuedMessage writes a queued message out.
+func queuedMessage(m *ServerMessage) QueuedMessage {
+	return QueuedMessage{Message: m.Encoded(), Lazy: m.lazy, ID: m.uid.String()}
+}
+
+// decodeQueued rebuilds queued messages, the i-th error naming what.
+func decodeQueued(what string, qms []QueuedMessage) ([]*ServerMessage, error) {
+	out := make([]*ServerMessage, 0, len(qms))
+	for i, qm := range qms {
+		m, err := decodeSnapshotMessage(qm.Message, qm.ID)
+		if err != nil {
+			return nil, fmt.Errorf("server: %s message %d: %w", what, i, err)
+		}
+		m.lazy = qm.Lazy
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// decodeSnapshotMessage rebuilds a message with its ID from its encoded
+// form, which it keeps, so it is sent byte for byte as the other node would
+// have.
+func decodeSnapshotMessage(raw json.RawMessage, id string) (*ServerMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	m, err := bayeux.Decode(raw)
 	if err != nil {
 		return nil, err
 	}
-	return newEncodedMessage(m, raw), nil
+	sm := newEncodedMessage(m, raw)
+	sm.uid = parseMsgID(id)
+	return sm, nil
 }
