@@ -150,11 +150,17 @@ func onlyConnects(msgs []*bayeux.Mutable) bool {
 // releasedConnectReplies answers connects a draining node does not wait on:
 // successful, with advice to connect again at once; no message is taken.
 func (s *Server) releasedConnectReplies(msgs []*bayeux.Mutable) []*ServerMessage {
+	return connectReplies(msgs, func() *bayeux.Advice { return reconnectAdvice(bayeux.ReconnectRetry, 0) })
+}
+
+// connectReplies answers connects this node does not hold: successful, no
+// message taken, each with the advice advice makes.
+func connectReplies(msgs []*bayeux.Mutable, advice func() *bayeux.Advice) []*ServerMessage {
 	out := make([]*ServerMessage, 0, len(msgs))
 	for _, m := range msgs {
 		r := newReply(&ServerMessage{m: m})
 		r.m.Successful = bayeux.True
-		r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 0)
+		r.m.Advice = advice()
 		out = append(out, r)
 	}
 	return out

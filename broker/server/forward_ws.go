@@ -176,16 +176,9 @@ func (f *wsForwarder) connectLoop(s *Server, req backbone.Requester, j forwardJo
 }
 
 // supersededReplies answers the connects of j, which a newer connect replaced
-// before the owner answered them.
+// before the owner answered them: successful, with the usual advice.
 func (s *Server) supersededReplies(j forwardJob) []*ServerMessage {
-	out := make([]*ServerMessage, 0, len(j.msgs))
-	for _, m := range j.msgs {
-		r := newReply(&ServerMessage{m: m})
-		r.m.Successful = bayeux.True
-		r.m.Advice = s.advice(bayeux.ReconnectRetry)
-		out = append(out, r)
-	}
-	return out
+	return connectReplies(j.msgs, func() *bayeux.Advice { return s.advice(bayeux.ReconnectRetry) })
 }
 
 // release hands the writer the replies of connects a draining node lets go,
