@@ -90,8 +90,9 @@ type handoverStats struct {
 
 // routeTable maps clientIds to nodes, with an expiry, bounded in size.
 type routeTable struct {
-	mu sync.Mutex
-	m  map[string]routeEntry
+	mu    sync.Mutex
+	m     map[string]routeEntry
+	swept time.Time // the last sweep
 }
 
 type routeEntry struct {
@@ -134,14 +135,20 @@ func (rt *routeTable) drop(id string) {
 	rt.mu.Unlock()
 }
 
+// sweep drops expired entries, at most every tenth of their lifetime (the
+// table may hold a million of them; a lookup drops an expired one anyway).
 func (rt *routeTable) sweep(now time.Time) {
 	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if now.Sub(rt.swept) < movedTTL/10 {
+		return
+	}
 	rt.sweepLocked(now)
-	rt.mu.Unlock()
 }
 
 // Lock must be held.
 func (rt *routeTable) sweepLocked(now time.Time) {
+	rt.swept = now
 	for id, e := range rt.m {
 		if now.After(e.expires) {
 			delete(rt.m, id)
@@ -310,7 +317,7 @@ func (s *Server) where(id string) []byte {
 // It returns "" when nobody holds it.
 func (s *Server) locate(ctx context.Context, id string) string {
 	_, ro := s.router()
-	if ro == nil || !s.askLimit.allow() {
+	if ro == nil || !s.askLimit.Allow() {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LocateTimeout)
@@ -378,29 +385,6 @@ func (s *Server) route(msgs []*bayeux.Mutable) (release func(), node string) {
 // forgetRoute drops what this node believed about where id is.
 func (s *Server) forgetRoute(id string) { s.routes.drop(id) }
 
-// askLimiter lets at most askRate Asks a second through, so that requests with
-// made-up clientIds cannot make a node flood the others.
-type askLimiter struct {
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-}
-
+// askRate is how many Asks a second a node sends at most (bursts included),
+// so that requests with made-up clientIds cannot make it flood the others.
 const askRate = 200
-
-func (l *askLimiter) allow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if l.last.IsZero() {
-		l.tokens = askRate
-	} else {
-		l.tokens = min(askRate, l.tokens+now.Sub(l.last).Seconds()*askRate)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
-}

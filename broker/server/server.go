@@ -38,6 +38,7 @@ import (
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+	"golang.org/x/time/rate"
 )
 
 // ServerListener receives server-wide events. Any field may be nil. Callbacks run
@@ -125,7 +126,7 @@ type Server struct {
 	msgSeq    atomic.Uint64 // numbers this node's published messages
 	moved     routeTable    // sessions this node handed over → their node
 	routes    routeTable    // sessions located elsewhere → their node
-	askLimit  askLimiter
+	askLimit  *rate.Limiter // Asks (handover.go)
 	handover  handoverStats
 	relays    relaySet  // connects forwarded from here (forward_http.go)
 	nodeWatch nodeWatch // nodes requests wait on (liveness.go)
@@ -181,6 +182,7 @@ func NewServer(cfg Config) (*Server, error) {
 		browsers:   map[string]int{},
 		conns:      connSet{m: map[closer]struct{}{}},
 		msgNode:    mrand.Uint64(),
+		askLimit:   rate.NewLimiter(askRate, askRate),
 		emptied:    make(chan struct{}, 1),
 		newTicker:  newTimeTicker,
 		closeCh:    make(chan struct{}),
