@@ -154,16 +154,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		}
 		body = []byte(form.Get("message"))
 	}
-	msgs, err := bayeux.DecodeBatch(body)
-	if err != nil {
-		s.badRequest(w, err)
-		return
-	}
-	if s.batchTooLarge(len(msgs)) {
-		s.tooLarge(w)
-		return
-	}
-	s.servePolling(w, r, msgs, body, bayeux.TransportLongPolling, "")
+	s.serveBatch(w, r, body, bayeux.TransportLongPolling, "")
 }
 
 // validCallback accepts the JSONP callback names the CometD and Faye browser
@@ -250,7 +241,13 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.tooLarge(w)
 		return
 	}
-	msgs, err := bayeux.DecodeBatch([]byte(msg))
+	s.serveBatch(w, r, []byte(msg), bayeux.TransportCallbackPolling, cb)
+}
+
+// serveBatch decodes a polling batch, refuses one too large to answer, and
+// serves it where its session is.
+func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, raw []byte, transport, callback string) {
+	msgs, err := bayeux.DecodeBatch(raw)
 	if err != nil {
 		s.badRequest(w, err)
 		return
@@ -259,7 +256,7 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		s.tooLarge(w)
 		return
 	}
-	s.servePolling(w, r, msgs, []byte(msg), bayeux.TransportCallbackPolling, cb)
+	s.servePolling(w, r, msgs, raw, transport, callback)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
