@@ -164,10 +164,7 @@ func (m *Memory) Publish(channel string, data []byte, id string) error {
 	if len(id) > MaxMessageIDLength {
 		return fmt.Errorf("backbone: message ID longer than %d bytes", MaxMessageIDLength)
 	}
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
+	if m.isClosed() {
 		return ErrClosed
 	}
 	m.stats.published(len(data))
@@ -242,10 +239,7 @@ func (m *Memory) HandleRequests(h RequestHandler) {
 // Request sends data to node and waits for its reply. It returns ErrNoNode when no
 // node of the hub has that ID or the node handles no requests.
 func (m *Memory) Request(ctx context.Context, node string, data []byte) ([]byte, error) {
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
+	if m.isClosed() {
 		return nil, ErrClosed
 	}
 	m.hub.mu.RLock()
@@ -324,13 +318,16 @@ func (m *Memory) RequestAny(ctx context.Context, data []byte) (string, []byte, e
 	return target.id, reply, err
 }
 
+func (m *Memory) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
 // others returns the hub's other nodes that keep says to keep (in random
 // order), or ErrClosed once this node is closed.
 func (m *Memory) others(keep func(*Memory) bool) ([]*Memory, error) {
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
+	if m.isClosed() {
 		return nil, ErrClosed
 	}
 	m.hub.mu.RLock()
