@@ -480,8 +480,12 @@ func (s *Server) Drain() { s.drain(time.Time{}) }
 
 func (s *Server) drain(deadline time.Time) {
 	s.drainOnce.Do(func() {
-		s.drainStart.Store(time.Now().UnixNano())
+		start := time.Now().UnixNano()
+		s.drainStart.Store(start)
 		s.draining.Store(true)
+		if s.stats.remote.Load() == 0 {
+			s.drainEnd.CompareAndSwap(0, start) // nothing to drain
+		}
 		s.relays.releaseAll()
 		s.wg.Add(1)
 		go s.paceDrain(deadline)
@@ -634,12 +638,7 @@ func (s *Server) drainDuration() time.Duration {
 	}
 	end := s.drainEnd.Load()
 	if end == 0 {
-		if s.stats.remote.Load() > 0 {
-			return time.Since(time.Unix(0, start))
-		}
-		end = time.Now().UnixNano() // drained nothing
-		s.drainEnd.CompareAndSwap(0, end)
-		end = s.drainEnd.Load()
+		return time.Since(time.Unix(0, start)) // under way
 	}
 	return time.Duration(end - start)
 }
