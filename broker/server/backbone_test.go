@@ -76,6 +76,19 @@ func newMemoryNode(t *testing.T, hub *backbone.MemoryHub, id string) *countingBa
 	return &countingBackbone{Memory: m}
 }
 
+// memoryNodes starts a server for each name, each on its own Memory node of
+// hub, configured as cfg says (with its own Backbone).
+func memoryNodes(t *testing.T, hub *backbone.MemoryHub, cfg Config, names ...string) []*testServer {
+	t.Helper()
+	out := make([]*testServer, len(names))
+	for i, name := range names {
+		c := cfg
+		c.Backbone = newMemoryNode(t, hub, name)
+		out[i] = newTestServer(t, c)
+	}
+	return out
+}
+
 func TestBackboneFanout(t *testing.T) {
 	hub := backbone.NewMemoryHub()
 	bbA, bbB := newMemoryNode(t, hub, "node-a"), newMemoryNode(t, hub, "node-b")

@@ -17,10 +17,8 @@ import (
 // twoNodes starts two servers joined by a Memory hub.
 func twoNodes(t *testing.T) (a, b *testServer) {
 	t.Helper()
-	hub := backbone.NewMemoryHub()
-	a = newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: 2 * time.Second})
-	b = newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: 2 * time.Second})
-	return a, b
+	n := memoryNodes(t, backbone.NewMemoryHub(), Config{Timeout: 2 * time.Second}, "node-a", "node-b")
+	return n[0], n[1]
 }
 
 // TestForwardLongPolling drives a session owned by node A entirely through node B.

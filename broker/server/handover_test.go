@@ -14,13 +14,12 @@ import (
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 )
 
-// cluster starts n servers named node-0… on one Memory hub.
+// cluster starts a server for each name on hub, with the ack extension.
 func cluster(t *testing.T, hub *backbone.MemoryHub, names ...string) []*testServer {
 	t.Helper()
-	out := make([]*testServer, len(names))
-	for i, name := range names {
-		out[i] = newTestServer(t, Config{Backbone: newMemoryNode(t, hub, name), Timeout: 500 * time.Millisecond})
-		out[i].AddExtension(AckExtension{})
+	out := memoryNodes(t, hub, Config{Timeout: 500 * time.Millisecond}, names...)
+	for _, n := range out {
+		n.AddExtension(AckExtension{})
 	}
 	return out
 }
@@ -365,10 +364,9 @@ func TestHandoverWebsocket(t *testing.T) {
 // websocket's connect likewise, then its connection closes; the sessions, on
 // the other node, keep their messages.
 func TestDrainReleasesForwardedConnects(t *testing.T) {
-	hub := backbone.NewMemoryHub()
 	// Connects are held far longer than the test waits for their replies.
-	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: time.Minute})
-	b := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: time.Minute})
+	n := memoryNodes(t, backbone.NewMemoryHub(), Config{Timeout: time.Minute}, "node-a", "node-b")
+	a, b := n[0], n[1]
 	lp := b.connected(t)
 	b.subscribe(t, lp, "/relay")
 	held := a.connectAsync(lp)

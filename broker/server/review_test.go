@@ -85,9 +85,8 @@ func TestForwardedWebsocketBatchesKeepTheirOrder(t *testing.T) {
 // and a publish, read from a websocket whose session another node owns: the
 // owner holds the connect, and the publish is answered meanwhile.
 func TestForwardedWebsocketConnectHoldsUpNothing(t *testing.T) {
-	hub := backbone.NewMemoryHub()
-	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: time.Hour})
-	b := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: time.Hour})
+	n := memoryNodes(t, backbone.NewMemoryHub(), Config{Timeout: time.Hour}, "node-a", "node-b")
+	a, b := n[0], n[1]
 	id := a.connected(t)
 	ws := b.dialWS(t)
 	ws.send(fmt.Sprintf(`[{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket","id":"c"},`+

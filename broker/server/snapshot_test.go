@@ -31,10 +31,8 @@ func decodePrincipal(raw json.RawMessage) (any, error) {
 // its subscriptions hear messages published on another node; its typed
 // attribute is back.
 func TestSnapshotRestoreMovesASession(t *testing.T) {
-	hub := backbone.NewMemoryHub()
-	a := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-a"), Timeout: 300 * time.Millisecond})
-	b := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-b"), Timeout: 300 * time.Millisecond})
-	c := newTestServer(t, Config{Backbone: newMemoryNode(t, hub, "node-c"), Timeout: 300 * time.Millisecond})
+	n := memoryNodes(t, backbone.NewMemoryHub(), Config{Timeout: 300 * time.Millisecond}, "node-a", "node-b", "node-c")
+	a, b, c := n[0], n[1], n[2]
 	for _, s := range []*testServer{a, b} {
 		s.AddExtension(AckExtension{})
 		s.RegisterAttribute("principal", decodePrincipal)
