@@ -14,7 +14,6 @@ import (
 // matches any subdomain ("https://*.example.org" matches
 // "https://a.b.example.org", not "https://example.org"), or "*".
 type originPattern struct {
-	any    bool   // "*": any origin, never with credentials
 	scheme string // "http" or "https"
 	host   string // lower case; for a wildcard, the suffix after "*"
 	port   string // explicit or the scheme's default

@@ -47,8 +47,7 @@ type sessionBinder interface {
 // pendingConnect is a /meta/connect being answered.
 type pendingConnect struct {
 	req      *ServerMessage
-	session  *ServerSession // nil when the reply is already final
-	reply    *ServerMessage // final reply when session is nil
+	session  *ServerSession
 	hc       *heldConnect
 	timeout  time.Duration
 	browser  string // counted in Server.browsers while held
@@ -377,7 +376,7 @@ func (pc *pendingConnect) ended() bool {
 // timeout passed, the session ended, a newer connect replaced it, the drain
 // released it, or ctx ended. It reports whether the client is still there.
 func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
-	if pc.session == nil || pc.timeout <= 0 {
+	if pc.timeout <= 0 {
 		return ctx.Err() == nil
 	}
 	t := time.NewTimer(time.Until(pc.deadline))
