@@ -213,10 +213,11 @@ func (s *Server) HandOver(ctx context.Context, clientID string) (string, error) 
 	if ss == nil {
 		return "", ErrSessionClosed
 	}
-	return s.handOver(ctx, ss)
+	return s.handOver(ctx, ss, "")
 }
 
-func (s *Server) handOver(ctx context.Context, ss *ServerSession) (string, error) {
+// handOver moves ss to node, or to any node that takes work when node is "".
+func (s *Server) handOver(ctx context.Context, ss *ServerSession, node string) (string, error) {
 	rq, ro := s.router()
 	if ro == nil {
 		return "", ErrNoHandover
@@ -237,7 +238,12 @@ func (s *Server) handOver(ctx context.Context, ss *ServerSession) (string, error
 		ss.thaw()
 		return "", err
 	}
-	node, _, err := ro.RequestAny(ctx, frame(forwardMeta{Kind: kindAdopt}, body))
+	adopt := frame(forwardMeta{Kind: kindAdopt}, body)
+	if node == "" {
+		node, _, err = ro.RequestAny(ctx, adopt)
+	} else {
+		_, err = rq.Request(ctx, node, adopt)
+	}
 	if err != nil {
 		ss.thaw()
 		return "", fmt.Errorf("server: no node adopted session %s: %w", ss.id, err)

@@ -56,6 +56,10 @@ type ServerListener struct {
 type Stats struct {
 	// Sessions is the number of live sessions.
 	Sessions int64
+	// ClientSessions is the number of live sessions of clients (Sessions
+	// without the LocalSessions): what a drain moves, and what load a node
+	// carries.
+	ClientSessions int64
 	// Subscriptions is the number of (session, channel) subscriptions.
 	Subscriptions int64
 	// Channels is the number of channel objects.
@@ -130,6 +134,7 @@ type Server struct {
 	handover  handoverStats
 	relays    relaySet  // connects forwarded from here (forward_http.go)
 	nodeWatch nodeWatch // nodes requests wait on (liveness.go)
+	shed      shedder   // shed.go
 
 	stats counters
 
@@ -214,14 +219,15 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Sessions:      s.stats.sessions.Load(),
-		Subscriptions: s.stats.subscriptions.Load(),
-		Channels:      s.stats.channels.Load(),
-		MessagesIn:    s.stats.messagesIn.Load(),
-		MessagesOut:   s.stats.messagesOut.Load(),
-		Published:     s.stats.published.Load(),
-		QueueDrops:    s.stats.queueDrops.Load(),
-		SlowConsumers: s.stats.slow.Load(),
+		Sessions:       s.stats.sessions.Load(),
+		ClientSessions: s.stats.remote.Load(),
+		Subscriptions:  s.stats.subscriptions.Load(),
+		Channels:       s.stats.channels.Load(),
+		MessagesIn:     s.stats.messagesIn.Load(),
+		MessagesOut:    s.stats.messagesOut.Load(),
+		Published:      s.stats.published.Load(),
+		QueueDrops:     s.stats.queueDrops.Load(),
+		SlowConsumers:  s.stats.slow.Load(),
 
 		SlowConnections:   s.stats.slowConns.Load(),
 		HandshakesRefused: s.stats.refused.Load(),
@@ -607,7 +613,7 @@ func (mv *mover) move(ss *ServerSession) {
 			ctx, cancel = context.WithDeadline(ctx, mv.deadline)
 			defer cancel()
 		}
-		_, err := mv.s.handOver(ctx, ss)
+		_, err := mv.s.handOver(ctx, ss, "")
 		switch {
 		case err == nil:
 			return

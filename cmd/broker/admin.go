@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -108,11 +109,13 @@ func (a *admin) handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /shed", a.serveShed)
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
 		st := a.srv.Stats()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(status{
-			Node: a.srv.NodeID(), Sessions: st.Sessions, Subscriptions: st.Subscriptions, Channels: st.Channels,
+			Node: a.srv.NodeID(), Sessions: st.Sessions, ClientSessions: st.ClientSessions,
+			Subscriptions: st.Subscriptions, Channels: st.Channels, Shed: a.srv.ShedStatus(),
 			Draining: a.draining.Load(), PolicyVersion: a.currentPolicyVersion(), UptimeSeconds: int64(time.Since(a.started).Seconds()),
 			Backbone: a.bb != nil, BackboneConnected: a.backboneConnected(),
 			Handover: handoverStatus{HandedOver: st.HandedOver, Failed: st.HandoversFailed, TimedOut: st.HandoversTimedOut,
@@ -124,14 +127,18 @@ func (a *admin) handler() http.Handler {
 
 // status is the /status document.
 type status struct {
-	Node          string `json:"node"`
-	Sessions      int64  `json:"sessions"`
-	Subscriptions int64  `json:"subscriptions"`
-	Channels      int64  `json:"channels"`
-	Draining      bool   `json:"draining"`
-	PolicyVersion string `json:"policyVersion"`
-	UptimeSeconds int64  `json:"uptimeSeconds"`
-	Backbone      bool   `json:"backbone"`
+	Node     string `json:"node"`
+	Sessions int64  `json:"sessions"`
+	// ClientSessions are the sessions of clients (sessions without the
+	// broker's own in-process ones): the load the operator scales and
+	// rebalances on.
+	ClientSessions int64  `json:"clientSessions"`
+	Subscriptions  int64  `json:"subscriptions"`
+	Channels       int64  `json:"channels"`
+	Draining       bool   `json:"draining"`
+	PolicyVersion  string `json:"policyVersion"`
+	UptimeSeconds  int64  `json:"uptimeSeconds"`
+	Backbone       bool   `json:"backbone"`
 	// BackboneConnected is true when messages published here can reach the
 	// other brokers: the backbone reports itself healthy, or there is nothing
 	// to connect to (no backbone, or one that cannot fail, like an embedded NATS
@@ -140,6 +147,34 @@ type status struct {
 	// Handover counts the sessions this broker moved to others and adopted
 	// from them, and how long its drain has taken (0 before one).
 	Handover handoverStatus `json:"handover"`
+	// Shed tells whether the broker is handing sessions over to others on
+	// request (POST /shed), and how many it moved so far.
+	Shed server.ShedStatus `json:"shed"`
+}
+
+// maxShedBody bounds a POST /shed body.
+const maxShedBody = 64 << 10
+
+// serveShed starts or replaces a shed (server.ShedPlan as JSON): the operator
+// rebalances a cluster with it. 202 when the plan is taken, 400 for a plan
+// that is not one, 409 while draining or without a backbone that moves
+// sessions.
+func (a *admin) serveShed(w http.ResponseWriter, r *http.Request) {
+	var p server.ShedPlan
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxShedBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		http.Error(w, "shed plan: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch err := a.srv.Shed(p); {
+	case err == nil:
+		w.WriteHeader(http.StatusAccepted)
+	case errors.Is(err, server.ErrShedPlan):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	default:
+		http.Error(w, err.Error(), http.StatusConflict)
+	}
 }
 
 type handoverStatus struct {

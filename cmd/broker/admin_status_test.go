@@ -151,3 +151,79 @@ func TestHealthzFailsWhenBackboneDead(t *testing.T) {
 		t.Errorf("/readyz = %d with the backbone closed, want 503", code)
 	}
 }
+
+// POST /shed takes a plan (202) and /status then reports the shed; a body
+// that is not a plan is a 400, and a broker that cannot move sessions
+// answers 409.
+func TestAdminShed(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	newNode := func(id string) (*server.Server, backbone.Backbone) {
+		m, err := backbone.NewMemory(backbone.MemoryConfig{NodeID: id, Hub: hub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		srv, err := server.NewServer(server.Config{NodeID: id, Backbone: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		return srv, m
+	}
+	a, bb := newNode("node-a")
+	b, _ := newNode("node-b")
+	if err := a.NewLocalSession("local").Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	clients := httptest.NewServer(a.Handler())
+	t.Cleanup(clients.Close)
+	for range 6 {
+		resp, err := http.Post(clients.URL, "application/json",
+			strings.NewReader(`[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	hs := httptest.NewServer(newAdmin(a, bb).handler())
+	t.Cleanup(hs.Close)
+	post := func(body string) int {
+		resp, err := http.Post(hs.URL+"/shed", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, body := range []string{`{"keep":-1}`, `{"keep":1,"extra":2}`, `not json`, `{"to":{"no spaces":1}}`} {
+		if code := post(body); code != http.StatusBadRequest {
+			t.Errorf("POST /shed %s: %d, want 400", body, code)
+		}
+	}
+	if code := post(`{"keep":2,"to":{"node-b":10}}`); code != http.StatusAccepted {
+		t.Fatalf("POST /shed: %d, want 202", code)
+	}
+	// The LocalSession is no client session: it stays, and is not counted.
+	testutil.Eventually(t, 10*time.Second, "the shed to end", func(context.Context) (bool, string) {
+		return !a.ShedStatus().Active, fmt.Sprintf("%+v", a.ShedStatus())
+	})
+	if b.Stats().ClientSessions != 4 {
+		t.Fatalf("node-b holds %d client sessions, want 4", b.Stats().ClientSessions)
+	}
+	resp, err := http.Get(hs.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Sessions != 3 || st.ClientSessions != 2 || st.Shed.Active || st.Shed.Moved != 4 {
+		t.Fatalf("/status after the shed: %+v", st)
+	}
+	a.Drain()
+	if code := post(`{"keep":0,"to":{"node-b":3}}`); code != http.StatusConflict {
+		t.Fatalf("POST /shed while draining: %d, want 409", code)
+	}
+}
