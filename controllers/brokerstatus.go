@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +30,37 @@ type BrokerStatus struct {
 	// has none to connect to). Nil when the broker does not report it (a
 	// broker image older than the field).
 	BackboneConnected *bool `json:"backboneConnected"`
+	// Sessions is every session the broker holds, its own in-process ones
+	// included; ClientSessions only its clients' (nil from a broker image
+	// older than the field: then Sessions stands in).
+	Sessions       int64  `json:"sessions"`
+	ClientSessions *int64 `json:"clientSessions"`
+	// Shed tells whether the broker is handing sessions over on request.
+	Shed struct {
+		Active bool `json:"active"`
+	} `json:"shed"`
+}
+
+// Load is the client sessions the broker holds.
+func (s BrokerStatus) Load() int64 {
+	if s.ClientSessions != nil {
+		return *s.ClientSessions
+	}
+	return s.Sessions
+}
+
+// ShedRequest asks a broker to hand sessions over to other brokers (named by
+// node) until it holds at most Keep client sessions, at Rate sessions per
+// second (the broker's POST /shed).
+type ShedRequest struct {
+	Keep int64            `json:"keep"`
+	To   map[string]int64 `json:"to"`
+	Rate int32            `json:"rate,omitempty"`
+}
+
+// BrokerShedClient asks a broker pod to shed sessions. Tests replace it.
+type BrokerShedClient interface {
+	Shed(ctx context.Context, pod *corev1.Pod, req ShedRequest) error
 }
 
 // BrokerStatusClient reads a broker pod's status. It is the only way the
@@ -52,7 +84,10 @@ type HTTPBrokerStatusClient struct {
 	Address func(pod *corev1.Pod) string
 }
 
-var _ BrokerStatusClient = (*HTTPBrokerStatusClient)(nil)
+var (
+	_ BrokerStatusClient = (*HTTPBrokerStatusClient)(nil)
+	_ BrokerShedClient   = (*HTTPBrokerStatusClient)(nil)
+)
 
 var defaultStatusHTTPClient = &http.Client{Timeout: defaultStatusTimeout}
 
@@ -63,6 +98,37 @@ func (c *HTTPBrokerStatusClient) Status(ctx context.Context, pod *corev1.Pod) (B
 		return BrokerStatus{}, err
 	}
 	return st, nil
+}
+
+// Shed posts req to the pod's admin /shed.
+func (c *HTTPBrokerStatusClient) Shed(ctx context.Context, pod *corev1.Pod, req ShedRequest) error {
+	addr, err := podAddress(c.Address, pod, resources.AdminPort)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/shed", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	hc := c.Client
+	if hc == nil {
+		hc = defaultStatusHTTPClient
+	}
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("POST /shed: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 // NATSRoutes is the part of a NATS server's monitoring /routez document the
@@ -127,6 +193,16 @@ func (c *HTTPNATSMonitorClient) Routes(ctx context.Context, pod *corev1.Pod) (NA
 // host:port comes from address when it is set, otherwise from the pod's IP and
 // port.
 func getPodJSON(ctx context.Context, hc *http.Client, address func(*corev1.Pod) string, pod *corev1.Pod, port int, path string, v any) error {
+	addr, err := podAddress(address, pod, port)
+	if err != nil {
+		return err
+	}
+	return getJSON(ctx, hc, "http://"+addr+path, v)
+}
+
+// podAddress is the host:port of one of the pod's ports: address's answer
+// when it is set, otherwise the pod's IP and port.
+func podAddress(address func(*corev1.Pod) string, pod *corev1.Pod, port int) (string, error) {
 	addr := ""
 	if address != nil {
 		addr = address(pod)
@@ -134,9 +210,9 @@ func getPodJSON(ctx context.Context, hc *http.Client, address func(*corev1.Pod) 
 		addr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port))
 	}
 	if addr == "" {
-		return fmt.Errorf("pod %s has no IP yet", pod.Name)
+		return "", fmt.Errorf("pod %s has no IP yet", pod.Name)
 	}
-	return getJSON(ctx, hc, "http://"+addr+path, v)
+	return addr, nil
 }
 
 // getJSON decodes the JSON document at url, read through hc (nil: a client

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,8 +68,19 @@ type CometdClusterReconciler struct {
 	// which no event reports. 0 means DefaultFanoutRecheck.
 	FanoutRecheckInterval time.Duration
 
+	// Shedder asks brokers to hand sessions over, to rebalance a cluster.
+	// Nil means no rebalancing.
+	Shedder BrokerShedClient
+	// AutoscaleInterval is how often a cluster that autoscales on sessions
+	// or rebalances is looked at again. 0 means DefaultAutoscaleInterval.
+	AutoscaleInterval time.Duration
+
 	// probes holds the pods' latest answers; SetupWithManager creates it.
 	probes *prober
+	// histories are the sessions autoscaler's recommendations by cluster.
+	histories *scaleHistories
+	// sheds bounds the shed requests under way (maxShedsInFlight).
+	sheds chan struct{}
 }
 
 // defaultPolicyRecheck is PolicyRecheckInterval's default.
@@ -87,12 +99,13 @@ func CacheOptions() cache.Options {
 	strip := cache.TransformStripManagedFields()
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resources.LabelManagedBy: resources.ManagedBy}), Transform: strip}
 	return cache.Options{DefaultTransform: strip, ByObject: map[client.Object]cache.ByObject{
-		&appsv1.Deployment{}:            managed,
-		&appsv1.StatefulSet{}:           managed,
-		&corev1.Service{}:               managed,
-		&corev1.ConfigMap{}:             managed,
-		&policyv1.PodDisruptionBudget{}: managed,
-		&corev1.Pod{}:                   managed,
+		&appsv1.Deployment{}:                     managed,
+		&appsv1.StatefulSet{}:                    managed,
+		&corev1.Service{}:                        managed,
+		&corev1.ConfigMap{}:                      managed,
+		&policyv1.PodDisruptionBudget{}:          managed,
+		&corev1.Pod{}:                            managed,
+		&autoscalingv2.HorizontalPodAutoscaler{}: managed,
 	}}
 }
 
@@ -110,6 +123,8 @@ func IndexChannelPolicies(ctx context.Context, mgr ctrl.Manager) error {
 // policy) and the pods' answers to the prober.
 func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.probes = newProber(r.BrokerStatus, r.NATSMonitor, r.ProbeTimeout, r.ProbeConcurrency, r.ProbeInterval)
+	r.sheds = make(chan struct{}, maxShedsInFlight)
+	r.histories = &scaleHistories{m: map[types.NamespacedName]scaleHistory{}}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.CometdCluster{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
@@ -119,6 +134,7 @@ func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Watches(&v1.ChannelPolicy{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{
 				Namespace: o.GetNamespace(), Name: o.(*v1.ChannelPolicy).Spec.ClusterName}}}
@@ -146,6 +162,10 @@ type observed struct {
 	natsRoutes []natsReport
 	// brokersChecked is true when the brokers' /status was asked for.
 	brokersChecked bool
+	// autoscaling and rebalance are what the autoscaler and the rebalancer
+	// report (nil: nothing).
+	autoscaling *v1.AutoscalingStatus
+	rebalance   *v1.RebalanceStatus
 	// policyWritten is true when the policy ConfigMap holds the latest
 	// document (its apply succeeded in this reconcile).
 	policyWritten bool
@@ -157,8 +177,8 @@ type observed struct {
 func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cc := &v1.CometdCluster{}
 	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
-		if apierrors.IsNotFound(err) && r.probes != nil {
-			r.probes.forget(req.NamespacedName)
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -169,6 +189,14 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// The pods' latest answers, as the prober has them: a reconcile never
+	// waits on a pod. The autoscaler decides from them before the
+	// Deployment is sized.
+	brokers, err := r.brokerReports(ctx, cc)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	scaled, scaleErr := r.autoscale(ctx, cc, brokers)
 	obs, applyErr := r.reconcileChildren(ctx, cc, pol)
 	if applyErr == nil {
 		applyErr = r.pruneObsolete(ctx, cc)
@@ -181,25 +209,52 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			return ctrl.Result{}, errors.Join(applyErr, err)
 		}
 	}
-	// The pods' latest answers, as the prober has them: a reconcile never
-	// waits on a pod.
-	if obs.brokers, err = r.brokerReports(ctx, cc); err != nil {
-		return ctrl.Result{}, errors.Join(applyErr, err)
-	}
+	obs.brokers, obs.autoscaling = brokers, scaled
 	obs.brokersChecked = r.probes != nil && r.probes.brokers != nil
 	if obs.natsRoutes, err = r.natsReports(ctx, cc); err != nil {
 		return ctrl.Result{}, errors.Join(applyErr, err)
 	}
+	if applyErr == nil {
+		obs.rebalance = r.rebalance(ctx, cc, obs.deployment, brokers)
+	} else {
+		obs.rebalance = cc.Status.Rebalance
+	}
 	if err := r.reconcileStatus(ctx, cc, obs, applyErr); err != nil {
-		if applyErr == nil {
+		if applyErr == nil && scaleErr == nil {
 			return ctrl.Result{}, err
 		}
 		log.FromContext(ctx).Error(err, "update status")
 	}
-	if applyErr != nil {
-		return ctrl.Result{}, applyErr
+	if err := errors.Join(applyErr, scaleErr); err != nil {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: r.policyRecheck(cc)}, nil
+	return ctrl.Result{RequeueAfter: r.recheck(cc)}, nil
+}
+
+// forget drops what is kept about a deleted cluster.
+func (r *CometdClusterReconciler) forget(cluster types.NamespacedName) {
+	if r.probes != nil {
+		r.probes.forget(cluster)
+	}
+	r.histories.forget(cluster)
+	forgetMetrics(cluster)
+}
+
+// recheck is how soon to look at the cluster again: policyRecheck, or the
+// autoscale interval when that is sooner and the cluster autoscales on
+// sessions or rebalances.
+func (r *CometdClusterReconciler) recheck(cc *v1.CometdCluster) time.Duration {
+	d := r.policyRecheck(cc)
+	if sessionsAutoscaled(cc) || r.rebalances(cc) {
+		every := r.AutoscaleInterval
+		if every <= 0 {
+			every = DefaultAutoscaleInterval
+		}
+		if d == 0 || every < d {
+			d = every
+		}
+	}
+	return d
 }
 
 // policyRecheck is how soon to ask the brokers and NATS again: while a ready

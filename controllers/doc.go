@@ -4,6 +4,8 @@ package controllers
 
 // +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=cometdclusters/scale,verbs=get;update;patch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=channelpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cometd.bayeux.dev,resources=channelpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch

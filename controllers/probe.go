@@ -37,6 +37,11 @@ var errNoAnswerYet = errors.New("no answer yet")
 type brokerReport struct {
 	Pod     string
 	Version string
+	// Node is the broker's node name; Sessions its client sessions;
+	// Draining and Shedding what it is doing with them.
+	Node               string
+	Sessions           int64
+	Draining, Shedding bool
 	// BackboneConnected is the broker's backboneConnected; BackboneUnreported
 	// is true when its /status has no such field.
 	BackboneConnected, BackboneUnreported bool
@@ -100,12 +105,14 @@ func newProber(bs BrokerStatusClient, nm NATSMonitorClient, timeout time.Duratio
 			ask: func(ctx context.Context, pod *corev1.Pod) brokerReport {
 				st, err := bs.Status(ctx, pod)
 				return brokerReport{Pod: pod.Name, Version: st.PolicyVersion, Err: err,
+					Node: st.Node, Sessions: st.Load(), Draining: st.Draining, Shedding: st.Shed.Active,
 					BackboneConnected: st.BackboneConnected != nil && *st.BackboneConnected, BackboneUnreported: st.BackboneConnected == nil}
 			},
 			failed:  func(r brokerReport) error { return r.Err },
 			pending: func(pod string) brokerReport { return brokerReport{Pod: pod, Err: errNoAnswerYet} },
 			same: func(a, b brokerReport) bool {
 				return a.Pod == b.Pod && a.Version == b.Version && a.BackboneConnected == b.BackboneConnected &&
+					a.Node == b.Node && a.Sessions == b.Sessions && a.Draining == b.Draining && a.Shedding == b.Shedding &&
 					a.BackboneUnreported == b.BackboneUnreported && sameError(a.Err, b.Err)
 			},
 			withErr: func(r brokerReport, err error) brokerReport { r.Err = err; return r },

@@ -61,7 +61,24 @@ func computeStatus(cc *v1.CometdCluster, obs observed, applyErr error) v1.Cometd
 		c.ObservedGeneration = cc.Generation
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
+	st.State = stateOf(st.Conditions)
+	if obs.brokersChecked {
+		st.Sessions, _ = sessionLoad(obs.brokers)
+	}
+	st.Autoscaling = obs.autoscaling
+	st.Rebalance = obs.rebalance
 	return st
+}
+
+// stateOf sums the conditions up in one word for `kubectl get`: the first of
+// Degraded, Progressing and Available that is True, else Unavailable.
+func stateOf(conds []metav1.Condition) string {
+	for _, s := range []string{v1.ConditionDegraded, v1.ConditionProgressing, v1.ConditionAvailable} {
+		if meta.IsStatusConditionTrue(conds, s) {
+			return s
+		}
+	}
+	return v1.StateUnavailable
 }
 
 // conditionsFor computes the Available, Progressing and Degraded conditions.

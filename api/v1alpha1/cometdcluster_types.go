@@ -21,18 +21,17 @@ const (
 	TransportCallbackPolling Transport = bayeux.TransportCallbackPolling
 )
 
-// AutoscalingMetric names the load signal spec.autoscaling declares. No
-// autoscaler reads it yet: the operator accepts and stores it, nothing more.
+// AutoscalingMetric names the load signal the broker count follows.
 // +kubebuilder:validation:Enum=sessions;cpu
 type AutoscalingMetric string
 
 // The autoscaling metrics.
 const (
-	// MetricSessions declares Bayeux sessions per broker pod (for the
-	// operator's own autoscaler, which does not exist yet).
+	// MetricSessions scales on client sessions per broker pod, which the
+	// operator reads from the brokers and acts on itself.
 	MetricSessions AutoscalingMetric = "sessions"
-	// MetricCPU declares CPU utilization (for a HorizontalPodAutoscaler the
-	// operator does not create yet).
+	// MetricCPU scales on CPU utilization, through a HorizontalPodAutoscaler
+	// the operator creates and owns.
 	MetricCPU AutoscalingMetric = "cpu"
 )
 
@@ -46,10 +45,12 @@ const (
 // +kubebuilder:validation:XValidation:rule="(has(self.replicas) && self.replicas >= 1) || has(self.autoscaling)",message="spec.replicas must be at least 1 unless spec.autoscaling is set"
 // +kubebuilder:validation:XValidation:rule="(has(self.nats) && (has(self.nats.url) || has(self.nats.managed))) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="more than one broker needs a shared backbone: set spec.nats.url (an existing NATS) or spec.nats.managed (a NATS run by the operator)"
 type CometdClusterSpec struct {
-	// Replicas is the number of broker pods asked for, by you, `kubectl
-	// scale` or an HPA on the scale subresource. With autoscaling set, the
-	// broker Deployment runs this count clamped to [minReplicas, maxReplicas]
-	// (the field itself is left as written, and no autoscaler changes it).
+	// Replicas is the number of broker pods asked for, by you or `kubectl
+	// scale` (the scale subresource). With autoscaling set, the autoscaler
+	// owns it, as a HorizontalPodAutoscaler owns its target's: it writes the
+	// count it decides, and a count written by hand lasts until its next
+	// decision. The broker Deployment runs this count clamped to
+	// [minReplicas, maxReplicas].
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +optional
@@ -98,15 +99,24 @@ type CometdClusterSpec struct {
 	// +optional
 	DisruptionBudget DisruptionBudgetSpec `json:"disruptionBudget,omitempty"`
 
-	// Autoscaling declares bounds and a target for the broker count. Today
-	// the operator only clamps spec.replicas to [minReplicas, maxReplicas]
-	// when it sizes the broker Deployment; no autoscaler reads metric or the
-	// targets yet, so the count changes only when spec.replicas does. Setting
-	// it also requires a shared NATS backbone (spec.nats) and lets
+	// Autoscaling makes the broker count follow the load, between
+	// minReplicas and maxReplicas: client sessions per pod (the operator's own
+	// autoscaler) or CPU utilization (a HorizontalPodAutoscaler the operator
+	// owns). Brokers removed by a scale-down hand their sessions over to the
+	// others first. It requires a shared NATS backbone (spec.nats) and lets
 	// spec.replicas be 0 (then minReplicas brokers run). Unset means exactly
 	// spec.replicas brokers.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Rebalance spreads client sessions evenly over the brokers: when the
+	// busiest ready broker holds more than tolerancePercent above the mean
+	// (after a scale-up, typically), the operator asks the busiest brokers to
+	// hand their surplus over to the emptiest ones, at a paced rate. Moved
+	// clients keep their clientId and their messages.
+	// +kubebuilder:default={}
+	// +optional
+	Rebalance RebalanceSpec `json:"rebalance,omitempty"`
 
 	// Access configures the cluster's channel policy: the default for
 	// operations no ChannelPolicy rule matches, anonymous clients, and the
@@ -115,6 +125,31 @@ type CometdClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Access AccessSpec `json:"access,omitempty"`
+}
+
+// RebalanceSpec configures how sessions are spread over the brokers.
+type RebalanceSpec struct {
+	// Enabled turns rebalancing on. It needs more than one broker and a
+	// shared backbone; without them it does nothing.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// TolerancePercent is how far above the mean sessions per broker the
+	// busiest broker may be before the operator rebalances.
+	// +kubebuilder:default=20
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	TolerancePercent *int32 `json:"tolerancePercent,omitempty"`
+
+	// SessionsPerSecond is how fast one broker hands its surplus over: each
+	// moved websocket client reconnects, so this bounds the reconnect rate.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	SessionsPerSecond *int32 `json:"sessionsPerSecond,omitempty"`
 }
 
 // AccessSpec is the cluster-wide part of the channel policy. Changing it
@@ -425,48 +460,97 @@ type DisruptionBudgetSpec struct {
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
 
-// AutoscalingSpec declares the bounds and the target of an autoscaler that
-// does not exist yet. The API server validates it and the operator stores it;
-// of its fields only minReplicas and maxReplicas have an effect today: they
-// clamp the broker Deployment's replica count (see spec.autoscaling).
+// AutoscalingSpec declares the bounds, the load signal and the pace of the
+// broker count's changes.
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas"
 // +kubebuilder:validation:XValidation:rule="self.metric != 'sessions' || (has(self.targetSessionsPerPod) && !has(self.targetCPUUtilizationPercentage))",message="spec.autoscaling.metric sessions needs targetSessionsPerPod (and no targetCPUUtilizationPercentage)"
 // +kubebuilder:validation:XValidation:rule="self.metric != 'cpu' || (has(self.targetCPUUtilizationPercentage) && !has(self.targetSessionsPerPod))",message="spec.autoscaling.metric cpu needs targetCPUUtilizationPercentage (and no targetSessionsPerPod)"
 type AutoscalingSpec struct {
-	// MinReplicas is the fewest broker pods the Deployment runs, whatever
-	// spec.replicas says (also when it is 0).
+	// MinReplicas is the fewest broker pods the autoscaler runs.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MinReplicas *int32 `json:"minReplicas,omitempty"`
 
-	// MaxReplicas is the most broker pods the Deployment runs, whatever
-	// spec.replicas says.
+	// MaxReplicas is the most broker pods the autoscaler runs.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	MaxReplicas int32 `json:"maxReplicas"`
 
-	// Metric is the load signal to scale on, sessions per pod or CPU
-	// utilization. Stored and validated only: nothing scales on it yet.
+	// Metric is the load signal: sessions (client sessions per ready broker,
+	// read from the brokers by the operator, which sets spec.replicas through
+	// the scale subresource) or cpu (average CPU utilization of the broker
+	// pods, through a HorizontalPodAutoscaler named after the cluster, which
+	// needs the cluster's metrics-server and CPU requests on the brokers).
 	// +kubebuilder:default=sessions
 	// +optional
 	Metric AutoscalingMetric `json:"metric,omitempty"`
 
-	// TargetSessionsPerPod is the sessions per broker pod to aim at (metric
-	// sessions; required with it). Stored and validated only: nothing reads
-	// it yet.
+	// TargetSessionsPerPod is the client sessions per broker pod to aim at
+	// (metric sessions; required with it). The count changes only when the
+	// sessions per pod are more than 10% off the target. Size it from the
+	// memory a session takes (docs/operations.md).
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	TargetSessionsPerPod *int32 `json:"targetSessionsPerPod,omitempty"`
 
 	// TargetCPUUtilizationPercentage is the average CPU utilization, as a
-	// percentage of the request, to aim at (metric cpu; required with it).
-	// Stored and validated only: the operator creates no
-	// HorizontalPodAutoscaler yet.
+	// percentage of the broker container's CPU request, to aim at (metric
+	// cpu; required with it).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+
+	// Behavior paces scaling up and down, as a HorizontalPodAutoscaler's
+	// behavior does (with metric cpu it is the HPA's). Unset rules take the
+	// defaults given on each field.
+	// +optional
+	Behavior *AutoscalingBehavior `json:"behavior,omitempty"`
+}
+
+// AutoscalingBehavior holds the rules for each direction.
+type AutoscalingBehavior struct {
+	// ScaleUp paces growth. Defaults: no stabilization window, and every 15
+	// seconds at most 4 pods or 100% of the current count, whichever is more.
+	// +optional
+	ScaleUp *ScalingRules `json:"scaleUp,omitempty"`
+	// ScaleDown paces shrinking. Defaults: a 300-second stabilization window,
+	// and every 60 seconds at most 1 pod or 10% of the current count,
+	// whichever is more. Each removed broker hands its sessions over first.
+	// +optional
+	ScaleDown *ScalingRules `json:"scaleDown,omitempty"`
+}
+
+// ScalingRules pace one direction of scaling.
+type ScalingRules struct {
+	// StabilizationWindowSeconds is how far back the autoscaler looks before
+	// it changes the count: scaling up goes to the lowest count recommended
+	// within the window, scaling down to the highest, so that a short spike
+	// or dip changes nothing.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	StabilizationWindowSeconds *int32 `json:"stabilizationWindowSeconds,omitempty"`
+
+	// PeriodSeconds is the shortest time between two changes in this
+	// direction.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1800
+	// +optional
+	PeriodSeconds *int32 `json:"periodSeconds,omitempty"`
+
+	// Pods is the most pods one change adds or removes.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Pods *int32 `json:"pods,omitempty"`
+
+	// Percent is the same bound as a percentage of the current count; the
+	// larger of the two applies.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Percent *int32 `json:"percent,omitempty"`
 }
 
 // Condition types of a CometdCluster.
@@ -504,6 +588,25 @@ type CometdClusterStatus struct {
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 
+	// Sessions is the client sessions the ready brokers hold, as they last
+	// reported.
+	// +optional
+	Sessions int64 `json:"sessions,omitempty"`
+
+	// State sums the conditions up in a word: Degraded, Progressing,
+	// Available or Unavailable, the first that holds.
+	// +optional
+	State string `json:"state,omitempty"`
+
+	// Autoscaling is what the sessions autoscaler last saw and decided
+	// (metric sessions only).
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
+	// Rebalance tells when sessions were last moved to even the brokers out.
+	// +optional
+	Rebalance *RebalanceStatus `json:"rebalance,omitempty"`
+
 	// Selector is the label selector of the broker pods (scale subresource).
 	// +optional
 	Selector string `json:"selector,omitempty"`
@@ -526,6 +629,38 @@ type CometdClusterStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// The states of status.state.
+const (
+	StateAvailable   = "Available"
+	StateProgressing = "Progressing"
+	StateDegraded    = "Degraded"
+	StateUnavailable = "Unavailable"
+)
+
+// AutoscalingStatus is the sessions autoscaler's view.
+type AutoscalingStatus struct {
+	// CurrentSessionsPerPod is the client sessions per ready broker.
+	CurrentSessionsPerPod int64 `json:"currentSessionsPerPod"`
+	// DesiredReplicas is the broker count the autoscaler decided on.
+	DesiredReplicas int32 `json:"desiredReplicas"`
+	// LastScaleTime is when the autoscaler last changed spec.replicas.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+	// Reason explains the latest decision.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// RebalanceStatus tells about the latest rebalance.
+type RebalanceStatus struct {
+	// LastTime is when the operator last asked brokers to shed sessions.
+	// +optional
+	LastTime *metav1.Time `json:"lastTime,omitempty"`
+	// Sessions is how many sessions it asked them to move then.
+	// +optional
+	Sessions int64 `json:"sessions,omitempty"`
+}
+
 // CometdCluster is a fleet of Bayeux (CometD) brokers behind one Service.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -533,6 +668,8 @@ type CometdClusterStatus struct {
 // +kubebuilder:resource:shortName=cometd
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.status.policyVersion`,priority=1

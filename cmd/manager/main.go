@@ -110,6 +110,7 @@ func main() {
 		Options:                 resources.Options{BrokerImage: brokerImage, NATSImage: natsImage},
 		BrokerStatus:            &controllers.HTTPBrokerStatusClient{},
 		NATSMonitor:             &controllers.HTTPNATSMonitorClient{},
+		Shedder:                 &controllers.HTTPBrokerStatusClient{},
 		ProbeTimeout:            probeTimeout,
 		ProbeConcurrency:        probeParallel,
 		MaxConcurrentReconciles: clusterWorkers,

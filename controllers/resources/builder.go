@@ -94,23 +94,31 @@ func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme, policy
 		&deploymentBuilder{base: base, configHash: Hash(cfg)},
 		&pdbBuilder{base},
 	)
+	if CPUAutoscaled(cc) {
+		bs = append(bs, &hpaBuilder{base})
+	}
 	return bs, nil
 }
 
 // Obsolete returns the children that must not exist for the cluster as
-// specified (the managed NATS objects once spec.nats.managed is removed), as
+// specified (the managed NATS objects once spec.nats.managed is removed, the
+// HorizontalPodAutoscaler once the cluster no longer scales on CPU), as
 // empty objects with name and namespace, ready for a Delete.
 func Obsolete(cc *v1.CometdCluster) []client.Object {
-	if cc.ManagedNATS() {
-		return nil
-	}
 	b := base{cc: cc}
-	return []client.Object{
-		(&natsStatefulSetBuilder{b}).Build(),
-		(&natsServiceBuilder{b}).Build(),
-		(&natsHeadlessServiceBuilder{b}).Build(),
-		natsConfigMap(b).Build(),
+	var out []client.Object
+	if !CPUAutoscaled(cc) {
+		out = append(out, (&hpaBuilder{b}).Build())
 	}
+	if !cc.ManagedNATS() {
+		out = append(out,
+			(&natsStatefulSetBuilder{b}).Build(),
+			(&natsServiceBuilder{b}).Build(),
+			(&natsHeadlessServiceBuilder{b}).Build(),
+			natsConfigMap(b).Build(),
+		)
+	}
+	return out
 }
 
 // base carries what every builder needs.

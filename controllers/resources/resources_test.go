@@ -6,6 +6,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -144,21 +145,69 @@ func typeName(o client.Object) string {
 		return "*v1.StatefulSet"
 	case *policyv1.PodDisruptionBudget:
 		return "*v1.PodDisruptionBudget"
+	case *autoscalingv2.HorizontalPodAutoscaler:
+		return "*v2.HorizontalPodAutoscaler"
 	}
 	return "*unknown.unknown"
 }
 
 func TestObsoleteOnlyWithoutManagedNATS(t *testing.T) {
-	if got := Obsolete(cluster(managed)); len(got) != 0 {
-		t.Fatalf("managed mode: obsolete = %d objects, want none", len(got))
+	names := func(objs []client.Object) string {
+		var out []string
+		for _, o := range objs {
+			out = append(out, typeName(o)+" "+o.GetName())
+		}
+		return strings.Join(out, ",")
 	}
-	got := Obsolete(cluster())
-	var names []string
-	for _, o := range got {
-		names = append(names, o.GetName())
+	if got := names(Obsolete(cluster(managed, cpuAutoscaled))); got != "" {
+		t.Fatalf("managed NATS, CPU autoscaling: obsolete = %s, want none", got)
 	}
-	if strings.Join(names, ",") != "chat-nats,chat-nats,chat-nats-headless,chat-nats-config" {
-		t.Fatalf("obsolete = %v", names)
+	if got := names(Obsolete(cluster(managed))); got != "*v2.HorizontalPodAutoscaler chat" {
+		t.Fatalf("managed NATS, no CPU autoscaling: obsolete = %s, want the HPA", got)
+	}
+	if got := names(Obsolete(cluster(cpuAutoscaled))); got != "*v1.StatefulSet chat-nats,*v1.Service chat-nats,*v1.Service chat-nats-headless,*v1.ConfigMap chat-nats-config" {
+		t.Fatalf("obsolete = %v", got)
+	}
+}
+
+func cpuAutoscaled(cc *v1.CometdCluster) {
+	cc.Spec.Autoscaling = &v1.AutoscalingSpec{MinReplicas: ptr.To[int32](2), MaxReplicas: 6, Metric: v1.MetricCPU,
+		TargetCPUUtilizationPercentage: ptr.To[int32](70)}
+}
+
+// With metric cpu the cluster gets an HPA aimed at its scale subresource,
+// with its bounds, target and behavior; with metric sessions none.
+func TestHPA(t *testing.T) {
+	cc := cluster(cpuAutoscaled, func(cc *v1.CometdCluster) {
+		cc.Spec.Autoscaling.Behavior = &v1.AutoscalingBehavior{ScaleDown: &v1.ScalingRules{
+			StabilizationWindowSeconds: ptr.To[int32](60), PeriodSeconds: ptr.To[int32](30), Pods: ptr.To[int32](1), Percent: ptr.To[int32](10)}}
+	})
+	hpa := find[*autoscalingv2.HorizontalPodAutoscaler](t, build(t, cc, Options{}), "chat")
+	s := hpa.Spec
+	if s.ScaleTargetRef != (autoscalingv2.CrossVersionObjectReference{APIVersion: "cometd.bayeux.dev/v1alpha1", Kind: "CometdCluster", Name: "chat"}) {
+		t.Errorf("target %+v", s.ScaleTargetRef)
+	}
+	if *s.MinReplicas != 2 || s.MaxReplicas != 6 || len(s.Metrics) != 1 || *s.Metrics[0].Resource.Target.AverageUtilization != 70 ||
+		s.Metrics[0].Resource.Name != corev1.ResourceCPU {
+		t.Errorf("spec %+v", s)
+	}
+	down := s.Behavior.ScaleDown
+	if s.Behavior.ScaleUp != nil || *down.StabilizationWindowSeconds != 60 || len(down.Policies) != 2 ||
+		down.Policies[0] != (autoscalingv2.HPAScalingPolicy{Type: autoscalingv2.PodsScalingPolicy, Value: 1, PeriodSeconds: 30}) ||
+		down.Policies[1] != (autoscalingv2.HPAScalingPolicy{Type: autoscalingv2.PercentScalingPolicy, Value: 10, PeriodSeconds: 30}) ||
+		*down.SelectPolicy != autoscalingv2.MaxChangePolicySelect {
+		t.Errorf("behavior %+v", s.Behavior)
+	}
+	if !metav1.IsControlledBy(hpa, cc) {
+		t.Error("the HPA is not controlled by the cluster")
+	}
+	sessions := cluster(func(cc *v1.CometdCluster) {
+		cc.Spec.Autoscaling = &v1.AutoscalingSpec{MaxReplicas: 6, Metric: v1.MetricSessions, TargetSessionsPerPod: ptr.To[int32](100)}
+	})
+	for _, o := range build(t, sessions, Options{}) {
+		if _, ok := o.(*autoscalingv2.HorizontalPodAutoscaler); ok {
+			t.Fatal("metric sessions built an HPA")
+		}
 	}
 }
 
