@@ -74,11 +74,13 @@ type recommendation struct {
 
 // scaleHistory is what the autoscaler remembers of a cluster between
 // decisions: since when it has watched (after an operator restart nothing
-// scales down before a full window has passed) and its recommendations
-// within the longest window.
+// scales down before a full window has passed), its recommendations within
+// the longest window, and when it last changed the count (also in the
+// status, which a reconcile may read before its own last write shows).
 type scaleHistory struct {
-	since time.Time
-	recs  []recommendation
+	since     time.Time
+	recs      []recommendation
+	lastScale time.Time
 }
 
 // scaleInput is everything a decision depends on.

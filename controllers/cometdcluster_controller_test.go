@@ -526,6 +526,14 @@ func TestNoOpReconcileWritesNothing(t *testing.T) {
 	})
 	waitConditions(t, cc, map[string]string{v1.ConditionProgressing: "False/" + ReasonRolloutComplete})
 
+	assertNoOpReconcile(t, cc, children)
+}
+
+// assertNoOpReconcile waits until a reconcile of cc writes nothing, then
+// checks that three more write nothing either.
+func assertNoOpReconcile(t *testing.T, cc *v1.CometdCluster, children []child) {
+	t.Helper()
+	ns := cc.Namespace
 	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: "chat"}}
 	// The same reconciler, with every write it attempts counted (a write the
 	// API server would find unchanged still counts, and would emit an Event).
@@ -601,6 +609,31 @@ func (w *writeCounter) Delete(ctx context.Context, obj client.Object, opts ...cl
 
 func (w *writeCounter) Status() client.SubResourceWriter {
 	return &statusCounter{SubResourceWriter: w.Client.Status(), w: w}
+}
+
+func (w *writeCounter) SubResource(sub string) client.SubResourceClient {
+	return &subResourceCounter{SubResourceClient: w.Client.SubResource(sub), w: w, sub: sub}
+}
+
+type subResourceCounter struct {
+	client.SubResourceClient
+	w   *writeCounter
+	sub string
+}
+
+func (s *subResourceCounter) Create(ctx context.Context, obj, sub client.Object, opts ...client.SubResourceCreateOption) error {
+	s.w.note(s.sub+" create", obj)
+	return s.SubResourceClient.Create(ctx, obj, sub, opts...)
+}
+
+func (s *subResourceCounter) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	s.w.note(s.sub+" update", obj)
+	return s.SubResourceClient.Update(ctx, obj, opts...)
+}
+
+func (s *subResourceCounter) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.w.note(s.sub+" patch", obj)
+	return s.SubResourceClient.Patch(ctx, obj, p, opts...)
 }
 
 type statusCounter struct {

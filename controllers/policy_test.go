@@ -37,6 +37,29 @@ type fakeBroker struct {
 	fail    bool
 	// disconnected makes /status report backboneConnected false.
 	disconnected bool
+	// sessions is the client sessions /status reports (3 unless set);
+	// shedding its shed.active; sheds the POST /shed bodies received.
+	sessions int64
+	shedding bool
+	sheds    []ShedRequest
+}
+
+func (f *fakeBroker) setSessions(n int64) {
+	f.mu.Lock()
+	f.sessions = n
+	f.mu.Unlock()
+}
+
+func (f *fakeBroker) setShedding(on bool) {
+	f.mu.Lock()
+	f.shedding = on
+	f.mu.Unlock()
+}
+
+func (f *fakeBroker) shedRequests() []ShedRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ShedRequest(nil), f.sheds...)
 }
 
 func (f *fakeBroker) setDisconnected(d bool) {
@@ -71,17 +94,27 @@ func enforceCurrentPolicy(t *testing.T, cc *v1.CometdCluster, brokers ...*fakeBr
 // startBrokerPod creates a ready broker Pod of the cluster and its fake admin endpoint.
 func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker {
 	t.Helper()
-	f := &fakeBroker{}
+	f := &fakeBroker{sessions: 3}
 	startReadyPod(t, cc, name, resources.BrokerLabels(cc), corev1.Container{Name: "broker", Image: testBrokerImage}, "10.1.0.7",
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			f.mu.Lock()
-			v, fail, connected := f.version, f.fail, !f.disconnected
-			f.mu.Unlock()
-			if r.URL.Path != "/status" || fail {
+			defer f.mu.Unlock()
+			if r.Method == http.MethodPost && r.URL.Path == "/shed" {
+				var req ShedRequest
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				f.sheds = append(f.sheds, req)
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+			if r.URL.Path != "/status" || f.fail {
 				http.Error(w, "broken", http.StatusInternalServerError)
 				return
 			}
-			_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": 3, "policyVersion": v, "backboneConnected": connected})
+			_ = json.NewEncoder(w).Encode(map[string]any{"node": name, "sessions": f.sessions + 1, "clientSessions": f.sessions,
+				"policyVersion": f.version, "backboneConnected": !f.disconnected, "shed": map[string]any{"active": f.shedding}})
 		}))
 	return f
 }

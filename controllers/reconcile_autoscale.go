@@ -135,21 +135,22 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	a := cc.Spec.Autoscaling
 	up, down := behaviorOf(a)
 	sessions, answered := sessionLoad(reports)
-	prev := cc.Status.Autoscaling
-	var last time.Time
-	if prev != nil && prev.LastScaleTime != nil {
-		last = prev.LastScaleTime.Time
+	hist := r.histories.get(key)
+	if prev := cc.Status.Autoscaling; prev != nil && prev.LastScaleTime != nil && prev.LastScaleTime.After(hist.lastScale) {
+		hist.lastScale = prev.LastScaleTime.Time
 	}
-	now := time.Now()
+	// Whole seconds, as the status stores times: an unchanged decision must
+	// compare equal to the one read back.
+	now := time.Now().Truncate(time.Second)
 	d := decideScale(scaleInput{
 		Now: now, Current: resources.DesiredReplicas(cc), Min: minReplicas(a), Max: max(a.MaxReplicas, minReplicas(a)),
 		Target: *a.TargetSessionsPerPod, Sessions: sessions, Reported: answered, Ready: int32(len(reports)),
-		LastScale: last, Up: up, Down: down, History: r.histories.get(key),
+		LastScale: hist.lastScale, Up: up, Down: down, History: hist,
 	})
 	r.histories.put(key, d.History)
 	st := &v1.AutoscalingStatus{DesiredReplicas: d.Desired, Reason: d.Reason}
-	if prev != nil {
-		st.LastScaleTime = prev.LastScaleTime
+	if !hist.lastScale.IsZero() {
+		st.LastScaleTime = &metav1.Time{Time: hist.lastScale}
 	}
 	if answered > 0 {
 		st.CurrentSessionsPerPod = sessions / int64(answered)
@@ -177,6 +178,8 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	}
 	cc.Spec.Replicas = &d.Desired
 	st.LastScaleTime = &metav1.Time{Time: now}
+	d.History.lastScale = now
+	r.histories.put(key, d.History)
 	direction := "up"
 	if d.Desired < from {
 		direction = "down"
@@ -237,7 +240,7 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 		}
 		loads = append(loads, brokerLoad{Pod: rep.Pod, Node: rep.Node, Sessions: rep.Sessions})
 	}
-	now := time.Now()
+	now := time.Now().Truncate(time.Second)
 	if prev != nil && prev.LastTime != nil && now.Sub(prev.LastTime.Time) < rebalanceCooldown {
 		return prev
 	}

@@ -64,6 +64,8 @@ func run(m *testing.M) int {
 		Options:               resources.Options{BrokerImage: testBrokerImage},
 		BrokerStatus:          &HTTPBrokerStatusClient{Address: fakePodAddress},
 		NATSMonitor:           &HTTPNATSMonitorClient{Address: fakePodAddress},
+		Shedder:               &HTTPBrokerStatusClient{Address: fakePodAddress},
+		AutoscaleInterval:     200 * time.Millisecond,
 		PolicyRecheckInterval: 100 * time.Millisecond,
 		FanoutRecheckInterval: 300 * time.Millisecond,
 		// Several workers, so that every test here runs concurrent
