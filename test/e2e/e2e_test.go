@@ -77,6 +77,7 @@ func TestCometdClusterLifecycle(t *testing.T) {
 		{"ScaleTo1LosingNothing", func(t *testing.T) {
 			withTraffic(t, e, ns, name, func(t *testing.T) { scale(t, e, ns, name, 1) })
 		}},
+		{"AutoscaleOnSessionsLosingNothing", func(t *testing.T) { autoscaleOnSessions(t, e, ns, name) }},
 		{"DeleteGarbageCollects", func(t *testing.T) { deleteCluster(t, e, ns, name) }},
 	}
 	for _, s := range steps {
@@ -416,9 +417,7 @@ func deleteCluster(t *testing.T, e env, ns, name string) {
 func withTraffic(t *testing.T, e env, ns, name string, change func(t *testing.T)) {
 	t.Helper()
 	jsclient.NodeModules(t)
-	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
-	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
-	url := fmt.Sprintf("http://%s:%s/cometd", ip, port)
+	url := serviceURL(t, e, ns, name)
 	channel := fmt.Sprintf("/e2e/traffic/%d", time.Now().UnixNano())
 	acks, others := jsclient.StartMix(t, url, channel+"/**")
 	pubClient := jsclient.Start(t, "cometd", url, "long-polling")
