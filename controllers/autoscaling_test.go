@@ -86,7 +86,7 @@ func TestSessionsAutoscalerFollowsTheLoad(t *testing.T) {
 	b.setSessions(350)
 	got := waitReplicas(t, cc, 4)
 	if a := got.Status.Autoscaling; a.DesiredReplicas != 4 || a.CurrentSessionsPerPod != 350 || a.LastScaleTime == nil ||
-		!strings.Contains(a.Reason, "scale up to 4") {
+		!strings.Contains(a.Reason, "350 per broker") {
 		t.Fatalf("status.autoscaling %+v", a)
 	}
 	testutil.Eventually(t, waitTimeout, "status.sessions", func(context.Context) (bool, string) {

@@ -124,7 +124,7 @@ func IndexChannelPolicies(ctx context.Context, mgr ctrl.Manager) error {
 func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.probes = newProber(r.BrokerStatus, r.NATSMonitor, r.ProbeTimeout, r.ProbeConcurrency, r.ProbeInterval)
 	r.sheds = make(chan struct{}, maxShedsInFlight)
-	r.histories = &scaleHistories{m: map[types.NamespacedName]scaleHistory{}}
+	r.histories = &scaleHistories{m: map[types.NamespacedName]scaleHistory{}, rebalanced: map[types.NamespacedName]time.Time{}}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.CometdCluster{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
@@ -236,7 +236,7 @@ func (r *CometdClusterReconciler) forget(cluster types.NamespacedName) {
 	if r.probes != nil {
 		r.probes.forget(cluster)
 	}
-	r.histories.forget(cluster)
+	r.histories.forgetCluster(cluster)
 	forgetMetrics(cluster)
 }
 

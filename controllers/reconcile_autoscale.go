@@ -75,6 +75,27 @@ func forgetMetrics(cluster types.NamespacedName) {
 type scaleHistories struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]scaleHistory
+	// rebalanced is when each cluster was last rebalanced (also in its
+	// status, which a reconcile may read before its own last write shows).
+	rebalanced map[types.NamespacedName]time.Time
+}
+
+func (h *scaleHistories) lastRebalance(k types.NamespacedName) time.Time {
+	if h == nil {
+		return time.Time{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rebalanced[k]
+}
+
+func (h *scaleHistories) setRebalanced(k types.NamespacedName, at time.Time) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rebalanced[k] = at
 }
 
 func (h *scaleHistories) get(k types.NamespacedName) scaleHistory {
@@ -102,6 +123,17 @@ func (h *scaleHistories) forget(k types.NamespacedName) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.m, k)
+}
+
+// forgetCluster drops everything kept about a deleted cluster.
+func (h *scaleHistories) forgetCluster(k types.NamespacedName) {
+	if h == nil {
+		return
+	}
+	h.forget(k)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.rebalanced, k)
 }
 
 // sessionsAutoscaled reports whether the operator's own autoscaler sizes the
@@ -241,7 +273,11 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 		loads = append(loads, brokerLoad{Pod: rep.Pod, Node: rep.Node, Sessions: rep.Sessions})
 	}
 	now := time.Now().Truncate(time.Second)
-	if prev != nil && prev.LastTime != nil && now.Sub(prev.LastTime.Time) < rebalanceCooldown {
+	last := r.histories.lastRebalance(client.ObjectKeyFromObject(cc))
+	if prev != nil && prev.LastTime != nil && prev.LastTime.After(last) {
+		last = prev.LastTime.Time
+	}
+	if now.Sub(last) < rebalanceCooldown {
 		return prev
 	}
 	_, tolerance, rate := rebalanceSettings(cc)
@@ -276,6 +312,7 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 		}
 		go r.shed(cc.DeepCopy(), pod.DeepCopy(), o.Request)
 	}
+	r.histories.setRebalanced(client.ObjectKeyFromObject(cc), now)
 	log.FromContext(ctx).Info("rebalancing", "plan", what)
 	r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, ReasonRebalancing, "Rebalance", "%s", what)
 	metricRebalanced.With(prometheus.Labels{"namespace": cc.Namespace, "cluster": cc.Name}).Add(float64(moved))
