@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -106,6 +107,8 @@ func CacheOptions() cache.Options {
 		&policyv1.PodDisruptionBudget{}:          managed,
 		&corev1.Pod{}:                            managed,
 		&autoscalingv2.HorizontalPodAutoscaler{}: managed,
+		&corev1.Secret{}:                         managed,
+		&networkingv1.NetworkPolicy{}:            managed,
 	}}
 }
 
@@ -135,6 +138,8 @@ func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&corev1.Secret{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&v1.ChannelPolicy{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{
 				Namespace: o.GetNamespace(), Name: o.(*v1.ChannelPolicy).Spec.ClusterName}}}

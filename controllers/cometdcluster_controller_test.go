@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,6 +51,8 @@ func natsChildren(name string) []child {
 		{name + "-nats-headless", &corev1.Service{}},
 		{name + "-nats", &corev1.Service{}},
 		{name + "-nats", &appsv1.StatefulSet{}},
+		{name + "-nats-auth", &corev1.Secret{}},
+		{name + "-nats", &networkingv1.NetworkPolicy{}},
 	}
 }
 
@@ -226,8 +229,8 @@ func TestDeletedChildrenAreRecreated(t *testing.T) {
 	cc := create(t, newCluster(ns, "chat", 2, true))
 	all := append(natsChildren("chat"), brokerChildren("chat")...)
 	waitForChildren(t, cc, all)
-	if len(all) != 10 {
-		t.Fatalf("%d children listed, want the 4 managed NATS and 6 broker ones", len(all))
+	if len(all) != 12 {
+		t.Fatalf("%d children listed, want the 6 managed NATS and 6 broker ones", len(all))
 	}
 	for _, c := range all {
 		get(t, ns, c.name, c.obj)

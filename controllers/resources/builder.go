@@ -76,10 +76,12 @@ func Builders(cc *v1.CometdCluster, opts Options, scheme *runtime.Scheme, policy
 	var bs []Builder
 	if cc.ManagedNATS() {
 		bs = append(bs,
+			&natsAuthSecretBuilder{base},
 			natsConfigMap(base),
 			&natsHeadlessServiceBuilder{base},
 			&natsServiceBuilder{base},
 			&natsStatefulSetBuilder{base},
+			&natsNetworkPolicyBuilder{base},
 		)
 	}
 	cfg, err := BrokerConfig(cc)
@@ -116,6 +118,8 @@ func Obsolete(cc *v1.CometdCluster) []client.Object {
 			(&natsServiceBuilder{b}).Build(),
 			(&natsHeadlessServiceBuilder{b}).Build(),
 			natsConfigMap(b).Build(),
+			(&natsAuthSecretBuilder{b}).Build(),
+			(&natsNetworkPolicyBuilder{b}).Build(),
 		)
 	}
 	return out

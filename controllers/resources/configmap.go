@@ -86,6 +86,7 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 			}
 		case n.Managed != nil:
 			f.NATS.URL = NATSURL(cc)
+			f.NATS.TokenFile = NATSTokenPath
 		}
 	}
 	return f

@@ -133,6 +133,16 @@ func (b *deploymentBuilder) podSpec() corev1.PodSpec {
 		})
 		mounts = append(mounts, corev1.VolumeMount{Name: natsCredsVolume, MountPath: NATSCredsDir, ReadOnly: true})
 	}
+	if cc.ManagedNATS() {
+		volumes = append(volumes, corev1.Volume{
+			Name: natsCredsVolume,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: cc.ChildName(SuffixNATSAuth),
+				Items:      []corev1.KeyToPath{{Key: NATSTokenKey, Path: NATSTokenKey}},
+			}},
+		})
+		mounts = append(mounts, corev1.VolumeMount{Name: natsCredsVolume, MountPath: NATSCredsDir, ReadOnly: true})
+	}
 
 	security := p.SecurityContext
 	if security == nil {

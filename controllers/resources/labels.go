@@ -18,6 +18,7 @@ const (
 	SuffixNATS         = "nats"
 	SuffixNATSHeadless = "nats-headless"
 	SuffixNATSConfig   = "nats-config"
+	SuffixNATSAuth     = "nats-auth"
 )
 
 // Label keys and values.

@@ -22,7 +22,8 @@ const (
 	defaultNATSRoutePort = 6222
 	natsContainer        = "nats"
 	natsConfigKey        = "nats.conf"
-	natsConfigDir        = "/etc/nats"
+	natsAuthVolume       = "auth"
+	natsConfigDir        = "/etc/nats/config"
 	defaultNATSReplicas  = 3
 )
 
@@ -55,21 +56,14 @@ func natsRoutePort(m *v1.ManagedNATS) int32 {
 }
 
 // NATSConfig renders the managed NATS server configuration: client and
-// monitoring ports, and a cluster whose routes name every server of the
+// monitoring ports, and the auth Secret's auth.conf, which holds the client
+// token and the cluster block, whose routes name every server of the
 // StatefulSet through the headless Service (a server ignores its own route).
 func NATSConfig(cc *v1.CometdCluster) string {
-	m := cc.Spec.NATS.Managed
-	port := natsRoutePort(m)
-	var routes []string
-	for i := range natsReplicas(m) {
-		routes = append(routes, fmt.Sprintf("    nats://%s-%d.%s.%s.svc:%d",
-			cc.ChildName(SuffixNATS), i, cc.ChildName(SuffixNATSHeadless), cc.Namespace, port))
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Managed by cometd-operator for CometdCluster %s/%s.\n", cc.Namespace, cc.Name)
 	fmt.Fprintf(&b, "server_name: $POD_NAME\nport: %d\nhttp_port: %d\n", NATSClientPort, NATSMonitorPort)
-	fmt.Fprintf(&b, "cluster {\n  name: %q\n  port: %d\n  routes: [\n%s\n  ]\n}\n",
-		cc.ChildName(SuffixNATS), port, strings.Join(routes, "\n"))
+	fmt.Fprintf(&b, "include %q\n", "../auth/"+natsAuthConfigKey)
 	return b.String()
 }
 
@@ -159,7 +153,7 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 		Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{
 				Labels:      labels,
-				Annotations: map[string]string{AnnotationConfigHash: Hash(NATSConfig(cc))},
+				Annotations: map[string]string{AnnotationConfigHash: Hash(NATSConfig(cc) + NATSAuthConfig(cc, "", ""))},
 			},
 			Spec: corev1.PodSpec{
 				Containers: []corev1.Container{{
@@ -176,7 +170,10 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 					Resources:      m.Resources,
 					ReadinessProbe: probe(1),
 					LivenessProbe:  probe(livenessFailures),
-					VolumeMounts:   []corev1.VolumeMount{{Name: configVolume, MountPath: natsConfigDir, ReadOnly: true}},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: configVolume, MountPath: natsConfigDir, ReadOnly: true},
+						{Name: natsAuthVolume, MountPath: natsAuthDir, ReadOnly: true},
+					},
 					SecurityContext: &corev1.SecurityContext{
 						AllowPrivilegeEscalation: ptr.To(false),
 						ReadOnlyRootFilesystem:   ptr.To(true),
@@ -187,6 +184,12 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 					Name: configVolume,
 					VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 						LocalObjectReference: corev1.LocalObjectReference{Name: cc.ChildName(SuffixNATSConfig)},
+					}},
+				}, {
+					Name: natsAuthVolume,
+					VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: cc.ChildName(SuffixNATSAuth),
+						Items:      []corev1.KeyToPath{{Key: natsAuthConfigKey, Path: natsAuthConfigKey}},
 					}},
 				}},
 				ImagePullSecrets: cc.Spec.ImagePullSecrets,

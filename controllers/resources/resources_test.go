@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -105,7 +107,8 @@ func TestBuildersNamesOrderAndOwners(t *testing.T) {
 		{"external nats", cluster(), []string{
 			"ConfigMap/chat-config", "ConfigMap/chat-policy", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
 		{"managed nats", cluster(managed), []string{
-			"ConfigMap/chat-nats-config", "Service/chat-nats-headless", "Service/chat-nats", "StatefulSet/chat-nats",
+			"Secret/chat-nats-auth", "ConfigMap/chat-nats-config", "Service/chat-nats-headless", "Service/chat-nats", "StatefulSet/chat-nats",
+			"NetworkPolicy/chat-nats",
 			"ConfigMap/chat-config", "ConfigMap/chat-policy", "Service/chat-headless", "Service/chat", "Deployment/chat", "PodDisruptionBudget/chat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +150,10 @@ func typeName(o client.Object) string {
 		return "*v1.PodDisruptionBudget"
 	case *autoscalingv2.HorizontalPodAutoscaler:
 		return "*v2.HorizontalPodAutoscaler"
+	case *corev1.Secret:
+		return "*v1.Secret"
+	case *networkingv1.NetworkPolicy:
+		return "*v1.NetworkPolicy"
 	}
 	return "*unknown.unknown"
 }
@@ -165,7 +172,7 @@ func TestObsoleteOnlyWithoutManagedNATS(t *testing.T) {
 	if got := names(Obsolete(cluster(managed))); got != "*v2.HorizontalPodAutoscaler chat" {
 		t.Fatalf("managed NATS, no CPU autoscaling: obsolete = %s, want the HPA", got)
 	}
-	if got := names(Obsolete(cluster(cpuAutoscaled))); got != "*v1.StatefulSet chat-nats,*v1.Service chat-nats,*v1.Service chat-nats-headless,*v1.ConfigMap chat-nats-config" {
+	if got := names(Obsolete(cluster(cpuAutoscaled))); got != "*v1.StatefulSet chat-nats,*v1.Service chat-nats,*v1.Service chat-nats-headless,*v1.ConfigMap chat-nats-config,*v1.Secret chat-nats-auth,*v1.NetworkPolicy chat-nats" {
 		t.Fatalf("obsolete = %v", got)
 	}
 }
@@ -369,7 +376,7 @@ func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
 	serverDefaults(d)
 	d.Spec.Template.Spec.Containers[0].Image = "evil:latest"
 	bs, _ = Builders(cc, Options{}, s, nil)
-	if err := bs[8].Update(d); err != nil {
+	if err := builderOf(t, bs, d).Update(d); err != nil {
 		t.Fatal(err)
 	}
 	if d.Spec.Template.Spec.Containers[0].Image != DefaultBrokerImage {
@@ -378,7 +385,7 @@ func TestUpdateIsIdempotentAndCorrectsDrift(t *testing.T) {
 	// Removing the toleration from the spec removes it from the Deployment.
 	cc.Spec.Pod.Tolerations = nil
 	bs, _ = Builders(cc, Options{}, s, nil)
-	if err := bs[8].Update(d); err != nil {
+	if err := builderOf(t, bs, d).Update(d); err != nil {
 		t.Fatal(err)
 	}
 	if len(d.Spec.Template.Spec.Tolerations) != 0 {
@@ -430,6 +437,18 @@ func serverDefaults(obj client.Object) {
 	o.SetCreationTimestamp(metav1.Now())
 }
 
+// builderOf is the builder of obj's kind and name.
+func builderOf(t *testing.T, bs []Builder, obj client.Object) Builder {
+	t.Helper()
+	for _, b := range bs {
+		if o := b.Build(); typeName(o) == typeName(obj) && o.GetName() == obj.GetName() {
+			return b
+		}
+	}
+	t.Fatalf("no builder of %s %s", typeName(obj), obj.GetName())
+	return nil
+}
+
 func TestServiceKeepsAllocatedValuesOnChange(t *testing.T) {
 	cc := cluster(func(cc *v1.CometdCluster) { cc.Spec.Service.Type = corev1.ServiceTypeNodePort })
 	svc := find[*corev1.Service](t, build(t, cc, Options{}), "chat")
@@ -469,15 +488,66 @@ func TestManagedNATS(t *testing.T) {
 		t.Errorf("statefulset = replicas %d, service %s, image %s", *sts.Spec.Replicas, sts.Spec.ServiceName,
 			sts.Spec.Template.Spec.Containers[0].Image)
 	}
-	conf := find[*corev1.ConfigMap](t, objs, "chat-nats-config").Data["nats.conf"]
+	secret := find[*corev1.Secret](t, objs, "chat-nats-auth")
+	conf := string(secret.Data["auth.conf"])
+	pass := string(secret.Data["route-password"])
 	for i := range 5 {
-		route := "nats://chat-nats-" + string(rune('0'+i)) + ".chat-nats-headless.ns1.svc:7222"
+		route := "nats://route:" + pass + "@chat-nats-" + string(rune('0'+i)) + ".chat-nats-headless.ns1.svc:7222"
 		if !strings.Contains(conf, route) {
-			t.Errorf("nats.conf lacks route %s:\n%s", route, conf)
+			t.Errorf("auth.conf lacks route %s:\n%s", route, conf)
 		}
 	}
 	if strings.Count(conf, "nats://") != 5 {
-		t.Errorf("nats.conf has %d routes, want 5", strings.Count(conf, "nats://"))
+		t.Errorf("auth.conf has %d routes, want 5", strings.Count(conf, "nats://"))
+	}
+	if cm := find[*corev1.ConfigMap](t, objs, "chat-nats-config").Data["nats.conf"]; strings.Contains(cm, pass) ||
+		strings.Contains(cm, string(secret.Data["token"])) || !strings.Contains(cm, `include "../auth/auth.conf"`) {
+		t.Errorf("nats.conf must include auth.conf and hold no secret:\n%s", cm)
+	}
+}
+
+// The managed NATS auth Secret is generated once: its token and route
+// password are long random hex, differ between clusters, survive updates,
+// and a malformed one is replaced.
+func TestNATSAuthSecret(t *testing.T) {
+	a := find[*corev1.Secret](t, build(t, cluster(managed), Options{}), "chat-nats-auth")
+	b := find[*corev1.Secret](t, build(t, cluster(managed), Options{}), "chat-nats-auth")
+	tok, pass := string(a.Data["token"]), string(a.Data["route-password"])
+	if len(tok) != 64 || len(pass) != 64 || tok == pass || tok == string(b.Data["token"]) {
+		t.Fatalf("secrets not random and long: %q %q (other cluster %q)", tok, pass, b.Data["token"])
+	}
+	cc := cluster(managed, func(cc *v1.CometdCluster) { cc.Spec.NATS.Managed.Replicas = ptr.To[int32](5) })
+	bs, err := Builders(cc, Options{}, testScheme(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Data["route-password"] = []byte("short")
+	if err := builderOf(t, bs, a).Update(a); err != nil {
+		t.Fatal(err)
+	}
+	if string(a.Data["token"]) != tok || len(a.Data["route-password"]) != 64 || strings.Count(string(a.Data["auth.conf"]), "nats://") != 5 {
+		t.Fatalf("update: token kept %v, password regenerated %q, auth.conf %s", string(a.Data["token"]) == tok, a.Data["route-password"], a.Data["auth.conf"])
+	}
+}
+
+// The NetworkPolicy lets the brokers reach the NATS client port, the NATS
+// servers each other's route port, and anyone the monitoring port.
+func TestNATSNetworkPolicy(t *testing.T) {
+	np := find[*networkingv1.NetworkPolicy](t, build(t, cluster(managed), Options{}), "chat-nats")
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, NATSSelector(cluster())) || len(np.Spec.Ingress) != 3 {
+		t.Fatalf("spec %+v", np.Spec)
+	}
+	for i, want := range []struct {
+		port int
+		from map[string]string
+	}{{4222, BrokerSelector(cluster())}, {6222, NATSSelector(cluster())}, {8222, nil}} {
+		r := np.Spec.Ingress[i]
+		if r.Ports[0].Port.IntValue() != want.port {
+			t.Errorf("rule %d port %v, want %d", i, r.Ports[0].Port, want.port)
+		}
+		if want.from == nil && len(r.From) != 0 || want.from != nil && (len(r.From) != 1 || !maps.Equal(r.From[0].PodSelector.MatchLabels, want.from)) {
+			t.Errorf("rule %d from %+v, want %v", i, r.From, want.from)
+		}
 	}
 }
 
