@@ -10,6 +10,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -43,8 +44,8 @@ const (
 	DefaultMaxConnectionsPerIP = 1000
 )
 
-// DefaultTransports are enabled when File.Transports is empty: all three.
-var DefaultTransports = []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling}
+// DefaultTransports are enabled when File.Transports is empty: all of them.
+var DefaultTransports = append([]string(nil), bayeux.Transports...)
 
 // File is the broker configuration file. Durations are in milliseconds, as in the
 // Bayeux advice they feed.
@@ -210,11 +211,8 @@ func (f *File) Validate() error {
 		return fmt.Errorf("broker config: maxQueue must be -1 (unbounded) or more, got %d", f.MaxQueue)
 	}
 	for _, t := range f.Transports {
-		switch t {
-		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
-		default:
-			return fmt.Errorf("broker config: unknown transport %q (want %s, %s or %s)",
-				t, bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling)
+		if !bayeux.IsTransport(t) {
+			return fmt.Errorf("broker config: unknown transport %q (want one of %s)", t, strings.Join(bayeux.Transports, ", "))
 		}
 	}
 	if f.MountPath != "" && f.MountPath[0] != '/' {

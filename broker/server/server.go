@@ -153,9 +153,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	for _, t := range cfg.Transports {
-		switch t {
-		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
-		default:
+		if !bayeux.IsTransport(t) {
 			return nil, fmt.Errorf("server: unknown transport %q", t)
 		}
 	}
