@@ -126,8 +126,9 @@ build: ## Build bin/manager and bin/broker.
 run: run-cluster ## The main job: local Kubernetes (or the cluster in KUBECONFIG), the operator, a sample CometdCluster until Available.
 
 .PHONY: run-broker
-run-broker: build ## One broker alone, with embedded NATS: Bayeux on :8080/cometd, admin on :8081.
-	$(LOCALBIN)/broker
+run-broker: build ## One broker alone, with embedded NATS: Bayeux on :8080/cometd, admin on :8081, the demo page on :8080/demo/.
+	@echo "demo page: http://localhost:8080/demo/ (open it twice to chat)"
+	$(LOCALBIN)/broker --demo
 
 .PHONY: run-manager
 run-manager: build manifests ## Run the operator against the current kubeconfig.

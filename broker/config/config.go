@@ -128,6 +128,10 @@ type File struct {
 	// 0 means DefaultMaxConnectionsPerIP; -1 means no cap (behind a proxy that
 	// hides client addresses, every client has the proxy's).
 	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
+	// Demo serves a demo page at /demo/ on the client port: a chat room on
+	// /demo/** channels and a live view of the round-trip latency and the
+	// transport in use. false (the default) serves nothing there.
+	Demo bool `json:"demo,omitempty"`
 
 	// NATS configures the backbone. A zero value means an embedded NATS server.
 	NATS NATS `json:"nats,omitempty"`
@@ -217,6 +221,9 @@ func (f *File) Validate() error {
 	}
 	if f.MountPath != "" && f.MountPath[0] != '/' {
 		return fmt.Errorf("broker config: mountPath must start with '/', got %q", f.MountPath)
+	}
+	if m := strings.TrimSuffix(f.MountPath, "/"); f.Demo && (m == "/demo" || strings.HasPrefix(m, "/demo/")) {
+		return fmt.Errorf("broker config: the demo page is served at /demo/: mountPath %q cannot be there", f.MountPath)
 	}
 	return nil
 }
