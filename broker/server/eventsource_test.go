@@ -423,3 +423,48 @@ func TestEventSourceClosedWithServer(t *testing.T) {
 		}
 	}
 }
+
+// TestCallbackPollingOrigin: a browser loads a JSONP reply as a script, which
+// CORS does not protect; the broker answers a cross-site one only for an
+// allowed page origin.
+func TestCallbackPollingOrigin(t *testing.T) {
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"http://localhost:8000"}})
+	any := newTestServer(t, Config{AllowedOrigins: []string{"*"}})
+	const query = "/handshake?jsonp=__jsonp1__&message=%5B%7B%22channel%22%3A%22%2Fmeta%2Fhandshake%22%7D%5D"
+	tests := []struct {
+		name string
+		ts   *testServer
+		hdr  map[string]string
+		want int
+	}{
+		{"no fetch metadata (not a browser)", ts, nil, 200},
+		{"same origin", ts, map[string]string{"Sec-Fetch-Site": "same-origin"}, 200},
+		{"typed in", ts, map[string]string{"Sec-Fetch-Site": "none"}, 200},
+		{"allowed page by Referer", ts, map[string]string{"Sec-Fetch-Site": "same-site", "Referer": "http://localhost:8000/"}, 200},
+		{"allowed page by Origin", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost:8000"}, 200},
+		{"allowed page, full Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://localhost:8000/app/page.html?x=1"}, 200},
+		{"other page", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://localhost:9000/"}, 403},
+		{"other scheme", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "https://localhost:8000/"}, 403},
+		{"no Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"null Origin, no Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "null"}, 403},
+		{"junk Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "::not a url"}, 403},
+		{"userinfo Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://localhost:8000@evil.example/"}, 403},
+		{"any origin allowed", any, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://evil.example/"}, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, tc.ts.url+query, nil)
+			for k, v := range tc.hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+}

@@ -214,6 +214,33 @@ func validCallback(cb string) bool {
 	return true
 }
 
+// scriptOriginAllowed decides whether a callback-polling request may be
+// answered. A browser loads it as a script, with no CORS to protect the reply,
+// so the broker checks the page's origin itself: a request that a browser
+// marks as coming from another site or origin (Sec-Fetch-Site, sent by every
+// current browser) must name its page's origin, in Origin or else Referer, and
+// that origin must be allowed (AllowedOrigins, or "*"). A request without
+// fetch metadata (not from a browser, or an old one) is answered, as a
+// websocket without Origin is.
+func (s *Server) scriptOriginAllowed(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	if s.origins.any {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin == "null" {
+		ref, err := url.Parse(r.Referer())
+		if err != nil || ref.Scheme == "" || ref.Host == "" {
+			return false
+		}
+		origin = ref.Scheme + "://" + ref.Host
+	}
+	return s.origins.match(origin)
+}
+
 // maxClientString bounds the header values a session or connection keeps
 // (User-Agent, the browser cookie): they are copied, and cut to this length.
 const maxClientString = 256
@@ -260,6 +287,10 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	}
 	if int64(len(r.URL.RawQuery)) > 3*s.cfg.MaxMessageSize {
 		s.tooLarge(w)
+		return
+	}
+	if !s.scriptOriginAllowed(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	q := r.URL.Query()
