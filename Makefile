@@ -56,6 +56,10 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 docs: ## Generate the API field reference (docs/api-reference.md) from the CRDs.
 	$(GO) run ./hack/crd-docs -crds config/crd/bases -out docs/api-reference.md
 
+.PHONY: docs-screenshot
+docs-screenshot: npm-deps ## Regenerate docs/images/demo.png: the demo page in headless Chromium after two pages chatted.
+	DEMO_SCREENSHOT=$(CURDIR)/docs/images/demo.png BROWSER_CASES=demo $(GO) test -count=1 -run '^TestBrowsers$$' ./test/conformance
+
 .PHONY: fmt
 fmt: ## Run gofmt on the tree.
 	gofmt -s -w $$(git ls-files '*.go')
