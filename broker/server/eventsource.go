@@ -19,7 +19,9 @@ import (
 // data a JSON array of messages. The client sends its messages, connects
 // included, by POST as with long-polling; a connect that names the
 // eventsource connection type is answered at once with advice to come back
-// after eventSourceInterval, since nothing waits on it.
+// after eventSourceInterval, since nothing waits on it. A stream that reaches
+// a node that does not hold the session is relayed from the owner
+// (eventsource_relay.go).
 const (
 	// sseKeepAlive is how often an idle stream gets a comment line, so that
 	// proxies and the browser see it alive (Faye's server pings every 10s).
@@ -61,6 +63,7 @@ func (s *Server) eventSourceInterval() time.Duration {
 // sseConn is one open EventSource stream. Its handler's goroutine is its
 // only writer; wake and close only signal it.
 type sseConn struct {
+	relay     bool // a relay's pull (eventsource_relay.go), not a stream of this node
 	wakeCh    chan struct{}
 	closeCh   chan struct{}
 	closeOnce sync.Once
@@ -88,10 +91,17 @@ func (s *Server) serveEventSource(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	ss := s.Session(path.Base(r.URL.Path))
+	id := path.Base(r.URL.Path)
+	ss := s.Session(id)
+	if ss == nil {
+		if node, req := s.eventSourceOwner(r.Context(), id); node != "" {
+			s.relayEventSource(w, r, req, node, id) // eventsource_relay.go
+			return
+		}
+	}
 	if ss == nil || ss.IsLocal() || ss.isArriving() {
-		// The session is unknown here (or on another node: a stream is not
-		// forwarded); the Faye client then uses another transport.
+		// No node holds the session: the Faye client then uses another
+		// transport (or handshakes again on its next connect).
 		http.Error(w, "unknown session", http.StatusNotFound)
 		return
 	}
@@ -105,12 +115,7 @@ func (s *Server) serveEventSource(w http.ResponseWriter, r *http.Request) {
 	defer s.conns.remove(sc)
 	// The session's older stream, if any, ends: a browser opens one at a
 	// time, and this one carries the session from now on.
-	if r := ss.conn.Load(); r != nil {
-		if old, ok := r.c.(*sseConn); ok {
-			old.close()
-		}
-	}
-	ss.bind(sc)
+	replaceStream(ss, sc)
 	defer ss.unbind(sc)
 	w.WriteHeader(http.StatusOK)
 	buf := make([]byte, 0, 512)
@@ -158,24 +163,18 @@ func (s *Server) serveEventSource(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sseSend writes msgs as events of at most WSMessagesPerFrame messages and,
-// but for a single message, at most MaxPendingBytes bytes. The messages of
-// the event that failed and of those after it go back to the head of ss's
-// queue.
+// sseSend writes msgs as events of, but for a single message, at most
+// MaxPendingBytes bytes (eventSize). The messages of the event that failed
+// and of those after it go back to the head of ss's queue.
 func (s *Server) sseSend(w http.ResponseWriter, rc *http.ResponseController, ss *ServerSession, msgs []*ServerMessage, buf []byte) ([]byte, error) {
 	for len(msgs) > 0 {
+		k := s.eventSize(msgs)
 		buf = append(buf[:0], "data: ["...)
-		k := 0
-		for k < len(msgs) && k < s.cfg.WSMessagesPerFrame {
-			enc := msgs[k].Encoded()
-			if k > 0 && int64(len(buf)+len(enc)+1) > s.cfg.MaxPendingBytes {
-				break
-			}
-			if k > 0 {
+		for i, m := range msgs[:k] {
+			if i > 0 {
 				buf = append(buf, ',')
 			}
-			buf = append(buf, enc...) // JSON has no raw line breaks
-			k++
+			buf = append(buf, m.Encoded()...) // JSON has no raw line breaks
 		}
 		buf = append(buf, "]\r\n\r\n"...)
 		if err := s.sseWrite(w, rc, buf); err != nil {

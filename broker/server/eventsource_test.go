@@ -215,6 +215,26 @@ func (c *sseClient) messages() []msg {
 	}
 }
 
+// ended reads the stream until it ends, failing the test if it does not
+// within testWait; it returns the events read meanwhile.
+func (c *sseClient) ended() []string {
+	c.t.Helper()
+	timer := time.AfterFunc(testWait, func() { c.resp.Body.Close() })
+	defer timer.Stop()
+	start := time.Now()
+	var evs []string
+	for {
+		ev, err := c.next()
+		if err != nil {
+			if time.Since(start) >= testWait {
+				c.t.Fatal("the stream did not end")
+			}
+			return evs
+		}
+		evs = append(evs, ev)
+	}
+}
+
 // eventSourceSession handshakes and connects as Faye's eventsource
 // transport does, subscribed to channels, and opens its stream.
 func (ts *testServer) eventSourceSession(t *testing.T, channels ...string) (string, *sseClient) {
@@ -277,11 +297,7 @@ func TestEventSource(t *testing.T) {
 
 	// A disconnect ends the stream.
 	ts.must(t, fmt.Sprintf(`[{"channel":"/meta/disconnect","clientId":%q}]`, id))
-	for {
-		if _, err := sc.next(); err != nil {
-			break
-		}
-	}
+	sc.ended()
 }
 
 func TestEventSourceQueuedBeforeStreamOpens(t *testing.T) {
@@ -317,11 +333,7 @@ func TestEventSourceNewStreamReplacesOld(t *testing.T) {
 	if out := nw.messages(); len(out) != 1 || out[0]["data"] != "x" {
 		t.Fatalf("new stream: %v", out)
 	}
-	for { // the old stream ends, having delivered nothing
-		ev, err := old.next()
-		if err != nil {
-			break
-		}
+	for _, ev := range old.ended() { // the old stream ends, having delivered nothing
 		if strings.HasPrefix(ev, "[") {
 			t.Fatalf("old stream delivered %s", ev)
 		}
@@ -417,11 +429,7 @@ func TestEventSourceClosedWithServer(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	_, sc := ts.eventSourceSession(t, "/a")
 	ts.Close()
-	for {
-		if _, err := sc.next(); err != nil {
-			return
-		}
-	}
+	sc.ended()
 }
 
 // TestCallbackPollingOrigin: a browser loads a JSONP reply as a script, which
