@@ -160,6 +160,9 @@ func (s *Server) serveEventSource(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ss.queue.recycle(q)
+		if cap(buf) > 64<<10 {
+			buf = make([]byte, 0, 512) // an idle stream does not keep a burst's buffer
+		}
 	}
 }
 
