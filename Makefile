@@ -56,6 +56,10 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 docs: ## Generate the API field reference (docs/api-reference.md) from the CRDs.
 	$(GO) run ./hack/crd-docs -crds config/crd/bases -out docs/api-reference.md
 
+.PHONY: docs-screenshot
+docs-screenshot: npm-deps ## Regenerate docs/images/demo.png: the demo page in headless Chromium after two pages chatted.
+	DEMO_SCREENSHOT=$(CURDIR)/docs/images/demo.png BROWSER_CASES=demo $(GO) test -count=1 -run '^TestBrowsers$$' ./test/conformance
+
 .PHONY: fmt
 fmt: ## Run gofmt on the tree.
 	gofmt -s -w $$(git ls-files '*.go')
@@ -126,8 +130,9 @@ build: ## Build bin/manager and bin/broker.
 run: run-cluster ## The main job: local Kubernetes (or the cluster in KUBECONFIG), the operator, a sample CometdCluster until Available.
 
 .PHONY: run-broker
-run-broker: build ## One broker alone, with embedded NATS: Bayeux on :8080/cometd, admin on :8081.
-	$(LOCALBIN)/broker
+run-broker: build ## One broker alone, with embedded NATS: Bayeux on :8080/cometd, admin on :8081, the demo page on :8080/demo/.
+	@echo "demo page: http://localhost:8080/demo/ (open it twice to chat)"
+	$(LOCALBIN)/broker --demo
 
 .PHONY: run-manager
 run-manager: build manifests ## Run the operator against the current kubeconfig.

@@ -10,7 +10,7 @@ import (
 )
 
 // Transport is a Bayeux transport a broker can serve.
-// +kubebuilder:validation:Enum=websocket;long-polling;callback-polling
+// +kubebuilder:validation:Enum=websocket;long-polling;callback-polling;cross-origin-long-polling;eventsource
 type Transport string
 
 // The transports, named as in Bayeux's supportedConnectionTypes (the names are
@@ -19,6 +19,11 @@ const (
 	TransportWebsocket       Transport = bayeux.TransportWebSocket
 	TransportLongPolling     Transport = bayeux.TransportLongPolling
 	TransportCallbackPolling Transport = bayeux.TransportCallbackPolling
+	// TransportCrossOriginLongPolling is long-polling from a page on another
+	// origin, as the Faye browser client names it.
+	TransportCrossOriginLongPolling Transport = bayeux.TransportCrossOriginLongPolling
+	// TransportEventSource is Faye's Server-Sent Events transport.
+	TransportEventSource Transport = bayeux.TransportEventSource
 )
 
 // AutoscalingMetric names the load signal the broker count follows.
@@ -292,10 +297,13 @@ type BrokerSettings struct {
 	// +optional
 	MaxMessageSize *resource.Quantity `json:"maxMessageSize,omitempty"`
 
-	// Transports lists the enabled transports.
-	// +kubebuilder:default={websocket,long-polling,callback-polling}
+	// Transports lists the enabled transports. cross-origin-long-polling and
+	// eventsource are the Faye browser client's (CORS long-polling, and
+	// Server-Sent Events with messages sent by POST); the CometD clients use
+	// the first three.
+	// +kubebuilder:default={websocket,long-polling,callback-polling,cross-origin-long-polling,eventsource}
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:MaxItems=5
 	// +listType=set
 	// +optional
 	Transports []Transport `json:"transports,omitempty"`
@@ -309,6 +317,14 @@ type BrokerSettings struct {
 	// +listType=set
 	// +optional
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+
+	// Demo makes every broker serve a demo page at /demo/ on the client
+	// port, next to the Bayeux endpoint: a chat room on /demo/** channels and
+	// a live view of the round-trip latency and the transport in use. Anyone
+	// who reaches the Service can use it, so it is off by default; a channel
+	// policy must allow /demo/** for it to work.
+	// +optional
+	Demo bool `json:"demo,omitempty"`
 }
 
 // NATSSpec selects the backbone: an existing NATS (url) or one the operator

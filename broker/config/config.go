@@ -10,6 +10,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -43,8 +44,8 @@ const (
 	DefaultMaxConnectionsPerIP = 1000
 )
 
-// DefaultTransports are enabled when File.Transports is empty: all three.
-var DefaultTransports = []string{bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling}
+// DefaultTransports are enabled when File.Transports is empty: all of them.
+var DefaultTransports = append([]string(nil), bayeux.Transports...)
 
 // File is the broker configuration file. Durations are in milliseconds, as in the
 // Bayeux advice they feed.
@@ -127,6 +128,10 @@ type File struct {
 	// 0 means DefaultMaxConnectionsPerIP; -1 means no cap (behind a proxy that
 	// hides client addresses, every client has the proxy's).
 	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
+	// Demo serves a demo page at /demo/ on the client port: a chat room on
+	// /demo/** channels and a live view of the round-trip latency and the
+	// transport in use. false (the default) serves nothing there.
+	Demo bool `json:"demo,omitempty"`
 
 	// NATS configures the backbone. A zero value means an embedded NATS server.
 	NATS NATS `json:"nats,omitempty"`
@@ -210,15 +215,15 @@ func (f *File) Validate() error {
 		return fmt.Errorf("broker config: maxQueue must be -1 (unbounded) or more, got %d", f.MaxQueue)
 	}
 	for _, t := range f.Transports {
-		switch t {
-		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
-		default:
-			return fmt.Errorf("broker config: unknown transport %q (want %s, %s or %s)",
-				t, bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling)
+		if !bayeux.IsTransport(t) {
+			return fmt.Errorf("broker config: unknown transport %q (want one of %s)", t, strings.Join(bayeux.Transports, ", "))
 		}
 	}
 	if f.MountPath != "" && f.MountPath[0] != '/' {
 		return fmt.Errorf("broker config: mountPath must start with '/', got %q", f.MountPath)
+	}
+	if m := strings.TrimSuffix(f.MountPath, "/"); f.Demo && (m == "/demo" || strings.HasPrefix(m, "/demo/")) {
+		return fmt.Errorf("broker config: the demo page is served at /demo/: mountPath %q cannot be there", f.MountPath)
 	}
 	return nil
 }

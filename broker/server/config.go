@@ -66,6 +66,8 @@ type Config struct {
 	// session) and forwarded batches' replies, counted by their encoded size
 	// plus perMessageOverhead each. A connection past it is closed as
 	// ErrSlowConnection. The session's own queue is capped by MaxQueueBytes.
+	// An eventsource stream writes events of at most this many bytes (but
+	// for one message), each within WriteTimeout.
 	// 0 means DefaultMaxPendingBytes.
 	MaxPendingBytes int64
 	// MaxHeaderBytes caps a request's headers (HTTPServer). 0 means
@@ -81,8 +83,12 @@ type Config struct {
 	// IdleTimeout is how long a kept-alive connection may wait for its next
 	// request (HTTPServer). 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
-	// Transports lists the enabled transports ("websocket", "long-polling",
-	// "callback-polling"). Empty means all three.
+	// Transports lists the enabled transports (bayeux.Transports:
+	// "websocket", "long-polling", "callback-polling",
+	// "cross-origin-long-polling", "eventsource"). A POST is served while any
+	// of long-polling, cross-origin-long-polling and eventsource is enabled
+	// (they all send by POST); a handshake is told only the enabled ones the
+	// client listed. Empty means all of them.
 	Transports []string
 	// AllowedOrigins lists origins allowed cross-origin requests with credentials;
 	// "*" allows any. Empty means same-origin only.

@@ -92,6 +92,10 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		return s.where(string(body)), nil
 	case kindPing:
 		return []byte{}, nil
+	case kindPull:
+		return s.servePull(ctx, string(body), meta.Transport != pullNoWait) // eventsource_relay.go
+	case kindRequeue:
+		return s.serveRequeue(body)
 	default:
 		return nil, fmt.Errorf("server: unknown node request kind %q", meta.Kind)
 	}

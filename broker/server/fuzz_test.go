@@ -58,7 +58,7 @@ func TestConfigDefaultsMatchCometD(t *testing.T) {
 	c := s.Config()
 	if c.Timeout != 30*time.Second || c.Interval != 0 || c.MaxInterval != 10*time.Second ||
 		c.MaxLazyTimeout != 5*time.Second || c.MaxMessageSize != 64<<10 || c.WSMessagesPerFrame != 1 ||
-		len(c.Transports) != 3 || c.MaxQueue != -1 || c.MaxQueueBytes != 4<<20 {
+		len(c.Transports) != 5 || c.MaxQueue != -1 || c.MaxQueueBytes != 4<<20 {
 		t.Fatalf("defaults %+v", c)
 	}
 	if _, err := NewServer(Config{NodeID: "bad id"}); err == nil {

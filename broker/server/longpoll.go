@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"mime"
@@ -31,7 +32,9 @@ const BrowserCookie = "BAYEUX_BROWSER"
 // Handler returns the http.Handler for every enabled transport, at whatever path
 // it is mounted on (mount it at "/cometd" and "/cometd/"; every path below is
 // accepted): websocket upgrades, GETs with a jsonp parameter (callback-polling),
-// POSTs (long-polling), and CORS preflights.
+// GETs that accept text/event-stream (eventsource streams), POSTs
+// (long-polling, cross-origin-long-polling and eventsource's messages), and
+// CORS preflights.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // LongPollingHandler serves only the long-polling transport.
@@ -69,11 +72,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost:
 		s.serveLongPolling(w, r)
+	case isEventSource(r):
+		s.serveEventSource(w, r)
 	case r.Method == http.MethodGet && r.URL.Query().Has("jsonp"):
 		s.serveCallbackPolling(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST, OPTIONS")
-		http.Error(w, "Bayeux endpoint: POST a message batch, GET with jsonp and message parameters, or upgrade to websocket", http.StatusMethodNotAllowed)
+		http.Error(w, "Bayeux endpoint: POST a message batch, GET with jsonp and message parameters, GET <mount>/<clientId> as text/event-stream, or upgrade to websocket", http.StatusMethodNotAllowed)
 	}
 }
 
@@ -122,8 +127,35 @@ func (s *Server) tooLarge(w http.ResponseWriter) {
 	http.Error(w, "Bayeux request larger than the maximum message size, or with more messages than the broker answers at once", http.StatusRequestEntityTooLarge)
 }
 
+// postTransports are the transports whose messages arrive by POST.
+var postTransports = []string{bayeux.TransportLongPolling, bayeux.TransportCrossOriginLongPolling, bayeux.TransportEventSource}
+
+// servesPOST reports whether a transport that sends by POST is enabled.
+func (s *Server) servesPOST() bool {
+	for _, t := range postTransports {
+		if s.transports[t] {
+			return true
+		}
+	}
+	return false
+}
+
+// isFormBody reports whether a POST body of content type ct is
+// form-encoded: declared so, or sent as text/plain with a "message" field, as
+// Faye's cross-origin-long-polling does (an XMLHttpRequest with a string body
+// and no Content-Type, so that it needs no preflight).
+func isFormBody(ct string, body []byte) bool {
+	switch ct {
+	case "application/x-www-form-urlencoded":
+		return true
+	case "text/plain", "":
+		return bytes.HasPrefix(body, []byte("message="))
+	}
+	return false
+}
+
 func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
-	if !s.transports[bayeux.TransportLongPolling] {
+	if !s.servesPOST() {
 		http.Error(w, "long-polling transport disabled", http.StatusBadRequest)
 		return
 	}
@@ -146,7 +178,7 @@ func (s *Server) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = rc.SetReadDeadline(time.Time{})
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); isFormBody(ct, body) {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
 			s.badRequest(w, err)
@@ -180,6 +212,33 @@ func validCallback(cb string) bool {
 		}
 	}
 	return true
+}
+
+// scriptOriginAllowed decides whether a callback-polling request may be
+// answered. A browser loads it as a script, with no CORS to protect the reply,
+// so the broker checks the page's origin itself: a request that a browser
+// marks as coming from another site or origin (Sec-Fetch-Site, sent by every
+// current browser) must name its page's origin, in Origin or else Referer, and
+// that origin must be allowed (AllowedOrigins, or "*"). A request without
+// fetch metadata (not from a browser, or an old one) is answered, as a
+// websocket without Origin is.
+func (s *Server) scriptOriginAllowed(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	if s.origins.any {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin == "null" {
+		ref, err := url.Parse(r.Referer())
+		if err != nil || ref.Scheme == "" || ref.Host == "" {
+			return false
+		}
+		origin = ref.Scheme + "://" + ref.Host
+	}
+	return s.origins.match(origin)
 }
 
 // maxClientString bounds the header values a session or connection keeps
@@ -228,6 +287,10 @@ func (s *Server) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	}
 	if int64(len(r.URL.RawQuery)) > 3*s.cfg.MaxMessageSize {
 		s.tooLarge(w)
+		return
+	}
+	if !s.scriptOriginAllowed(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	q := r.URL.Query()

@@ -46,13 +46,16 @@ type sessionBinder interface {
 
 // pendingConnect is a /meta/connect being answered.
 type pendingConnect struct {
-	req      *ServerMessage
-	session  *ServerSession
-	hc       *heldConnect
-	timeout  time.Duration
-	browser  string // counted in Server.browsers while held
-	multi    bool   // another session of the same browser is already polling
-	deadline time.Time
+	req     *ServerMessage
+	session *ServerSession
+	hc      *heldConnect
+	timeout time.Duration
+	browser string // counted in Server.browsers while held
+	multi   bool   // another session of the same browser is already polling
+	// eventSource: the client's messages arrive on an EventSource stream,
+	// so the connect is answered at once, with advice to come back later.
+	eventSource bool
+	deadline    time.Time
 }
 
 // batchResult is what processing a batch produced.
@@ -177,7 +180,8 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 		return s.fail(r, bayeux.ErrVersionUnsupported), nil
 	}
 	// The transport the handshake came on, and one the client supports, must be enabled.
-	typesOK := ri.transport == "" || s.transports[ri.transport]
+	typesOK := ri.transport == "" || s.transports[ri.transport] ||
+		ri.transport == bayeux.TransportLongPolling && s.servesPOST()
 	if types := m.m.SupportedConnectionTypes; typesOK && types != nil {
 		typesOK = slices.ContainsFunc(types, func(t string) bool { return s.transports[t] })
 	}
@@ -222,11 +226,28 @@ func (s *Server) handshake(m *ServerMessage, ri reqInfo) (*ServerMessage, *Serve
 	r.m.AuthSuccessful = bayeux.True
 	r.m.Version = bayeux.Version
 	r.m.MinimumVersion = bayeux.MinimumVersion
-	r.m.SupportedConnectionTypes = s.cfg.Transports
+	r.m.SupportedConnectionTypes = s.advertised(m.m.SupportedConnectionTypes)
 	a := s.advice(bayeux.ReconnectRetry)
 	a.MaxInterval = s.cfg.MaxInterval.Milliseconds()
 	r.m.Advice = a
 	return r, ss
+}
+
+// advertised is the supportedConnectionTypes of a successful handshake
+// reply: the enabled transports the client listed, in the configured order,
+// so that a client hears only of names it knows; all enabled ones when the
+// client listed none.
+func (s *Server) advertised(client []string) []string {
+	if len(client) == 0 {
+		return s.cfg.Transports
+	}
+	out := make([]string, 0, len(s.cfg.Transports))
+	for _, t := range s.cfg.Transports {
+		if slices.Contains(client, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // subscriptionReply starts the reply to a /meta/subscribe or
@@ -340,6 +361,11 @@ func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *
 		// The first connect is answered at once, so the client learns the advice.
 		pc.timeout = 0
 	}
+	if m.m.ConnectionType == bayeux.TransportEventSource && s.transports[bayeux.TransportEventSource] &&
+		ri.transport == bayeux.TransportLongPolling {
+		pc.timeout = 0
+		pc.eventSource = true
+	}
 	if ri.conn != nil {
 		ri.conn.bindSession(ss)
 	}
@@ -446,6 +472,10 @@ func (s *Server) finish(pc *pendingConnect, deliver bool) ([]*ServerMessage, *Se
 		// Connects are answered at once while draining: pace the clients that
 		// come back here instead of letting them spin.
 		r.m.Advice.Interval = max(r.m.Advice.Interval, drainInterval.Milliseconds())
+	}
+	if pc.eventSource {
+		r.m.Advice.Timeout = 0
+		r.m.Advice.Interval = max(r.m.Advice.Interval, s.eventSourceInterval().Milliseconds())
 	}
 	if pc.multi {
 		r.m.Advice.MultipleClients = true

@@ -1,7 +1,8 @@
 // Package server is the Bayeux 1.0 server: sessions, channels, the subscription
 // trie, per-session queues, the meta-channel handlers, extensions, security
 // hooks, in-process LocalSessions, and the HTTP and websocket transports that
-// carry it (long-polling, callback-polling, websocket).
+// carry it (long-polling, callback-polling, websocket, and Faye's
+// cross-origin-long-polling and eventsource).
 //
 // Where things are:
 //   - server.go: the node (Server): configuration, session lifecycle, drain
@@ -15,9 +16,9 @@
 //     publish, disconnect) and how a held /meta/connect is answered.
 //   - publish.go: fan-out of a published message to local subscribers and the
 //     backbone.
-//   - longpoll.go and websocket.go: the transports, where messages are
-//     written; forward*.go: relaying a session's requests to the node that
-//     owns it.
+//   - longpoll.go, websocket.go and eventsource.go: the transports, where
+//     messages are written; forward*.go and eventsource_relay.go: relaying a
+//     session's requests and streams to the node that owns it.
 //
 // Its API follows the CometD 2 server design: ServerMessage, ServerSession,
 // ServerChannel, LocalSession and SessionChannel, listeners, Extensions and a
@@ -158,9 +159,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	for _, t := range cfg.Transports {
-		switch t {
-		case bayeux.TransportWebSocket, bayeux.TransportLongPolling, bayeux.TransportCallbackPolling:
-		default:
+		if !bayeux.IsTransport(t) {
 			return nil, fmt.Errorf("server: unknown transport %q", t)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/config"
+	"github.com/cometd-operator/cometd-operator/broker/demo"
 	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
@@ -70,6 +71,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	origins := fs.String("allowed-origins", "", "comma-separated CORS origins; env COMETD_ALLOWED_ORIGINS")
 	natsURL := fs.String("nats-url", "", "NATS URL(s) for the backbone; env COMETD_NATS_URL")
 	logFormat := fs.String("log-format", "text", "log format: text or json; env COMETD_LOG_FORMAT")
+	demoPage := fs.Bool("demo", false, "serve a demo page (chat, latency, transport) at /demo/ on the client port; env COMETD_DEMO=true")
 	pprofListen := fs.String("pprof-listen", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060); env COMETD_PPROF_LISTEN (default: not served)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -148,6 +150,16 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	if set["nats-url"] {
 		f.NATS.URL = *natsURL
 	}
+	if v := getenv("COMETD_DEMO"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("COMETD_DEMO: %w", err)
+		}
+		f.Demo = b
+	}
+	if set["demo"] {
+		f.Demo = *demoPage
+	}
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
@@ -169,6 +181,19 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	}
 	o.node = server.SanitizeNodeID(o.node)
 	return o, nil
+}
+
+// demoURL is the demo page's address on the client listener, with
+// "localhost" for an unspecified (any) address.
+func demoURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String() + demo.Path
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + demo.Path
 }
 
 func orDefault(v, def string) string {
@@ -225,6 +250,14 @@ func run(args []string, getenv func(string) string) error {
 	mux := http.NewServeMux()
 	mux.Handle(mount, srv.Handler())
 	mux.Handle(mount+"/", srv.Handler())
+	if f.Demo {
+		page, err := demo.Handler(mount)
+		if err != nil {
+			return err
+		}
+		mux.Handle(demo.Path, page)
+		mux.Handle(strings.TrimSuffix(demo.Path, "/"), page)
+	}
 	limits := connLimits(f)
 	ln, err := net.Listen("tcp", orDefault(f.Listen, config.DefaultListen))
 	if err != nil {
@@ -251,6 +284,9 @@ func run(args []string, getenv func(string) string) error {
 	log.Info("serving bayeux", "addr", clientLn.Addr().String(), "mount", mount, "node", srv.NodeID(),
 		"transports", strings.Join(cfg.Transports, ","), "maxConnections", limits.MaxConns, "maxConnectionsPerIP", limits.MaxConnsPerIP)
 	log.Info("serving admin", "addr", adminLn.Addr().String())
+	if f.Demo {
+		log.Info("serving the demo page", "url", demoURL(clientLn.Addr()))
+	}
 	var pprofSrv *http.Server
 	if o.pprofListen != "" {
 		pln, err := net.Listen("tcp", o.pprofListen)

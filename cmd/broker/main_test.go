@@ -79,3 +79,35 @@ func TestParseOptionsPrecedence(t *testing.T) {
 		})
 	}
 }
+
+func TestParseOptionsDemo(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    bool
+		wantErr bool
+	}{
+		{"off by default", nil, nil, false, false},
+		{"flag", []string{"--demo"}, nil, true, false},
+		{"env", nil, map[string]string{"COMETD_DEMO": "true"}, true, false},
+		{"flag over env", []string{"--demo=false"}, map[string]string{"COMETD_DEMO": "true"}, false, false},
+		{"bad env", nil, map[string]string{"COMETD_DEMO": "yes please"}, false, true},
+		{"mount under /demo", []string{"--demo", "--mount-path", "/demo/bayeux"}, nil, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"COMETD_NODE": "x"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			o, err := parseOptions(tc.args, func(k string) string { return env[k] })
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && o.file.Demo != tc.want {
+				t.Fatalf("Demo %v, want %v", o.file.Demo, tc.want)
+			}
+		})
+	}
+}

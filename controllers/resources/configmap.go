@@ -72,6 +72,7 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 		f.Transports = append(f.Transports, string(t))
 	}
 	f.AllowedOrigins = append(f.AllowedOrigins, s.AllowedOrigins...)
+	f.Demo = s.Demo
 	// The broker drains within the pod's grace period, keeping a little for
 	// the process to exit before the kubelet kills it.
 	drain := time.Duration(gracePeriod(cc))*time.Second - drainHeadroom

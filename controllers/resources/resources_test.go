@@ -285,8 +285,9 @@ func TestBrokerConfigRendersSpec(t *testing.T) {
 		cc.Spec.Broker.MaxQueue = ptr.To[int32](500)
 		cc.Spec.Broker.MaxSessions = ptr.To[int32](20000)
 		cc.Spec.Broker.MaxMessageSize = ptr.To(resource.MustParse("128Ki"))
-		cc.Spec.Broker.Transports = []v1.Transport{v1.TransportWebsocket}
+		cc.Spec.Broker.Transports = []v1.Transport{v1.TransportWebsocket, v1.TransportEventSource}
 		cc.Spec.Broker.AllowedOrigins = []string{"https://app.example.com"}
+		cc.Spec.Broker.Demo = true
 		cc.Spec.NATS.CredentialsSecret = &v1.SecretKeyRef{Name: "creds"}
 		cc.Spec.Pod.TerminationGracePeriodSeconds = ptr.To[int64](60)
 	})
@@ -301,8 +302,8 @@ func TestBrokerConfigRendersSpec(t *testing.T) {
 	want := config.File{
 		Cluster: "ns1/chat", Listen: ":8080", AdminListen: ":8081", MountPath: "/cometd",
 		TimeoutMs: 25000, MaxIntervalMs: 10000, MaxQueue: 500, MaxQueueBytes: 4 << 20, MaxMessageSize: 128 << 10,
-		MaxSessions: 20000, Transports: []string{"websocket"}, AllowedOrigins: []string{"https://app.example.com"},
-		DrainGracePeriodMs: 55000, PolicyFile: "/etc/cometd/policy/policy.json",
+		MaxSessions: 20000, Transports: []string{"websocket", "eventsource"}, AllowedOrigins: []string{"https://app.example.com"},
+		Demo: true, DrainGracePeriodMs: 55000, PolicyFile: "/etc/cometd/policy/policy.json",
 		NATS: config.NATS{URL: "nats://nats.infra:4222", CredsFile: "/etc/cometd/nats/nats.creds"},
 	}
 	if !equality.Semantic.DeepEqual(*f, want) {

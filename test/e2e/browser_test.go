@@ -1,0 +1,91 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cometd-operator/cometd-operator/internal/browsertest"
+)
+
+// TestBrowsersThroughService runs the real-browser suite (the CometD
+// JavaScript client and Faye's browser client in headless Chromium, every
+// transport each has, a refused origin, two demo pages chatting) against a
+// two-broker CometdCluster through its Service, which sends a client's
+// requests, websocket and eventsource stream to either broker. The pages are
+// served from this machine; the cluster allows one of their origins and
+// serves its demo page (spec.broker.demo).
+func TestBrowsersThroughService(t *testing.T) {
+	e := cluster
+	browsertest.RequireNodeModules(t, e.root)
+	chromium := browsertest.Chromium(t, e.root)
+	deployOperator(t, e)
+	allowed := browsertest.ServePage(t, e.root)
+	denied := browsertest.ServePage(t, e.root)
+
+	ns := "e2e-browser-" + randomSuffix()
+	const name = "browsers"
+	e.kubectl(t, "create", "namespace", ns)
+	t.Cleanup(func() { _, _ = e.run(context.Background(), "", "delete", "namespace", ns, "--wait=false") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.collectDiagnostics(t, ns)
+		}
+	})
+	e.apply(t, ns, fmt.Sprintf(`apiVersion: cometd.bayeux.dev/v1alpha1
+kind: CometdCluster
+metadata:
+  name: %s
+spec:
+  replicas: 2
+  broker:
+    demo: true
+    allowedOrigins: [%q]
+  nats:
+    managed:
+      replicas: 1
+`, name, allowed.Origin))
+	waitSettled(t, e, ns, name, 2, 4*time.Minute)
+	eventually(t, 2*time.Minute, "FanoutReady=True on the CometdCluster", func(ctx context.Context) (bool, string, error) {
+		cc, err := e.getCluster(ctx, ns, name)
+		if err != nil {
+			return false, "", err
+		}
+		c := cc.condition("FanoutReady")
+		return c.Status == "True", fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message), nil
+	})
+
+	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
+	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
+	if ip == "" || ip == "None" || port == "" {
+		t.Fatalf("service %s/%s has no ClusterIP/port (%q, %q)", ns, name, ip, port)
+	}
+	base := fmt.Sprintf("http://%s:%s", ip, port)
+	cfg := browsertest.Config{Broker: base + "/cometd", Allowed: allowed, Denied: denied, Demo: base + "/demo/"}
+	results, version := browsertest.Run(t, e.root, chromium, cfg, 8*time.Minute)
+	t.Logf("%s through %s: %d cases", version, base, len(results))
+	for _, c := range browsertest.Cases {
+		r, ok := results[c]
+		switch {
+		case !ok:
+			t.Errorf("%s: not reported", c)
+		case !r.OK:
+			t.Errorf("%s failed at %q (transport %q): %s\nsteps: %v\npage errors: %v", c, lastStep(r.Steps), r.Transport, r.Error, r.Steps, r.PageErrors)
+		case strings.HasPrefix(c, "cometd/") || strings.HasPrefix(c, "faye/"):
+			if want := c[strings.Index(c, "/")+1:]; r.Transport != want {
+				t.Errorf("%s ran over %q", c, r.Transport)
+			}
+		}
+	}
+}
+
+func lastStep(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[len(s)-1]
+}
