@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 )
 
@@ -104,8 +105,13 @@ type Auth struct {
 	// Empty means aud is not checked.
 	Audience string `json:"audience,omitempty"`
 	// Keys are the verification keys, read from files (mounted from a Secret, so
-	// no key material is ever in the ConfigMap). Required when Algorithm is set.
+	// no key material is ever in the ConfigMap). Required when Algorithm is
+	// set, unless JWKSURL is.
 	Keys []Key `json:"keys,omitempty"`
+	// JWKSURL, when set, is a JWK Set (RFC 7517) to take the keys from
+	// instead (RS256 or ES256 only): fetched at load, refreshed every hour
+	// and, at most every 5 minutes, when a token names a kid it lacks.
+	JWKSURL string `json:"jwksURL,omitempty"`
 	// LeewaySeconds is the clock skew tolerated on exp and nbf, in seconds.
 	// Nil (the field absent) means DefaultLeeway; 0 means none: a token is
 	// refused from the second after its exp. It must not be negative.
@@ -225,12 +231,21 @@ func ValidateDocument(doc Document) error {
 func ValidateAuth(a Auth) error {
 	switch a.Algorithm {
 	case "":
-		if len(a.Keys) > 0 || a.Issuer != "" || a.Audience != "" {
-			return errors.New("auth: keys, issuer or audience set without an algorithm")
+		if len(a.Keys) > 0 || a.Issuer != "" || a.Audience != "" || a.JWKSURL != "" {
+			return errors.New("auth: keys, jwksURL, issuer or audience set without an algorithm")
 		}
 	case HS256, RS256, ES256:
-		if len(a.Keys) == 0 {
-			return fmt.Errorf("auth: algorithm %s needs at least one key file", a.Algorithm)
+		switch {
+		case a.JWKSURL != "" && len(a.Keys) > 0:
+			return errors.New("auth: set keys or jwksURL, not both")
+		case a.JWKSURL != "" && a.Algorithm == HS256:
+			return errors.New("auth: a JWK Set holds public keys: use RS256 or ES256 with jwksURL")
+		case a.JWKSURL != "":
+			if u, err := url.Parse(a.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return fmt.Errorf("auth: jwksURL %q is not an http(s) URL", a.JWKSURL)
+			}
+		case len(a.Keys) == 0:
+			return fmt.Errorf("auth: algorithm %s needs at least one key file or a jwksURL", a.Algorithm)
 		}
 		for i, k := range a.Keys {
 			if (k.File == "") == (k.Dir == "") {

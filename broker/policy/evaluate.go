@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Identity is who a client is, as established at handshake.
@@ -16,6 +17,9 @@ type Identity struct {
 	Claims map[string]any
 	// Authenticated is true when a valid token was presented.
 	Authenticated bool
+	// Expires is the token's exp: the session ends then unless the client
+	// presents a fresh token. Zero when anonymous.
+	Expires time.Time `json:",omitzero"`
 }
 
 // Anonymous is the identity of a client that presented no token.

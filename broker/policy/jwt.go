@@ -1,22 +1,19 @@
 package policy
 
 import (
+	"github.com/golang-jwt/jwt/v5"
+
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
-	"strings"
+	"slices"
 	"time"
 )
 
@@ -73,6 +70,14 @@ type VerifierConfig struct {
 	GroupsClaim string
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// JWKS, when set, supplies the keys (a remote JWK Set, refreshed) in
+	// place of Keys.
+	JWKS JWKS
+}
+
+// JWKS supplies verification keys from a JWK Set (keyfunc.Keyfunc is one).
+type JWKS interface {
+	Keyfunc(token *jwt.Token) (any, error)
 }
 
 // Verifier checks JWTs (JWS compact serialization) against a fixed algorithm
@@ -83,8 +88,11 @@ type Verifier struct {
 
 // NewVerifier validates cfg and returns a Verifier.
 func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
-	if len(cfg.Keys) == 0 {
+	if len(cfg.Keys) == 0 && cfg.JWKS == nil {
 		return nil, errors.New("policy: verifier: no keys")
+	}
+	if cfg.JWKS != nil && cfg.Algorithm == HS256 {
+		return nil, errors.New("policy: verifier: a JWK Set holds public keys: use RS256 or ES256 with it")
 	}
 	for i, k := range cfg.Keys {
 		if err := checkKey(cfg.Algorithm, k.Key); err != nil {
@@ -156,129 +164,108 @@ func keyKind(key any) string {
 // Algorithm returns the algorithm the verifier accepts.
 func (v *Verifier) Algorithm() Algorithm { return v.cfg.Algorithm }
 
-type jwsHeader struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Crit json.RawMessage `json:"crit"`
-}
-
-// Verify checks token's form, algorithm, signature, exp, nbf, iss and aud, and
-// returns the authenticated identity. The token must carry exp and a non-empty
-// sub. Errors wrap one of the ErrToken values.
+// Verify checks token's form, algorithm, signature, exp, nbf, iss and aud
+// (with github.com/golang-jwt/jwt/v5, restricted to the one configured
+// algorithm), and returns the authenticated identity. The token must carry
+// exp and a non-empty sub. Errors wrap one of the ErrToken values.
 func (v *Verifier) Verify(token string) (Identity, error) {
 	if len(token) > MaxTokenSize {
 		return Identity{}, fmt.Errorf("%w: longer than %d bytes", ErrTokenMalformed, MaxTokenSize)
 	}
-	h64, rest, ok1 := strings.Cut(token, ".")
-	p64, s64, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || strings.Contains(s64, ".") {
-		return Identity{}, fmt.Errorf("%w: want three dot-separated parts", ErrTokenMalformed)
-	}
-	hb, err := b64.DecodeString(h64)
-	if err != nil {
-		return Identity{}, fmt.Errorf("%w: header: %v", ErrTokenMalformed, err)
-	}
-	var hdr jwsHeader
-	if err := json.Unmarshal(hb, &hdr); err != nil {
-		return Identity{}, fmt.Errorf("%w: header: %v", ErrTokenMalformed, err)
-	}
-	if hdr.Alg != string(v.cfg.Algorithm) {
-		return Identity{}, fmt.Errorf("%w: header says %q, only %s is configured", ErrTokenAlgorithm, hdr.Alg, v.cfg.Algorithm)
-	}
-	if len(hdr.Crit) > 0 {
-		return Identity{}, fmt.Errorf("%w: critical header extensions are not supported", ErrTokenMalformed)
-	}
-	sig, err := b64.DecodeString(s64)
-	if err != nil {
-		return Identity{}, fmt.Errorf("%w: signature: %v", ErrTokenMalformed, err)
-	}
-	if !v.verifySignature(token[:len(h64)+1+len(p64)], sig, hdr.Kid) {
-		return Identity{}, ErrTokenSignature
-	}
-	pb, err := b64.DecodeString(p64)
-	if err != nil {
-		return Identity{}, fmt.Errorf("%w: payload: %v", ErrTokenMalformed, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(pb))
-	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
-		return Identity{}, fmt.Errorf("%w: payload is not one JSON object", ErrTokenMalformed)
-	}
-	return v.checkClaims(claims)
-}
-
-func (v *Verifier) verifySignature(input string, sig []byte, kid string) bool {
-	digest := sha256.Sum256([]byte(input))
-	byID := false
-	if kid != "" {
-		for _, k := range v.cfg.Keys {
-			if k.ID == kid {
-				byID = true
-				break
-			}
-		}
-	}
-	for _, k := range v.cfg.Keys {
-		if byID && k.ID != kid {
-			continue
-		}
-		switch key := k.Key.(type) {
-		case []byte:
-			m := hmac.New(sha256.New, key)
-			m.Write([]byte(input))
-			if hmac.Equal(m.Sum(nil), sig) {
-				return true
-			}
-		case *rsa.PublicKey:
-			if rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], sig) == nil {
-				return true
-			}
-		case *ecdsa.PublicKey:
-			// JWS (RFC 7518 §3.4): R and S as 32-byte big-endian integers, concatenated.
-			if len(sig) != 64 {
-				continue
-			}
-			r := new(big.Int).SetBytes(sig[:32])
-			s := new(big.Int).SetBytes(sig[32:])
-			if ecdsa.Verify(key, digest[:], r, s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (v *Verifier) checkClaims(c map[string]any) (Identity, error) {
-	now := v.cfg.Now()
-	nowSec := float64(now.UnixNano()) / 1e9
-	leeway := v.cfg.Leeway.Seconds()
-
-	exp, ok, err := numericClaim(c, "exp")
-	if err != nil {
-		return Identity{}, err
-	}
-	if !ok {
-		return Identity{}, fmt.Errorf("%w: no exp", ErrTokenClaims)
-	}
-	if nowSec > exp+leeway {
-		return Identity{}, fmt.Errorf("%w at %s", ErrTokenExpired, secondsToTime(exp).UTC().Format(time.RFC3339))
-	}
-	nbf, ok, err := numericClaim(c, "nbf")
-	if err != nil {
-		return Identity{}, err
-	}
-	if ok && nowSec < nbf-leeway {
-		return Identity{}, fmt.Errorf("%w before %s", ErrTokenNotYetValid, secondsToTime(nbf).UTC().Format(time.RFC3339))
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{string(v.cfg.Algorithm)}),
+		jwt.WithLeeway(*v.cfg.Leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(v.cfg.Now),
+		jwt.WithJSONNumber(),
+		jwt.WithStrictDecoding(),
 	}
 	if v.cfg.Issuer != "" {
-		if iss, _ := c["iss"].(string); iss != v.cfg.Issuer {
-			return Identity{}, fmt.Errorf("%w: %q", ErrTokenIssuer, iss)
+		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
+	}
+	if v.cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
+	}
+	claims := jwt.MapClaims{}
+	tok, err := jwt.NewParser(opts...).ParseWithClaims(token, claims, v.keys)
+	if err != nil {
+		return Identity{}, v.tokenError(tok, claims, err)
+	}
+	if _, crit := tok.Header["crit"]; crit {
+		return Identity{}, fmt.Errorf("%w: critical header extensions are not supported", ErrTokenMalformed)
+	}
+	return v.identity(claims)
+}
+
+// keys is the jwt.Keyfunc: the static keys that answer to the token's kid
+// (all of them when it has none, or none answers to it), or the JWKS's.
+func (v *Verifier) keys(tok *jwt.Token) (any, error) {
+	if v.cfg.JWKS != nil {
+		return v.cfg.JWKS.Keyfunc(tok)
+	}
+	kid, _ := tok.Header["kid"].(string)
+	var set jwt.VerificationKeySet
+	for _, k := range v.cfg.Keys {
+		if kid != "" && k.ID == kid {
+			set.Keys = append(set.Keys, k.Key)
 		}
 	}
-	if v.cfg.Audience != "" && !hasAudience(c["aud"], v.cfg.Audience) {
-		return Identity{}, fmt.Errorf("%w: want %q", ErrTokenAudience, v.cfg.Audience)
+	if len(set.Keys) == 0 {
+		for _, k := range v.cfg.Keys {
+			set.Keys = append(set.Keys, k.Key)
+		}
 	}
+	return set, nil
+}
+
+// tokenError maps the library's errors onto the ErrToken values.
+func (v *Verifier) tokenError(tok *jwt.Token, claims jwt.MapClaims, err error) error {
+	if tok != nil && tok.Header != nil {
+		if alg, _ := tok.Header["alg"].(string); alg != string(v.cfg.Algorithm) {
+			return fmt.Errorf("%w: header says %q, only %s is configured", ErrTokenAlgorithm, alg, v.cfg.Algorithm)
+		}
+	}
+	// A missing or mistyped iss or aud is as unacceptable as a wrong one.
+	if errors.Is(err, jwt.ErrTokenInvalidClaims) {
+		if _, ok := claims["exp"]; !ok {
+			return fmt.Errorf("%w: no exp", ErrTokenClaims)
+		}
+		if iss, ok := claims["iss"].(string); v.cfg.Issuer != "" && (!ok || iss != v.cfg.Issuer) {
+			return fmt.Errorf("%w: %q", ErrTokenIssuer, iss)
+		}
+		if aud, _ := claims.GetAudience(); v.cfg.Audience != "" && !slices.Contains(aud, v.cfg.Audience) {
+			return fmt.Errorf("%w: want %q", ErrTokenAudience, v.cfg.Audience)
+		}
+	}
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return fmt.Errorf("%w: %v", ErrTokenMalformed, err)
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return fmt.Errorf("%w: %v", ErrTokenSignature, err)
+	case errors.Is(err, jwt.ErrTokenExpired):
+		exp, _ := claims.GetExpirationTime()
+		if exp != nil {
+			return fmt.Errorf("%w at %s", ErrTokenExpired, exp.UTC().Format(time.RFC3339))
+		}
+		return ErrTokenExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		nbf, _ := claims.GetNotBefore()
+		if nbf != nil {
+			return fmt.Errorf("%w before %s", ErrTokenNotYetValid, nbf.UTC().Format(time.RFC3339))
+		}
+		return ErrTokenNotYetValid
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		iss, _ := claims.GetIssuer()
+		return fmt.Errorf("%w: %q", ErrTokenIssuer, iss)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return fmt.Errorf("%w: want %q", ErrTokenAudience, v.cfg.Audience)
+	}
+	return fmt.Errorf("%w: %v", ErrTokenClaims, err)
+}
+
+// identity builds the identity of verified claims: sub is required, groups
+// come from the groups claim, exp becomes Expires.
+func (v *Verifier) identity(c jwt.MapClaims) (Identity, error) {
 	sub, _ := c["sub"].(string)
 	if sub == "" {
 		return Identity{}, fmt.Errorf("%w: no sub", ErrTokenClaims)
@@ -296,44 +283,11 @@ func (v *Verifier) checkClaims(c map[string]any) (Identity, error) {
 			}
 		}
 	}
-	return Identity{Subject: sub, Groups: groups, Claims: c, Authenticated: true}, nil
-}
-
-func numericClaim(c map[string]any, name string) (float64, bool, error) {
-	raw, present := c[name]
-	if !present {
-		return 0, false, nil
+	id := Identity{Subject: sub, Groups: groups, Claims: map[string]any(c), Authenticated: true}
+	if exp, err := c.GetExpirationTime(); err == nil && exp != nil {
+		id.Expires = exp.Time
 	}
-	n, ok := raw.(json.Number)
-	if !ok {
-		return 0, false, fmt.Errorf("%w: %s is not a number", ErrTokenClaims, name)
-	}
-	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, false, fmt.Errorf("%w: %s is not a usable number", ErrTokenClaims, name)
-	}
-	return f, true, nil
-}
-
-func secondsToTime(s float64) time.Time {
-	if s > 1e11 || s < -1e11 {
-		return time.Unix(int64(math.Copysign(1e11, s)), 0)
-	}
-	return time.Unix(int64(s), 0)
-}
-
-func hasAudience(aud any, want string) bool {
-	switch a := aud.(type) {
-	case string:
-		return a == want
-	case []any:
-		for _, e := range a {
-			if s, ok := e.(string); ok && s == want {
-				return true
-			}
-		}
-	}
-	return false
+	return id, nil
 }
 
 // ParsePublicKeys decodes every PEM block of data: PUBLIC KEY (PKIX), RSA

@@ -40,6 +40,9 @@ func NewPolicy(doc Document, cfg PolicyConfig) (*Policy, error) {
 	if doc.Auth.Algorithm == "" {
 		return &Policy{acl: acl}, nil
 	}
+	if doc.Auth.JWKSURL != "" {
+		return newPolicy(acl, nil, cfg)
+	}
 	keys, err := LoadKeys(doc.Auth, cfg.BaseDir)
 	if err != nil {
 		return nil, err
@@ -48,6 +51,13 @@ func NewPolicy(doc Document, cfg PolicyConfig) (*Policy, error) {
 }
 
 func newPolicy(acl *ACL, keys []VerifierKey, cfg PolicyConfig) (*Policy, error) {
+	var jwks JWKS
+	if u := acl.doc.Auth.JWKSURL; u != "" {
+		var err error
+		if jwks, err = remoteJWKS(u); err != nil {
+			return nil, err
+		}
+	}
 	a := acl.doc.Auth
 	var leeway *time.Duration
 	if a.LeewaySeconds != nil {
@@ -62,6 +72,7 @@ func newPolicy(acl *ACL, keys []VerifierKey, cfg PolicyConfig) (*Policy, error) 
 		Leeway:      leeway,
 		GroupsClaim: a.GroupsClaim,
 		Now:         cfg.Now,
+		JWKS:        jwks,
 	})
 	if err != nil {
 		return nil, err
