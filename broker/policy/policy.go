@@ -31,6 +31,15 @@ type Policy struct {
 	verifier *Verifier // nil when the document accepts no tokens
 }
 
+// Leeway is the clock skew the policy tolerates on token times (0 when it
+// accepts no tokens).
+func (p *Policy) Leeway() time.Duration {
+	if p == nil || p.verifier == nil {
+		return 0
+	}
+	return *p.verifier.cfg.Leeway
+}
+
 // NewPolicy compiles doc and loads its key files.
 func NewPolicy(doc Document, cfg PolicyConfig) (*Policy, error) {
 	acl, err := NewACL(doc)

@@ -284,6 +284,11 @@ func (ss *ServerSession) Deliver(from *ServerSession, channel string, data any) 
 // told to handshake again.
 func (ss *ServerSession) Disconnect() { ss.srv.removeSession(ss, ErrServerDisconnect) }
 
+// DisconnectWith ends the session from the server side for reason, whose
+// Code names it in logs and whose Reconnect advice a client still polling
+// gets.
+func (ss *ServerSession) DisconnectWith(reason *DisconnectReason) { ss.srv.removeSession(ss, reason) }
+
 // deliver runs listeners and outgoing extensions, then queues m (or hands it to
 // a local session). It never blocks on the client, and takes no session lock.
 // It reports whether the session accepted the message.

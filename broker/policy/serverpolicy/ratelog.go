@@ -55,8 +55,13 @@ type Stats struct {
 	OperationsDenied uint64
 	// LogsSuppressed counts denial log lines left out by the rate limit.
 	LogsSuppressed uint64
+	// TokensRefreshed and RefreshesDenied count fresh tokens taken on
+	// /meta/connect, and refused; TokensExpired the sessions ended because
+	// their token expired.
+	TokensRefreshed, RefreshesDenied, TokensExpired uint64
 }
 
 type denialCounters struct {
 	handshakes, operations, suppressed atomic.Uint64
+	refreshes, expired                 atomic.Uint64
 }

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
 	"github.com/cometd-operator/cometd-operator/broker/policy"
@@ -46,6 +48,8 @@ type Security struct {
 
 	denied       denialCounters
 	hsLog, opLog logLimiter // denial lines (ratelog.go)
+	exp          *expiries  // token lifetimes (expiry.go)
+	refreshed    atomic.Uint64
 }
 
 var _ server.SecurityPolicy = (*Security)(nil)
@@ -58,7 +62,10 @@ func New(cfg Config) (*Security, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Security{src: cfg.Source, log: cfg.Logger}, nil
+	s := &Security{src: cfg.Source, log: cfg.Logger}
+	s.exp = &expiries{timers: map[*server.ServerSession]*time.Timer{}, refused: map[*server.ServerSession]string{},
+		leeway: func() time.Duration { return s.src.Policy().Leeway() }}
+	return s, nil
 }
 
 // Stats returns the denial counters.
@@ -67,6 +74,9 @@ func (s *Security) Stats() Stats {
 		HandshakesDenied: s.denied.handshakes.Load(),
 		OperationsDenied: s.denied.operations.Load(),
 		LogsSuppressed:   s.denied.suppressed.Load(),
+		TokensRefreshed:  s.refreshed.Load(),
+		RefreshesDenied:  s.denied.refreshes.Load(),
+		TokensExpired:    s.denied.expired.Load(),
 	}
 }
 
@@ -243,6 +253,17 @@ type Notice struct {
 // a snapshot keeps its identity.
 func (s *Security) Attach(w *policy.Watcher, srv *server.Server, onRevoke func(Revoked)) {
 	srv.RegisterAttribute(IdentityAttribute, DecodeIdentity)
+	srv.AddExtension(tokenRefresh{s})
+	srv.AddListener(server.ServerListener{
+		// Handshaken and handed-over sessions alike: both carry their identity.
+		SessionAdded: func(ss *server.ServerSession, _ *server.ServerMessage) { s.exp.schedule(ss, IdentityOf(ss)) },
+		SessionRemoved: func(ss *server.ServerSession, reason error) {
+			s.exp.forget(ss)
+			if reason == ErrTokenExpired {
+				s.denied.expired.Add(1)
+			}
+		},
+	})
 	w.OnReload(func(_, p *policy.Policy) {
 		for _, r := range s.Recheck(srv, p) {
 			if r.Channel == "" {

@@ -41,11 +41,13 @@ type broker struct {
 }
 
 // writeDoc compiles rules and writes them where the watcher reads.
-func writeDoc(t *testing.T, path string, anon bool, rules ...policy.Rule) {
+// leeway nil means the default.
+func writeDoc(t *testing.T, path string, anon bool, leeway *int, rules ...policy.Rule) {
 	t.Helper()
 	doc, errs := policy.Compile([]policy.SourcePolicy{{Name: "ns/p", Rules: rules}}, policy.ClusterSettings{
 		Default: policy.Deny, AllowAnonymous: anon,
-		Auth: policy.Auth{Algorithm: policy.HS256, Issuer: "idp", Audience: "chat", Keys: []policy.Key{{File: "secret"}}},
+		Auth: policy.Auth{Algorithm: policy.HS256, Issuer: "idp", Audience: "chat", Keys: []policy.Key{{File: "secret"}},
+			LeewaySeconds: leeway},
 	})
 	if len(errs) > 0 {
 		t.Fatal(errs)
@@ -69,12 +71,17 @@ func newBroker(t *testing.T, anon bool, rules ...policy.Rule) *broker {
 
 func newBrokerLog(t *testing.T, log *slog.Logger, anon bool, rules ...policy.Rule) *broker {
 	t.Helper()
+	return newBrokerLeeway(t, log, nil, anon, rules...)
+}
+
+func newBrokerLeeway(t *testing.T, log *slog.Logger, leeway *int, anon bool, rules ...policy.Rule) *broker {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "secret"), secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "policy.json")
-	writeDoc(t, path, anon, rules...)
+	writeDoc(t, path, anon, leeway, rules...)
 	w, err := policy.NewWatcher(policy.WatcherConfig{Path: path, Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +90,8 @@ func newBrokerLog(t *testing.T, log *slog.Logger, anon bool, rules ...policy.Rul
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewServer(server.Config{Security: sec, Logger: log})
+	// Connects held briefly, so that clients send what they have often.
+	srv, err := server.NewServer(server.Config{Security: sec, Logger: log, Timeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +314,7 @@ func TestReloadWhileConnected(t *testing.T) {
 	}
 	oldVersion := b.watcher.Version()
 
-	writeDoc(t, b.path, false,
+	writeDoc(t, b.path, false, nil,
 		allow("join", handshake, nil, "authenticated"),
 		allow("chat", subPubCr, []string{"/chat/public"}, "authenticated"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -424,7 +432,7 @@ func TestReloadWithCometDClient(t *testing.T) {
 			for line := range lines {
 				last = line
 				if strings.Contains(line, `"event":"subscribed"`) {
-					writeDoc(t, b.path, false,
+					writeDoc(t, b.path, false, nil,
 						allow("join", handshake, nil, "authenticated"),
 						allow("chat", subPubCr, []string{"/chat/public"}, "authenticated"))
 				}
@@ -454,7 +462,7 @@ func TestReloadBansUser(t *testing.T) {
 	b := newBroker(t, false, rules...)
 	alice := b.login(t, nil)
 	bob := b.login(t, msg{"sub": "bob"})
-	writeDoc(t, b.path, false, append(rules, policy.Rule{Name: "ban", Effect: policy.Deny, Actions: handshake, Principals: []string{"user:bob"}})...)
+	writeDoc(t, b.path, false, nil, append(rules, policy.Rule{Name: "ban", Effect: policy.Deny, Actions: handshake, Principals: []string{"user:bob"}})...)
 	if changed, err := b.watcher.Check(); !changed || err != nil {
 		t.Fatalf("reload: changed=%v err=%v", changed, err)
 	}
