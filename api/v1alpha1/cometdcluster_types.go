@@ -181,6 +181,14 @@ type AccessSpec struct {
 
 // AuthSpec configures handshake token (JWT) verification. The algorithm is
 // fixed here, so a token cannot choose another (no "none", no HS/RS confusion).
+// The keys come from a Secret (keysSecret and keys) or a JWK Set URL
+// (jwksURL), not both.
+//
+// A session lives as long as its token: it ends when the token expires
+// (plus leewaySeconds) unless the client sends a fresh token for the same
+// subject in the ext.auth.token of a /meta/connect (see docs/clients.md).
+// +kubebuilder:validation:XValidation:rule="has(self.jwksURL) != (has(self.keysSecret) && has(self.keys))",message="spec.access.auth: set keysSecret and keys, or jwksURL, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.jwksURL) || self.algorithm != 'HS256'",message="spec.access.auth.jwksURL holds public keys: use RS256 or ES256 with it"
 type AuthSpec struct {
 	// Algorithm is the only signature algorithm accepted: HS256 (a shared
 	// secret), RS256 or ES256 (public keys).
@@ -203,7 +211,8 @@ type AuthSpec struct {
 	// copied; rotating its content needs no restart.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	KeysSecret string `json:"keysSecret"`
+	// +optional
+	KeysSecret string `json:"keysSecret,omitempty"`
 
 	// Keys lists the Secret's keys to verify with, each with an optional key
 	// ID (the token header's kid).
@@ -211,7 +220,17 @@ type AuthSpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=map
 	// +listMapKey=key
-	Keys []AuthKey `json:"keys"`
+	// +optional
+	Keys []AuthKey `json:"keys,omitempty"`
+
+	// JWKSURL is a JWK Set (RFC 7517) the brokers take the keys from instead
+	// of a Secret (RS256 or ES256): fetched when a broker loads the policy,
+	// refreshed every hour, and at most every 5 minutes when a token names a
+	// key ID the set lacks (a rotation). The brokers must reach it.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +optional
+	JWKSURL string `json:"jwksURL,omitempty"`
 
 	// LeewaySeconds is the clock skew tolerated on exp and nbf; 0 tolerates none.
 	// +kubebuilder:default=30

@@ -458,6 +458,12 @@ func TestCallbackPollingOrigin(t *testing.T) {
 		{"junk Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "::not a url"}, 403},
 		{"userinfo Referer", ts, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://localhost:8000@evil.example/"}, 403},
 		{"any origin allowed", any, map[string]string{"Sec-Fetch-Site": "cross-site", "Referer": "http://evil.example/"}, 200},
+		// Browsers send no fetch metadata to a plain-HTTP host that is not a
+		// loopback address (a Service's ClusterIP): the page's origin decides.
+		{"no fetch metadata, other page", ts, map[string]string{"Referer": "http://localhost:9000/"}, 403},
+		{"no fetch metadata, other page by Origin", ts, map[string]string{"Origin": "http://evil.example"}, 403},
+		{"no fetch metadata, allowed page", ts, map[string]string{"Referer": "http://localhost:8000/chat"}, 200},
+		{"no fetch metadata, the broker's own page", ts, map[string]string{"Referer": strings.TrimSuffix(ts.url, "/cometd") + "/demo/"}, 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

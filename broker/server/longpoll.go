@@ -216,29 +216,30 @@ func validCallback(cb string) bool {
 
 // scriptOriginAllowed decides whether a callback-polling request may be
 // answered. A browser loads it as a script, with no CORS to protect the reply,
-// so the broker checks the page's origin itself: a request that a browser
-// marks as coming from another site or origin (Sec-Fetch-Site, sent by every
-// current browser) must name its page's origin, in Origin or else Referer, and
-// that origin must be allowed (AllowedOrigins, or "*"). A request without
-// fetch metadata (not from a browser, or an old one) is answered, as a
-// websocket without Origin is.
+// so the broker checks the page's origin itself, named by Origin or else
+// Referer (a browser sends the page's origin in one of them for a script
+// from another origin). A request that fetch metadata marks as same-origin
+// (Sec-Fetch-Site, which browsers send only to HTTPS and loopback addresses)
+// is answered; any other whose page origin is known must pass the websocket
+// origin check: listed (or "*"), or same-origin on an address. A request that
+// names no origin at all, and has no fetch metadata saying it is cross-site,
+// is not from a browser page, and is answered as a websocket without Origin
+// is.
 func (s *Server) scriptOriginAllowed(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
-		return true
-	}
-	if s.origins.any {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site == "same-origin" || site == "none" {
 		return true
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" || origin == "null" {
-		ref, err := url.Parse(r.Referer())
-		if err != nil || ref.Scheme == "" || ref.Host == "" {
-			return false
+		if ref, err := url.Parse(r.Referer()); err == nil && ref.Scheme != "" && ref.Host != "" {
+			origin = ref.Scheme + "://" + ref.Host
 		}
-		origin = ref.Scheme + "://" + ref.Host
 	}
-	return s.origins.match(origin)
+	if origin == "" || origin == "null" {
+		return site == "" // cross-site by fetch metadata, yet no origin: refused
+	}
+	return s.originAllowed(origin, r)
 }
 
 // maxClientString bounds the header values a session or connection keeps

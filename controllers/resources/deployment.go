@@ -114,7 +114,7 @@ func (b *deploymentBuilder) podSpec() corev1.PodSpec {
 		{Name: configVolume, MountPath: ConfigDir, ReadOnly: true},
 		{Name: policyVolume, MountPath: PolicyDir, ReadOnly: true},
 	}
-	if au := cc.Spec.Access.Auth; au != nil {
+	if au := cc.Spec.Access.Auth; au != nil && au.KeysSecret != "" {
 		// The whole Secret: the policy document names the files, so changing
 		// which keys are used, or rotating them, needs no new pod.
 		volumes = append(volumes, corev1.Volume{

@@ -26,6 +26,7 @@ func PolicySettings(cc *v1.CometdCluster) policy.ClusterSettings {
 			Issuer:      au.Issuer,
 			Audience:    au.Audience,
 			GroupsClaim: au.GroupsClaim,
+			JWKSURL:     au.JWKSURL,
 		}
 		if au.LeewaySeconds != nil {
 			s.Auth.LeewaySeconds = new(int(*au.LeewaySeconds))
