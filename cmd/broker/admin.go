@@ -70,6 +70,9 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	}
 	policyCounter("cometd_policy_handshakes_denied_total", "Handshakes the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.HandshakesDenied })
 	policyCounter("cometd_policy_operations_denied_total", "Create, subscribe and publish operations the channel policy refused.", func(s serverpolicy.Stats) uint64 { return s.OperationsDenied })
+	policyCounter("cometd_policy_tokens_refreshed_total", "Fresh tokens sessions sent with a /meta/connect and the policy took.", func(s serverpolicy.Stats) uint64 { return s.TokensRefreshed })
+	policyCounter("cometd_policy_token_refreshes_denied_total", "Fresh tokens sent with a /meta/connect that the policy refused (the session kept its expiry).", func(s serverpolicy.Stats) uint64 { return s.RefreshesDenied })
+	policyCounter("cometd_policy_sessions_token_expired_total", "Sessions ended because their token expired.", func(s serverpolicy.Stats) uint64 { return s.TokensExpired })
 	policyCounter("cometd_policy_denial_logs_suppressed_total", "Denial log lines left out by the rate limit (10 a second of each kind).", func(s serverpolicy.Stats) uint64 { return s.LogsSuppressed })
 	registerBackboneMetrics(a.reg, bb)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cometd_draining", Help: "1 while the broker drains."},
