@@ -1,7 +1,8 @@
 // A third-party Bayeux client driven line by line, for the cluster tests.
 //
-// Usage: node client.mjs <cometd|faye> <url> <transport> [ack]
-// ("ack" registers the CometD client's ack extension).
+// Usage: node client.mjs <cometd|faye> <url> <transport> [ack|token=<JWT>]
+// ("ack" registers the CometD client's ack extension; "token=" makes the
+// CometD client handshake with that token in ext.auth.token).
 // with CLUSTER_NODE_MODULES set to the node_modules directory holding the npm
 // clients (the Go test passes test/conformance/node_modules, so one install
 // serves both suites).
@@ -10,6 +11,7 @@
 //   {"op":"subscribe","channel":"/a/*"}
 //   {"op":"publish","channel":"/a/b","data":{...}}
 //   {"op":"disconnect"}
+//   {"op":"refresh","token":"<JWT>"}  (CometD) sends the token with the next /meta/connect
 // stdout reports one JSON event per line:
 //   {"ev":"ready","clientId":"..."}                 after the first handshake
 //   {"ev":"handshake","clientId":"..."}            on every successful handshake
@@ -19,6 +21,7 @@
 //   {"ev":"message","sub":"<pattern>","channel":"...","data":...}
 //   {"ev":"meta-error","channel":"...","error":"..."} for every unsuccessful meta reply
 //   {"ev":"disconnected"}
+//   {"ev":"auth","expires":<unix s>,"error":"..."}  a connect reply's ext.auth (CometD)
 // The process exits when stdin closes.
 import {createInterface} from "node:readline";
 import {join} from "node:path";
@@ -34,6 +37,8 @@ if (!modules) {
 function emit(ev) {
     process.stdout.write(JSON.stringify(ev) + "\n");
 }
+
+let fresh = null; // a token for the next /meta/connect
 
 async function cometdClient() {
     const {adapt} = await import(pathToFileURL(join(modules, "cometd-nodejs-client", "cometd-nodejs-client.js")).href);
@@ -54,6 +59,25 @@ async function cometdClient() {
         }
     }
     cometd.configure({url, logLevel: "warn", maxNetworkDelay: 10000});
+    const token = option && option.startsWith("token=") ? option.slice("token=".length) : null;
+    cometd.registerExtension("auth", {
+        outgoing(m) {
+            if (m.channel === "/meta/handshake" && token) {
+                m.ext = Object.assign(m.ext || {}, {auth: {token}});
+            }
+            if (m.channel === "/meta/connect" && fresh) {
+                m.ext = Object.assign(m.ext || {}, {auth: {token: fresh}});
+                fresh = null;
+            }
+            return m;
+        },
+        incoming(m) {
+            if (m.channel === "/meta/connect" && m.ext && m.ext.auth) {
+                emit({ev: "auth", expires: m.ext.auth.expires, error: m.ext.auth.error || ""});
+            }
+            return m;
+        },
+    });
     cometd.registerExtension("spy", {
         incoming(m) {
             if (m.channel && m.channel.startsWith("/meta/") && m.successful === false) {
@@ -67,6 +91,9 @@ async function cometdClient() {
     });
     await new Promise((resolve, reject) => cometd.handshake((r) => r.successful ? resolve(r) : reject(new Error(JSON.stringify(r)))));
     return {
+        refresh(t) {
+            fresh = t;
+        },
         clientId: () => cometd.getClientId(),
         subscribe(channel) {
             return new Promise((resolve, reject) => cometd.subscribe(channel,
@@ -143,6 +170,9 @@ rl.on("line", (line) => {
         Promise.resolve(client.publish(cmd.channel, cmd.data)).then(
             () => emit({ev: "published", channel: cmd.channel}),
             (e) => emit({ev: "error", op: "publish", channel: cmd.channel, error: String(e && e.message || e)}));
+        break;
+    case "refresh":
+        client.refresh(cmd.token);
         break;
     case "disconnect":
         client.disconnect().then(() => emit({ev: "disconnected"}));

@@ -59,6 +59,8 @@ type Event struct {
 	Data     json.RawMessage `json:"data"`
 	Error    string          `json:"error"`
 	Op       string          `json:"op"`
+	// Expires is a connect reply's ext.auth.expires (ev "auth").
+	Expires int64 `json:"expires"`
 }
 
 // payload is the data the tests publish: an ID, and the channel it was published
@@ -89,7 +91,13 @@ func Start(t testing.TB, kind, url, transport string, options ...string) *Client
 	cmd := exec.CommandContext(ctx, "node", args...)
 	cmd.Env = append(os.Environ(), "CLUSTER_NODE_MODULES="+NodeModules(t))
 	cmd.WaitDelay = 5 * time.Second
-	c := &Client{t: t, name: strings.Join(append([]string{kind, transport}, options...), "/"), stderr: &brokertest.SyncBuffer{}, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	shown := append([]string{kind, transport}, options...)
+	for i, o := range shown {
+		if strings.HasPrefix(o, "token=") {
+			shown[i] = "token" // not the whole JWT in every log line
+		}
+	}
+	c := &Client{t: t, name: strings.Join(shown, "/"), stderr: &brokertest.SyncBuffer{}, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
