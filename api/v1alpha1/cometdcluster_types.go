@@ -404,6 +404,25 @@ type ManagedNATS struct {
 	// +kubebuilder:default={}
 	// +optional
 	Cluster NATSClusterRoutes `json:"cluster,omitempty"`
+
+	// TLS encrypts the brokers' connections and the routes with a certificate
+	// you provide (for example from cert-manager). Unset means plain TCP,
+	// authenticated by the operator's generated credentials.
+	// +optional
+	TLS *NATSTLS `json:"tls,omitempty"`
+}
+
+// NATSTLS names the Secret holding the managed NATS servers' certificate.
+type NATSTLS struct {
+	// SecretName is a kubernetes.io/tls Secret in the cluster's namespace
+	// with tls.crt, tls.key and ca.crt (the CA that signed tls.crt, which
+	// the brokers and the other servers verify it with). The certificate
+	// must name <cluster>-nats.<namespace>.svc (the brokers' URL) and
+	// *.<cluster>-nats-headless.<namespace>.svc (the routes). A renewed
+	// certificate takes effect when the NATS pods restart.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
 }
 
 // NATSClusterRoutes configures NATS cluster routing: every server routes to

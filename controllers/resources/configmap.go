@@ -88,6 +88,9 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 		case n.Managed != nil:
 			f.NATS.URL = NATSURL(cc)
 			f.NATS.TokenFile = NATSTokenPath
+			if n.Managed.TLS != nil {
+				f.NATS.CAFile = NATSCAPath
+			}
 		}
 	}
 	return f

@@ -2,6 +2,7 @@ package resources
 
 import (
 	"maps"
+	"path"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -142,6 +143,12 @@ func (b *deploymentBuilder) podSpec() corev1.PodSpec {
 			}},
 		})
 		mounts = append(mounts, corev1.VolumeMount{Name: natsCredsVolume, MountPath: NATSCredsDir, ReadOnly: true})
+		if t := cc.Spec.NATS.Managed.TLS; t != nil {
+			volumes = append(volumes, corev1.Volume{Name: natsCAVol, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: t.SecretName, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}}})
+			mounts = append(mounts, corev1.VolumeMount{Name: natsCAVol, MountPath: path.Dir(NATSCAPath), ReadOnly: true})
+		}
 	}
 
 	security := p.SecurityContext

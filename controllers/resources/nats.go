@@ -27,10 +27,33 @@ const (
 	defaultNATSReplicas  = 3
 )
 
-// NATSURL is the managed NATS client URL the brokers connect to.
+// NATSURL is the managed NATS client URL the brokers connect to: tls:// when
+// the managed NATS has a certificate.
 func NATSURL(cc *v1.CometdCluster) string {
-	return fmt.Sprintf("nats://%s.%s.svc:%d", cc.ChildName(SuffixNATS), cc.Namespace, NATSClientPort)
+	scheme := "nats"
+	if natsTLS(cc) != nil {
+		scheme = "tls"
+	}
+	return fmt.Sprintf("%s://%s.%s.svc:%d", scheme, cc.ChildName(SuffixNATS), cc.Namespace, NATSClientPort)
 }
+
+func natsTLS(cc *v1.CometdCluster) *v1.NATSTLS {
+	if !cc.ManagedNATS() {
+		return nil
+	}
+	return cc.Spec.NATS.Managed.TLS
+}
+
+// Where the managed NATS's certificate is mounted, in the NATS pods and (the
+// CA only) in the broker pods.
+const (
+	natsTLSDir    = "/etc/nats/tls"
+	natsTLSVolume = "tls"
+	// NATSCAPath is where brokers read the CA that signed the managed NATS's
+	// certificate.
+	NATSCAPath = "/etc/cometd/nats-tls/ca.crt"
+	natsCAVol  = "nats-tls"
+)
 
 // NATSReplicas is the number of managed NATS servers the cluster asks for (0
 // without managed NATS).
@@ -63,6 +86,9 @@ func NATSConfig(cc *v1.CometdCluster) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Managed by cometd-operator for CometdCluster %s/%s.\n", cc.Namespace, cc.Name)
 	fmt.Fprintf(&b, "server_name: $POD_NAME\nport: %d\nhttp_port: %d\n", NATSClientPort, NATSMonitorPort)
+	if natsTLS(cc) != nil {
+		fmt.Fprintf(&b, "tls {\n%s  timeout: 5\n}\n", natsTLSFiles())
+	}
 	fmt.Fprintf(&b, "include %q\n", "../auth/"+natsAuthConfigKey)
 	return b.String()
 }
@@ -132,9 +158,36 @@ func (b *natsStatefulSetBuilder) Update(obj client.Object) error {
 	return b.own(sts)
 }
 
+// natsTLSFiles is the certificate part of a NATS tls block.
+func natsTLSFiles() string {
+	return fmt.Sprintf("  cert_file: %q\n  key_file: %q\n  ca_file: %q\n",
+		natsTLSDir+"/tls.crt", natsTLSDir+"/tls.key", natsTLSDir+"/ca.crt")
+}
+
 func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 	cc := b.cc
 	m := cc.Spec.NATS.Managed
+	mounts := []corev1.VolumeMount{
+		{Name: configVolume, MountPath: natsConfigDir, ReadOnly: true},
+		{Name: natsAuthVolume, MountPath: natsAuthDir, ReadOnly: true},
+	}
+	volumes := []corev1.Volume{{
+		Name: configVolume,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cc.ChildName(SuffixNATSConfig)},
+		}},
+	}, {
+		Name: natsAuthVolume,
+		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: cc.ChildName(SuffixNATSAuth),
+			Items:      []corev1.KeyToPath{{Key: natsAuthConfigKey, Path: natsAuthConfigKey}},
+		}},
+	}}
+	if t := m.TLS; t != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: natsTLSVolume, MountPath: natsTLSDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: natsTLSVolume,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: t.SecretName}}})
+	}
 	labels := maps.Clone(NATSLabels(cc))
 	probe := func(failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -170,28 +223,14 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 					Resources:      m.Resources,
 					ReadinessProbe: probe(1),
 					LivenessProbe:  probe(livenessFailures),
-					VolumeMounts: []corev1.VolumeMount{
-						{Name: configVolume, MountPath: natsConfigDir, ReadOnly: true},
-						{Name: natsAuthVolume, MountPath: natsAuthDir, ReadOnly: true},
-					},
+					VolumeMounts:   mounts,
 					SecurityContext: &corev1.SecurityContext{
 						AllowPrivilegeEscalation: ptr.To(false),
 						ReadOnlyRootFilesystem:   ptr.To(true),
 						Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 					},
 				}},
-				Volumes: []corev1.Volume{{
-					Name: configVolume,
-					VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-						LocalObjectReference: corev1.LocalObjectReference{Name: cc.ChildName(SuffixNATSConfig)},
-					}},
-				}, {
-					Name: natsAuthVolume,
-					VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: cc.ChildName(SuffixNATSAuth),
-						Items:      []corev1.KeyToPath{{Key: natsAuthConfigKey, Path: natsAuthConfigKey}},
-					}},
-				}},
+				Volumes:          volumes,
 				ImagePullSecrets: cc.Spec.ImagePullSecrets,
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot:   ptr.To(true),

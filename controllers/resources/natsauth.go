@@ -50,8 +50,12 @@ func NATSAuthConfig(cc *v1.CometdCluster, token, routePassword string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Managed by cometd-operator for CometdCluster %s/%s. Secret: do not copy.\n", cc.Namespace, cc.Name)
 	fmt.Fprintf(&b, "authorization {\n  token: %q\n}\n", token)
-	fmt.Fprintf(&b, "cluster {\n  name: %q\n  port: %d\n  authorization {\n    user: %q\n    password: %q\n  }\n  routes: [\n%s\n  ]\n}\n",
-		cc.ChildName(SuffixNATS), port, natsRouteUser, routePassword, strings.Join(routes, "\n"))
+	routeTLS := ""
+	if natsTLS(cc) != nil {
+		routeTLS = "  tls {\n" + strings.ReplaceAll(natsTLSFiles(), "  ", "    ") + "    timeout: 5\n  }\n"
+	}
+	fmt.Fprintf(&b, "cluster {\n  name: %q\n  port: %d\n%s  authorization {\n    user: %q\n    password: %q\n  }\n  routes: [\n%s\n  ]\n}\n",
+		cc.ChildName(SuffixNATS), port, routeTLS, natsRouteUser, routePassword, strings.Join(routes, "\n"))
 	return b.String()
 }
 

@@ -2,8 +2,16 @@ package resources
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	corev1 "k8s.io/api/core/v1"
 
+	v1 "github.com/cometd-operator/cometd-operator/api/v1alpha1"
 	"github.com/cometd-operator/cometd-operator/internal/testutil"
 )
 
@@ -133,3 +142,87 @@ func (l *errorLog) Debugf(string, ...any)          {}
 func (l *errorLog) Tracef(string, ...any)          {}
 func (l *errorLog) Fatalf(format string, v ...any) { l.add(format, v...) }
 func (l *errorLog) Errorf(format string, v ...any) { l.add(format, v...) }
+
+// writeTestCerts writes a CA and a server certificate for 127.0.0.1 signed
+// by it, as tls.crt, tls.key and ca.crt, into dir.
+func writeTestCerts(t *testing.T, dir string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nats"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{
+		"ca.crt": {Type: "CERTIFICATE", Bytes: caDER}, "tls.crt": {Type: "CERTIFICATE", Bytes: leafDER},
+		"tls.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// With spec.nats.managed.tls, a NATS server run from the rendered
+// configuration (the Secret's files where the pod mounts them) accepts only
+// TLS clients that also have the token, and its routes run over TLS; the
+// brokers are told a tls:// URL and the CA.
+func TestRenderedNATSWithTLS(t *testing.T) {
+	cc := cluster(managed, func(cc *v1.CometdCluster) { cc.Spec.NATS.Managed.TLS = &v1.NATSTLS{SecretName: "nats-cert"} })
+	objs := build(t, cc, Options{})
+	certs := t.TempDir()
+	writeTestCerts(t, certs)
+	mounted := func(s string) string { return strings.ReplaceAll(s, "/etc/nats/tls", certs) }
+	conf := mounted(find[*corev1.ConfigMap](t, objs, "chat-nats-config").Data["nats.conf"])
+	secret := find[*corev1.Secret](t, objs, "chat-nats-auth")
+	auth, token, pass := mounted(string(secret.Data["auth.conf"])), string(secret.Data["token"]), string(secret.Data["route-password"])
+	a := startRenderedNATS(t, conf, auth)
+
+	if nc, err := nats.Connect(a.ClientURL(), nats.Token(token)); err == nil {
+		nc.Close()
+		t.Fatal("a client without TLS was accepted")
+	}
+	secure := []nats.Option{nats.Token(token), nats.RootCAs(filepath.Join(certs, "ca.crt"))}
+	nc, err := nats.Connect(strings.Replace(a.ClientURL(), "nats://", "tls://", 1), secure...)
+	if err != nil {
+		t.Fatalf("a TLS client with the token: %v", err)
+	}
+	nc.Close()
+	b := startRenderedNATS(t, conf, auth, &url.URL{Scheme: "nats", User: url.UserPassword("route", pass), Host: a.ClusterAddr().String()})
+	testutil.Eventually(t, 10*time.Second, "a TLS route", func(context.Context) (bool, string) {
+		return a.NumRoutes() > 0 && b.NumRoutes() > 0, fmt.Sprintf("routes %d, %d", a.NumRoutes(), b.NumRoutes())
+	})
+	vz, err := a.Varz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vz.Cluster.TLSRequired || !vz.TLSRequired {
+		t.Errorf("TLS not required: clients %v, routes %v", vz.TLSRequired, vz.Cluster.TLSRequired)
+	}
+
+	f := BrokerConfigFile(cc)
+	if f.NATS.URL != "tls://chat-nats.ns1.svc:4222" || f.NATS.CAFile != NATSCAPath || f.NATS.TokenFile != NATSTokenPath {
+		t.Fatalf("broker NATS settings %+v", f.NATS)
+	}
+}
