@@ -39,7 +39,8 @@ import (
 type CometdClusterReconciler struct {
 	client.Client
 	Scheme *runtime.Scheme
-	// Recorder emits an Event for every child created or updated.
+	// Recorder emits an Event for each reconcile that creates or updates
+	// children (naming them), and for the autoscaler and the rebalancer.
 	Recorder events.EventRecorder
 	// Options are the operator-wide defaults (images).
 	Options resources.Options

@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -13,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
 )
@@ -229,4 +233,33 @@ func (ic *idleClients) close(t *testing.T) {
 			t.Errorf("idle session %d: disconnect: %v", i, err)
 		}
 	}
+}
+
+// natsRefusesStrangers checks the managed NATS's authentication on the real
+// cluster: a client without the cluster's token, or with a wrong one, cannot
+// connect (so cannot read or inject backbone traffic); the token from the
+// operator's Secret can.
+func natsRefusesStrangers(t *testing.T, e env, ns, name string) {
+	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name+"-nats", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
+	u := "nats://" + net.JoinHostPort(ip, "4222")
+	for what, opts := range map[string][]nats.Option{"no token": nil, "a wrong token": {nats.Token("guess")}} {
+		nc, err := nats.Connect(u, append(opts, nats.Timeout(10*time.Second))...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("the managed NATS accepted a client with %s", what)
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("a client with %s: %v, want an authorization error", what, err)
+		}
+	}
+	token, err := base64.StdEncoding.DecodeString(strings.TrimSpace(
+		e.kubectl(t, "get", "secret", name+"-nats-auth", "-n", ns, "-o", "jsonpath={.data.token}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(u, nats.Token(string(token)), nats.Timeout(10*time.Second))
+	if err != nil {
+		t.Fatalf("the operator's token is refused: %v", err)
+	}
+	nc.Close()
 }

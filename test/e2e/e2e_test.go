@@ -65,6 +65,7 @@ func TestCometdClusterLifecycle(t *testing.T) {
 	}{
 		{"DeployOperator", func(t *testing.T) { deployOperator(t, e) }},
 		{"ThreeBrokersWithManagedNATSBecomeAvailable", func(t *testing.T) { createCluster(t, e, ns, name) }},
+		{"ManagedNATSRefusesStrangers", func(t *testing.T) { natsRefusesStrangers(t, e, ns, name) }},
 		{"ThirdPartyClientsFanOutAcrossPods", func(t *testing.T) { checkFanout(t, e, ns, name, allClients...) }},
 		{"FayeWebSocketAcrossPods", func(t *testing.T) { checkFanout(t, e, ns, name, fayeWS...) }},
 		{"ScaleTo5", func(t *testing.T) { scale(t, e, ns, name, 5) }},
