@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -106,9 +107,16 @@ func TestSessionsAutoscalerFollowsTheLoad(t *testing.T) {
 		t.Fatalf("replicas %d past maxReplicas 4", *got.Spec.Replicas)
 	}
 	// Down one pod at a time: 3, then 2, then 1, never below minReplicas.
+	// Before each step the brokers are marked with their sessions as their
+	// pod-deletion-cost, so that the emptiest go first.
 	b.setSessions(10)
 	for _, want := range []int32{3, 2, 1} {
 		waitReplicas(t, cc, want)
+	}
+	pod := &corev1.Pod{}
+	get(t, ns, "chat-a", pod)
+	if c := pod.Annotations["controller.kubernetes.io/pod-deletion-cost"]; c != "10" {
+		t.Fatalf("pod-deletion-cost %q, want the broker's 10 sessions", c)
 	}
 	// kubectl scale: the autoscaler wins at its next decision.
 	got = waitReplicas(t, cc, 1)

@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -193,6 +195,9 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	if cc.Spec.Replicas != nil && *cc.Spec.Replicas == d.Desired {
 		return st, nil
 	}
+	if d.Desired < resources.DesiredReplicas(cc) {
+		r.markDeletionCosts(ctx, cc, reports)
+	}
 	// As an HPA does: through the scale subresource, on the version read, so
 	// that a concurrent writer makes this one fail and the next reconcile
 	// decide again.
@@ -220,6 +225,47 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	log.FromContext(ctx).Info("autoscaled", "from", from, "to", d.Desired, "reason", d.Reason)
 	r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, ReasonScaled, "Scale", "spec.replicas %d → %d: %s", from, d.Desired, d.Reason)
 	return st, nil
+}
+
+// podDeletionCost is the annotation the ReplicaSet controller reads to pick
+// the pods a scale-down removes: the lowest cost first.
+const podDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+
+// markDeletionCosts sets each answering broker's pod-deletion-cost to its
+// client sessions before a scale-down, so that the Deployment removes the
+// emptiest brokers and the drains move the fewest sessions. Only a
+// scale-down writes them; a failure leaves the ReplicaSet's own choice.
+func (r *CometdClusterReconciler) markDeletionCosts(ctx context.Context, cc *v1.CometdCluster, reports []brokerReport) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(cc.Namespace), client.MatchingLabels(resources.BrokerSelector(cc))); err != nil {
+		log.FromContext(ctx).Error(err, "list broker pods to mark their deletion cost")
+		return
+	}
+	sessions := map[string]int64{}
+	for _, rep := range reports {
+		if rep.Err == nil {
+			sessions[rep.Pod] = rep.Sessions
+		}
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		n, ok := sessions[pod.Name]
+		if !ok {
+			continue
+		}
+		cost := strconv.FormatInt(min(n, math.MaxInt32), 10)
+		if pod.Annotations[podDeletionCost] == cost {
+			continue
+		}
+		patch := client.MergeFrom(pod.DeepCopy())
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[podDeletionCost] = cost
+		if err := r.Patch(ctx, pod, patch); err != nil {
+			log.FromContext(ctx).Error(err, "mark a broker's deletion cost", "pod", pod.Name)
+		}
+	}
 }
 
 func minReplicas(a *v1.AutoscalingSpec) int32 {
