@@ -72,6 +72,7 @@ func TestCometdClusterLifecycle(t *testing.T) {
 		{"ScaleTo2", func(t *testing.T) { scale(t, e, ns, name, 2) }},
 		{"FanOutAfterScaling", func(t *testing.T) { checkFanout(t, e, ns, name, allClients...) }},
 		{"ScaleTo3", func(t *testing.T) { scale(t, e, ns, name, 3) }},
+		{"ForceDeletedBrokerClientsRecover", func(t *testing.T) { forceDeletedBrokerClientsRecover(t, e, ns, name) }},
 		{"BrokerSettingRollsPodsLosingNothing", func(t *testing.T) {
 			withTraffic(t, e, ns, name, func(t *testing.T) { rollingRestart(t, e, ns, name) })
 		}},

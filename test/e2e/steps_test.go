@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cometd-operator/cometd-operator/broker/client"
+	"github.com/cometd-operator/cometd-operator/internal/jsclient"
 )
 
 // adminPort is the brokers' admin port (controllers/resources.AdminPort).
@@ -262,4 +263,98 @@ func natsRefusesStrangers(t *testing.T, e env, ns, name string) {
 		t.Fatalf("the operator's token is refused: %v", err)
 	}
 	nc.Close()
+}
+
+// forceDeletedBrokerClientsRecover force-deletes (`kubectl delete pod
+// --grace-period=0 --force`, as an operator does with a pod stuck on a lost
+// node) the broker pod that owns the sessions of a long-polling and a
+// websocket CometD client: each client publishes and receives through the
+// Service again within a bound well under the 30 s connect timeout. The time
+// to recover, and whether the session survived (the pod's process, told to
+// stop, hands it over) or the client handshook again, are logged.
+func forceDeletedBrokerClientsRecover(t *testing.T, e env, ns, name string) {
+	jsclient.NodeModules(t)
+	url := serviceURL(t, e, ns, name)
+	channel := fmt.Sprintf("/e2e/kill/%d", time.Now().UnixNano())
+	pods, err := e.brokerPods(context.Background(), ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Clients until one of each transport has its session on the same pod.
+	var victim string
+	var clients []*jsclient.Client
+	var ids []string
+	for attempt := 0; attempt < 12 && len(clients) < 2; attempt++ {
+		tr := []string{"long-polling", "websocket"}[len(clients)]
+		c := jsclient.Start(t, "cometd", url, tr)
+		id := c.Wait(func(ev jsclient.Event) bool { return ev.Ev == "ready" }, "ready").ClientID
+		owner, _, _ := strings.Cut(id, "~")
+		if victim == "" {
+			victim = owner
+		}
+		if owner == victim {
+			c.Subscribe(channel + "/**")
+			clients = append(clients, c)
+			ids = append(ids, id)
+		}
+	}
+	if len(clients) < 2 {
+		t.Fatalf("no two clients landed on one of %d brokers", len(pods))
+	}
+	killed := time.Now()
+	e.kubectl(t, "delete", "pod", victim, "-n", ns, "--grace-period=0", "--force")
+	const bound = 15 * time.Second
+	for k, c := range clients {
+		// Publish every half second until one comes back; a client that
+		// handshook again subscribes again, as an application's handshake
+		// listener does.
+		resubscribed := false
+		for i := 0; ; i++ {
+			if !resubscribed && handshookAgain(c, ids[k]) {
+				c.Subscribe(channel + "/**")
+				resubscribed = true
+			}
+			id := fmt.Sprintf("after-%d-%d", k, i)
+			c.Send(map[string]any{"op": "publish-async", "channel": channel + "/x", "data": jsclient.Payload{ID: id, Ch: channel + "/x"}})
+			if received(c, id, time.Now().Add(500*time.Millisecond)) {
+				break
+			}
+			if time.Since(killed) > 2*bound {
+				t.Fatalf("%s publishes and receives nothing %v after its broker %s was force-deleted", c, time.Since(killed).Round(time.Second), victim)
+			}
+		}
+		recovered := time.Since(killed)
+		how := "kept its session (handed over)"
+		if handshookAgain(c, ids[k]) {
+			how = "handshook again (its session was lost)"
+		}
+		t.Logf("%s publishes and receives again %v after its broker %s was force-deleted; it %s", c, recovered.Round(100*time.Millisecond), victim, how)
+		if recovered > bound {
+			t.Errorf("%s took %v to recover, want under %v", c, recovered, bound)
+		}
+	}
+	waitSettled(t, e, ns, name, int32(len(pods)), 4*time.Minute)
+}
+
+// handshookAgain reports whether c has a session other than the first.
+func handshookAgain(c *jsclient.Client, first string) bool {
+	for _, ev := range c.Events() {
+		if ev.Ev == "handshake" && ev.ClientID != first {
+			return true
+		}
+	}
+	return false
+}
+
+// received waits until c got the message with payload id, or deadline.
+func received(c *jsclient.Client, id string, deadline time.Time) bool {
+	for {
+		if c.Count(id) > 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-time.After(20 * time.Millisecond) // poll: the client reports by events
+	}
 }
