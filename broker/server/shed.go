@@ -208,6 +208,9 @@ func (s *Server) runShed() {
 		sh.mu.Unlock()
 		started := 0
 		for _, ss := range s.undrained() {
+			if ss.isArriving() {
+				continue // still moving here: not this node's to give yet
+			}
 			node, gen := s.nextTarget()
 			if node == "" {
 				break
