@@ -37,6 +37,52 @@ func (c *batchConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// appendFrame adds one unmasked, unfragmented websocket text frame holding
+// the JSON array of msgs' encoded forms to the round, built in place: no
+// writer, no copy and no deadline per frame (end sets one per round). The
+// round's writes and the control frames the reader sends go through Write
+// whole, so frames never interleave. It reports false outside a round.
+func (c *batchConn) appendFrame(msgs []*ServerMessage) bool {
+	n := 2 + max(len(msgs)-1, 0) // [ , … ]
+	for _, m := range msgs {
+		n += len(m.Encoded())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.batching {
+		return false
+	}
+	if c.buf == nil {
+		c.buf = batchBufPool.Get().(*[]byte)
+	}
+	b := appendFrameHeader(*c.buf, n)
+	b = append(b, '[')
+	for i, m := range msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, m.Encoded()...)
+	}
+	*c.buf = append(b, ']')
+	return true
+}
+
+// appendFrameHeader appends the header of a final, unmasked text frame of n
+// payload bytes (RFC 6455 section 5.2), as a server sends it.
+func appendFrameHeader(b []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n < 126:
+		return append(b, finText, byte(n))
+	case n <= 0xffff:
+		return append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		u := uint64(n)
+		return append(b, finText, 127, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32),
+			byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+}
+
 // begin starts a round.
 func (c *batchConn) begin() {
 	c.mu.Lock()

@@ -535,28 +535,10 @@ func (wc *wsConn) settle(n int, err error) {
 	wc.recycled = wc.recycled[:0]
 }
 
-// writeFrame writes msgs as one frame. It reports false when the connection
-// failed.
+// writeFrame writes msgs as one frame, in the writer's round (see
+// batchConn.appendFrame). It reports false when the connection failed.
 func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
-	if wc.broken {
-		return false
-	}
-	_ = wc.c.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
-	w, err := wc.c.NextWriter(websocket.TextMessage)
-	if err != nil {
-		wc.fail()
-		return false
-	}
-	_, _ = w.Write([]byte{'['})
-	for i, m := range msgs {
-		if i > 0 {
-			_, _ = w.Write([]byte{','})
-		}
-		_, _ = w.Write(m.Encoded())
-	}
-	_, _ = w.Write([]byte{']'})
-	if err := w.Close(); err != nil {
-		wc.fail()
+	if wc.broken || !wc.bc.appendFrame(msgs) {
 		return false
 	}
 	wc.s.stats.messagesOut.Add(uint64(len(msgs)))

@@ -280,3 +280,20 @@ func TestWebsocketMessagesPerFrame(t *testing.T) {
 		t.Errorf("connect reply %v", r)
 	}
 }
+
+// TestWebsocketFrameLengths: frames the writer builds itself (see
+// batchConn.appendFrame) carry each length encoding of RFC 6455 (7-bit,
+// 16-bit, 64-bit) and read back whole with a websocket library.
+func TestWebsocketFrameLengths(t *testing.T) {
+	ts := newTestServer(t, Config{MaxMessageSize: 1 << 20})
+	a, b := ts.dialWS(t), ts.dialWS(t)
+	ida, idb := a.handshake(), b.handshake()
+	a.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/f"},{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, ida, ida))
+	a.readUntil("/meta/subscribe")
+	for _, n := range []int{1, 60, 200, 65000, 70000} {
+		b.send(fmt.Sprintf(`{"channel":"/f","clientId":%q,"data":%q}`, idb, strings.Repeat("x", n)))
+		if ev := a.readUntil("/f"); len(ev["data"].(string)) != n {
+			t.Fatalf("payload of %d bytes came back as %d", n, len(ev["data"].(string)))
+		}
+	}
+}
