@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -15,6 +16,9 @@ import (
 // connection holds none.
 type batchConn struct {
 	net.Conn
+	// raw reaches the connection's file descriptor for a write that does
+	// not wait (see tryWrite); nil when the connection has none.
+	raw          syscall.RawConn
 	writeTimeout time.Duration
 	mu           sync.Mutex
 	batching     bool
@@ -101,7 +105,9 @@ func (c *batchConn) buffered() int {
 }
 
 // end writes what the round buffered, within writeTimeout. It returns how many of
-// the round's bytes were written.
+// the round's bytes were written. The write is first tried without waiting,
+// which needs no deadline (setting one costs a timer update in the poller);
+// only what the socket does not take at once is written with a deadline.
 func (c *batchConn) end() (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,14 +120,44 @@ func (c *batchConn) end() (int, error) {
 	var n int
 	var err error
 	if len(*b) > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-		n, err = c.Conn.Write(*b)
+		n = c.tryWrite(*b)
+		if n < len(*b) {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+			var m int
+			m, err = c.Conn.Write((*b)[n:])
+			n += m
+		}
 	}
 	if cap(*b) <= 1<<20 {
 		*b = (*b)[:0]
 		batchBufPool.Put(b)
 	}
 	return n, err
+}
+
+// tryWrite writes as much of p as the socket takes without waiting and
+// returns how much that was. Any failure (the socket is full, the connection
+// broke, a deadline set by a control frame passed) leaves the rest to a
+// write that waits, which reports the error.
+func (c *batchConn) tryWrite(p []byte) int {
+	if c.raw == nil {
+		return 0
+	}
+	n := 0
+	_ = c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // never wait here
+	})
+	return n
 }
 
 // hijackCapture hands the websocket upgrader a batchConn in place of the raw
@@ -139,6 +175,9 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = &batchConn{Conn: c, writeTimeout: h.writeTimeout}
+	if sc, ok := c.(syscall.Conn); ok {
+		h.conn.raw, _ = sc.SyscallConn()
+	}
 	return h.conn, rw, nil
 }
 
