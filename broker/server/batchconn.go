@@ -2,6 +2,8 @@ package server
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -161,11 +163,13 @@ func (c *batchConn) tryWrite(p []byte) int {
 }
 
 // hijackCapture hands the websocket upgrader a batchConn in place of the raw
-// connection.
+// connection, and a read buffer of wsReadBufferSize over it that the reader
+// can look into (see wsConn.awaitFrame).
 type hijackCapture struct {
 	http.ResponseWriter
 	writeTimeout time.Duration
 	conn         *batchConn
+	br           *bufio.Reader
 }
 
 // Hijack hijacks the underlying connection and wraps it.
@@ -178,7 +182,14 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if sc, ok := c.(syscall.Conn); ok {
 		h.conn.raw, _ = sc.SyscallConn()
 	}
-	return h.conn, rw, nil
+	var r io.Reader = h.conn
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client sent data before the upgrade's response: read it first.
+		early, _ := rw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), h.conn)
+	}
+	h.br = bufio.NewReaderSize(r, wsReadBufferSize)
+	return h.conn, bufio.NewReadWriter(h.br, rw.Writer), nil
 }
 
 // Unwrap exposes the wrapped ResponseWriter to http.ResponseController.

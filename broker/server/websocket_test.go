@@ -297,3 +297,23 @@ func TestWebsocketFrameLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestWebsocketPongsBetweenMessages: pongs (unsolicited ones are allowed as
+// heartbeats), which the reader consumes itself while it waits (see
+// wsConn.awaitFrame), leave the messages around them intact, whether they
+// arrive alone or in one segment with a message.
+func TestWebsocketPongsBetweenMessages(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	a := ts.dialWS(t)
+	id := a.handshake()
+	deadline := time.Now().Add(testWait)
+	for i, payload := range []string{"", "x", strings.Repeat("p", 125)} {
+		if err := a.c.WriteControl(websocket.PongMessage, []byte(payload), deadline); err != nil {
+			t.Fatal(err)
+		}
+		a.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/p/%d","id":"s%d"}]`, id, i, i))
+		if r := a.readUntil("/meta/subscribe"); r["successful"] != true || r["id"] != fmt.Sprintf("s%d", i) {
+			t.Fatalf("subscribe after pong %d: %v", i, r)
+		}
+	}
+}
