@@ -31,9 +31,12 @@ const (
 	// minReplySize is the least encoded size of a reply, for the estimate of
 	// a batch's replies before it is processed (see batchTooLarge).
 	minReplySize = 60
-	// wsReadBufferSize is a connection's read buffer; more than 256, so that
-	// the websocket library reads through it rather than a buffer of its own.
-	wsReadBufferSize = 512
+	// wsReadBufferSize is a connection's read buffer (a size class of the Go
+	// allocator): more than 256, so that the websocket library reads through
+	// it rather than a buffer of its own, and little more, since an idle
+	// connection holds it. A Bayeux message rarely needs more; a larger one
+	// is read in more calls.
+	wsReadBufferSize = 288
 )
 
 // ErrSlowConnection closes a websocket connection whose output waiting for
@@ -88,13 +91,16 @@ type wsConn struct {
 	fwd wsForwarder
 
 	// Owned by the active writer.
-	sess      *ServerSession
-	held      *pendingConnect
-	heldTimer *time.Timer
-	pingTimer *time.Timer
-	nextPing  time.Time
-	broken    bool
-	goAway    bool // close the connection once this round is written
+	sess *ServerSession
+	held *pendingConnect
+	// timer wakes the writer when the next ping or the held connect's
+	// deadline is due, whichever comes first (one timer, not one for each:
+	// an idle connection holds it); timerDue is when it is set to fire.
+	timer    *time.Timer
+	timerDue time.Time
+	nextPing time.Time
+	broken   bool
+	goAway   bool // close the connection once this round is written
 	// The frames of this round that carry messages taken from a session's
 	// queue, put back in the queue if they do not reach the network, and the
 	// taken slices to recycle once the round is over.
@@ -142,7 +148,8 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		nextPing: time.Now().Add(pingPeriod),
 	}
 	wc.fwd.init(wc)
-	wc.pingTimer = time.AfterFunc(pingPeriod, wc.wake)
+	wc.timerDue = wc.nextPing
+	wc.timer = time.AfterFunc(pingPeriod, wc.wake)
 	s.conns.add(wc)
 	// The reader runs on its own goroutine so the handler returns at once:
 	// net/http then releases the request and its buffers, which an idle
@@ -415,10 +422,7 @@ func (wc *wsConn) cleanup(items []wsItem) {
 		s.finish(wc.held, false)
 		wc.held = nil
 	}
-	if wc.heldTimer != nil {
-		wc.heldTimer.Stop()
-	}
-	wc.pingTimer.Stop()
+	wc.timer.Stop()
 	wc.mu.Lock()
 	wc.done = true
 	wc.running = false
@@ -450,10 +454,6 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.held = it.connect
 			if wc.held.timeout <= 0 {
 				wc.answer()
-			} else if wc.heldTimer == nil {
-				wc.heldTimer = time.AfterFunc(wc.held.timeout, wc.wake)
-			} else {
-				wc.heldTimer.Reset(wc.held.timeout)
 			}
 		}
 	}
@@ -495,13 +495,20 @@ func (wc *wsConn) step(items []wsItem) {
 	}
 	if now := time.Now(); !now.Before(wc.nextPing) {
 		wc.nextPing = now.Add(pingPeriod)
-		wc.pingTimer.Reset(pingPeriod)
 		if !wc.broken {
 			_ = wc.c.SetWriteDeadline(now.Add(wc.s.cfg.WriteTimeout))
 			if err := wc.c.WriteMessage(websocket.PingMessage, nil); err != nil {
 				wc.fail()
 			}
 		}
+	}
+	due := wc.nextPing
+	if h := wc.held; h != nil && h.deadline.Before(due) {
+		due = h.deadline
+	}
+	if !due.Equal(wc.timerDue) {
+		wc.timerDue = due
+		wc.timer.Reset(time.Until(due))
 	}
 }
 
@@ -512,9 +519,6 @@ func (wc *wsConn) answer() {
 		return
 	}
 	wc.held = nil
-	if wc.heldTimer != nil {
-		wc.heldTimer.Stop()
-	}
 	msgs, reply := wc.s.finish(h, !wc.broken)
 	queued := len(msgs)
 	if h.session.AckEnabled() {
