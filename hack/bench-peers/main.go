@@ -112,6 +112,7 @@ type report struct {
 	Results   []result  `json:"results"`
 	Idle      *result   `json:"idle,omitempty"`
 	IdleLimit string    `json:"idle_limit,omitempty"`
+	IdleFor   string    `json:"idle_for,omitempty"`
 }
 
 func main() {
@@ -284,6 +285,7 @@ func run(ctx context.Context, args []string) error {
 		r.Regime = "idle"
 		rep.Idle = &r
 		rep.IdleLimit = fileLimit()
+		rep.IdleFor = c.idleSettle.String()
 		fmt.Fprintf(os.Stderr, "  %d sessions: RSS %.1f → %.1f MiB, %d bytes each %s\n", r.Summary.IdleSessions,
 			mib(r.Summary.ServerRSSBeforeBytes), mib(r.Summary.ServerRSSBytes), r.Summary.BytesPerIdleSession, r.Err)
 	}

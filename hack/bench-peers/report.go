@@ -174,8 +174,8 @@ The CometD Node server (` + "`cometd-nodejs-server`" + `) has no websocket trans
 		b.WriteString("\n## Memory per idle websocket session\n\n")
 		fmt.Fprintf(&b, "%d websocket sessions, each with one subscription and a held `/meta/connect`, on a broker "+
 			"of its own (open files limit %s per process, loopback): broker RSS %.1f MiB before the first "+
-			"connection, %.1f MiB after %s idle, so **%d bytes (%.1f KiB) per session**.",
-			s.IdleSessions, rep.IdleLimit, mib(s.ServerRSSBeforeBytes), mib(s.ServerRSSBytes), "the settle time",
+			"connection, %.1f MiB once every session had been idle for %s, so **%d bytes (%.1f KiB) per session**.",
+			s.IdleSessions, rep.IdleLimit, mib(s.ServerRSSBeforeBytes), mib(s.ServerRSSBytes), rep.IdleFor,
 			s.BytesPerIdleSession, float64(s.BytesPerIdleSession)/1024)
 		if i.Err != "" || i.ExitCode != 0 {
 			fmt.Fprintf(&b, " The run failed: exit %d, %s.", i.ExitCode, i.Err)
@@ -186,7 +186,7 @@ The CometD Node server (` + "`cometd-nodejs-server`" + `) has no websocket trans
 	for _, g := range goals(rep) {
 		b.WriteString("- " + g + "\n")
 	}
-	b.WriteString("\n## Running it\n\n```sh\nmake bench-peers                      # everything, about five minutes\n" +
+	b.WriteString("\n## Running it\n\n```sh\nmake bench-peers                      # everything, about six minutes\n" +
 		"make bench-peers BENCH_PEERS_ARGS='-regimes sparse -servers cometd-operator,faye -idle-sessions 0'\n```\n")
 	return b.Bytes()
 }
