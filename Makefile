@@ -112,6 +112,12 @@ helm-lint: $(HELM) ## helm lint and helm template the chart with every examples/
 bench: ## Run the Go benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# BENCH_PEERS_ARGS passes flags to hack/bench-peers (-regimes, -servers,
+# -transports, -idle-sessions, -sparse-messages, …; see its -help).
+.PHONY: bench-peers
+bench-peers: npm-deps ## The broker side by side with Faye and the CometD Node server (minutes): writes docs/performance.md and docs/performance.svg.
+	$(GO) run ./hack/bench-peers -root $(CURDIR) -md docs/performance.md -svg docs/performance.svg $(BENCH_PEERS_ARGS)
+
 # SCALE_CLUSTERS, SCALE_MANAGED_EVERY, SCALE_IDLE_SECONDS and SCALE_MANAGER_ARGS
 # (extra manager flags) narrow or vary it; see test/scale.
 .PHONY: bench-operator

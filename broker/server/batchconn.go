@@ -2,9 +2,12 @@ package server
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -15,6 +18,9 @@ import (
 // connection holds none.
 type batchConn struct {
 	net.Conn
+	// raw reaches the connection's file descriptor for a write that does
+	// not wait (see tryWrite); nil when the connection has none.
+	raw          syscall.RawConn
 	writeTimeout time.Duration
 	mu           sync.Mutex
 	batching     bool
@@ -37,6 +43,52 @@ func (c *batchConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// appendFrame adds one unmasked, unfragmented websocket text frame holding
+// the JSON array of msgs' encoded forms to the round, built in place: no
+// writer, no copy and no deadline per frame (end sets one per round). The
+// round's writes and the control frames the reader sends go through Write
+// whole, so frames never interleave. It reports false outside a round.
+func (c *batchConn) appendFrame(msgs []*ServerMessage) bool {
+	n := 2 + max(len(msgs)-1, 0) // [ , … ]
+	for _, m := range msgs {
+		n += len(m.Encoded())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.batching {
+		return false
+	}
+	if c.buf == nil {
+		c.buf = batchBufPool.Get().(*[]byte)
+	}
+	b := appendFrameHeader(*c.buf, n)
+	b = append(b, '[')
+	for i, m := range msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, m.Encoded()...)
+	}
+	*c.buf = append(b, ']')
+	return true
+}
+
+// appendFrameHeader appends the header of a final, unmasked text frame of n
+// payload bytes (RFC 6455 section 5.2), as a server sends it.
+func appendFrameHeader(b []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n < 126:
+		return append(b, finText, byte(n))
+	case n <= 0xffff:
+		return append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		u := uint64(n)
+		return append(b, finText, 127, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32),
+			byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+}
+
 // begin starts a round.
 func (c *batchConn) begin() {
 	c.mu.Lock()
@@ -55,7 +107,9 @@ func (c *batchConn) buffered() int {
 }
 
 // end writes what the round buffered, within writeTimeout. It returns how many of
-// the round's bytes were written.
+// the round's bytes were written. The write is first tried without waiting,
+// which needs no deadline (setting one costs a timer update in the poller);
+// only what the socket does not take at once is written with a deadline.
 func (c *batchConn) end() (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -68,8 +122,13 @@ func (c *batchConn) end() (int, error) {
 	var n int
 	var err error
 	if len(*b) > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-		n, err = c.Conn.Write(*b)
+		n = c.tryWrite(*b)
+		if n < len(*b) {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+			var m int
+			m, err = c.Conn.Write((*b)[n:])
+			n += m
+		}
 	}
 	if cap(*b) <= 1<<20 {
 		*b = (*b)[:0]
@@ -78,12 +137,39 @@ func (c *batchConn) end() (int, error) {
 	return n, err
 }
 
+// tryWrite writes as much of p as the socket takes without waiting and
+// returns how much that was. Any failure (the socket is full, the connection
+// broke, a deadline set by a control frame passed) leaves the rest to a
+// write that waits, which reports the error.
+func (c *batchConn) tryWrite(p []byte) int {
+	if c.raw == nil {
+		return 0
+	}
+	n := 0
+	_ = c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // never wait here
+	})
+	return n
+}
+
 // hijackCapture hands the websocket upgrader a batchConn in place of the raw
-// connection.
+// connection, and a read buffer of wsReadBufferSize over it that the reader
+// can look into (see wsConn.awaitFrame).
 type hijackCapture struct {
 	http.ResponseWriter
 	writeTimeout time.Duration
 	conn         *batchConn
+	br           *bufio.Reader
 }
 
 // Hijack hijacks the underlying connection and wraps it.
@@ -93,7 +179,17 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = &batchConn{Conn: c, writeTimeout: h.writeTimeout}
-	return h.conn, rw, nil
+	if sc, ok := c.(syscall.Conn); ok {
+		h.conn.raw, _ = sc.SyscallConn()
+	}
+	var r io.Reader = h.conn
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client sent data before the upgrade's response: read it first.
+		early, _ := rw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), h.conn)
+	}
+	h.br = bufio.NewReaderSize(r, wsReadBufferSize)
+	return h.conn, bufio.NewReadWriter(h.br, rw.Writer), nil
 }
 
 // Unwrap exposes the wrapped ResponseWriter to http.ResponseController.

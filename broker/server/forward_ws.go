@@ -75,7 +75,7 @@ type wsForwarder struct {
 	mu      sync.Mutex
 	queue   []forwardJob
 	running bool          // a loop goroutine is active
-	space   chan struct{} // a token when loop took a batch
+	space   chan struct{} // a token when loop took a batch; made by the first enqueue
 	// The connect batch waiting to be forwarded, and how many are in flight
 	// (each on a connectLoop goroutine).
 	connNext     *forwardJob
@@ -84,7 +84,6 @@ type wsForwarder struct {
 
 func (f *wsForwarder) init(wc *wsConn) {
 	f.wc = wc
-	f.space = make(chan struct{}, 1)
 }
 
 func (f *wsForwarder) queued() int {
@@ -97,6 +96,11 @@ func (f *wsForwarder) queued() int {
 // waits while too many batches are queued.
 func (f *wsForwarder) enqueue(s *Server, req backbone.Requester, j forwardJob) {
 	f.mu.Lock()
+	if f.space == nil {
+		// Made here, not per connection: few connections ever forward. Only
+		// the reader, which calls enqueue, and the loops it starts read it.
+		f.space = make(chan struct{}, 1)
+	}
 	f.queue = append(f.queue, j)
 	start := !f.running
 	f.running = true

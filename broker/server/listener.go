@@ -1,11 +1,13 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -143,6 +145,16 @@ type limitedConn struct {
 	l    *LimitedListener
 	ip   netip.Addr
 	once sync.Once
+}
+
+// SyscallConn exposes the wrapped connection's file descriptor (the
+// websocket writer's writes that do not wait use it), or fails when it has
+// none.
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 func (c *limitedConn) Close() error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/http"
@@ -30,6 +31,12 @@ const (
 	// minReplySize is the least encoded size of a reply, for the estimate of
 	// a batch's replies before it is processed (see batchTooLarge).
 	minReplySize = 60
+	// wsReadBufferSize is a connection's read buffer (a size class of the Go
+	// allocator): more than 256, so that the websocket library reads through
+	// it rather than a buffer of its own, and little more, since an idle
+	// connection holds it. A Bayeux message rarely needs more; a larger one
+	// is read in more calls.
+	wsReadBufferSize = 288
 )
 
 // ErrSlowConnection closes a websocket connection whose output waiting for
@@ -51,11 +58,16 @@ type wsItem struct {
 // goroutine started when there is something to do (a processed batch, queued
 // messages, a connect timeout, a ping, the end of the session or of the
 // connection) and exiting when it is done, so an idle connection costs one
-// goroutine, not two; at most one writer runs at a time.
+// goroutine, not two; at most one writer runs at a time. The reader waits for
+// input on a small stack and hands over to a fresh goroutine each time it has
+// processed all the input there was (see readLoop), so that an idle
+// connection's goroutine does not keep the stack that processing grew.
 type wsConn struct {
 	s         *Server
 	c         *websocket.Conn
-	bc        *batchConn // c's network connection
+	bc        *batchConn    // c's network connection
+	br        *bufio.Reader // c's read buffer
+	userAgent string        // of the upgrade request
 	closeOnce sync.Once
 	dead      chan struct{} // closed by the writer when a write failed
 	space     chan struct{} // a token when the writer took pending batches
@@ -79,13 +91,16 @@ type wsConn struct {
 	fwd wsForwarder
 
 	// Owned by the active writer.
-	sess      *ServerSession
-	held      *pendingConnect
-	heldTimer *time.Timer
-	pingTimer *time.Timer
-	nextPing  time.Time
-	broken    bool
-	goAway    bool // close the connection once this round is written
+	sess *ServerSession
+	held *pendingConnect
+	// timer wakes the writer when the next ping or the held connect's
+	// deadline is due, whichever comes first (one timer, not one for each:
+	// an idle connection holds it); timerDue is when it is set to fire.
+	timer    *time.Timer
+	timerDue time.Time
+	nextPing time.Time
+	broken   bool
+	goAway   bool // close the connection once this round is written
 	// The frames of this round that carry messages taken from a session's
 	// queue, put back in the queue if they do not reach the network, and the
 	// taken slices to recycle once the round is over.
@@ -115,7 +130,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := http.Header{"X-Content-Type-Options": {"nosniff"}}
 	up := websocket.Upgrader{
-		ReadBufferSize:  512,
+		ReadBufferSize:  0, // read through hc.br
 		WriteBufferSize: 1024,
 		WriteBufferPool: &wsWriteBufferPool,
 		CheckOrigin:     s.checkOrigin,
@@ -126,19 +141,23 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade has answered the request
 	}
 	wc := &wsConn{
-		s: s, c: c, bc: hc.conn,
+		s: s, c: c, bc: hc.conn, br: hc.br, userAgent: clientString(r.UserAgent()),
 		dead:     make(chan struct{}),
 		space:    make(chan struct{}, 1),
 		finished: make(chan struct{}),
 		nextPing: time.Now().Add(pingPeriod),
 	}
 	wc.fwd.init(wc)
-	wc.pingTimer = time.AfterFunc(pingPeriod, wc.wake)
+	wc.timerDue = wc.nextPing
+	wc.timer = time.AfterFunc(pingPeriod, wc.wake)
 	s.conns.add(wc)
 	// The reader runs on its own goroutine so the handler returns at once:
 	// net/http then releases the request and its buffers, which an idle
 	// connection would otherwise keep for its lifetime.
-	go wc.readLoop(clientString(r.UserAgent()))
+	wc.c.SetReadLimit(s.cfg.MaxMessageSize)
+	_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
+	wc.c.SetPongHandler(func(string) error { return wc.c.SetReadDeadline(time.Now().Add(pongWait)) })
+	go wc.readLoop()
 }
 
 func (wc *wsConn) close() {
@@ -181,84 +200,118 @@ func (wc *wsConn) wake() {
 	go wc.writer()
 }
 
-func (wc *wsConn) readLoop(userAgent string) {
-	s := wc.s
-	defer func() {
-		wc.mu.Lock()
-		wc.closed = true
-		wc.mu.Unlock()
-		wc.wake()
-		<-wc.finished
-		if ss := wc.current(); ss != nil {
-			ss.unbind(wc)
-		}
-		s.conns.remove(wc)
-		wc.close()
-	}()
-	wc.c.SetReadLimit(s.cfg.MaxMessageSize)
-	_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
-	wc.c.SetPongHandler(func(string) error { return wc.c.SetReadDeadline(time.Now().Add(pongWait)) })
-	for {
-		_, data, err := wc.c.ReadMessage()
-		if err != nil {
-			// An oversized frame has already been answered with close 1009 by
-			// the websocket library; anything else is the peer leaving.
-			return
-		}
-		_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
-		msgs, err := bayeux.DecodeBatch(data)
-		if errors.Is(err, bayeux.ErrEmptyBatch) {
-			continue // an empty batch is a keep-alive
-		}
-		if err == nil && s.batchTooLarge(len(msgs)) {
-			err = errBatchTooLarge
-		}
-		if err != nil {
-			reason := err.Error()
-			if len(reason) > 120 {
-				reason = reason[:120]
-			}
-			code := websocket.CloseInvalidFramePayloadData
-			if err == errBatchTooLarge {
-				code = websocket.CloseMessageTooBig
-			}
-			_ = wc.c.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(code, reason), time.Now().Add(wc.s.cfg.WriteTimeout))
-			return
-		}
-		release, node := s.route(msgs)
-		if release == nil && node == "" {
-			if id := batchSession(msgs); id != "" && OwnerOf(id) != "" {
-				node = s.locate(context.Background(), id)
-			}
-		}
-		if node != "" && s.forwardWebsocket(wc, node, msgs, data, userAgent) { // forward_ws.go
-			continue
-		}
-		res := s.process(msgs, reqInfo{transport: bayeux.TransportWebSocket, userAgent: userAgent, conn: wc})
-		if release != nil {
-			release()
-		}
-		n := replyBytes(res.replies)
-		wc.mu.Lock()
-		if pend := wc.pendingBytes + n; pend > s.cfg.MaxPendingBytes {
-			wc.mu.Unlock()
-			if res.connect != nil {
-				s.finish(res.connect, false)
-			}
-			s.stats.slowConns.Add(1)
-			s.log.Debug("websocket closed", "reason", ErrSlowConnection.Code, "pending", pend)
-			wc.close()
-			return
-		}
-		wc.pendingBytes += n
-		wc.pending = append(wc.pending, wsItem{bytes: n, replies: res.replies, connect: res.connect, session: wc.session})
-		wc.mu.Unlock()
-		wc.wake()
-		if !waitBelowMax(wc, wc.pendingLen, wc.space) {
+// readLoop is the reader, on a fresh goroutine: it waits for input on a
+// small stack (awaitFrame), processes every frame the read buffer holds, and
+// then waits again on a fresh goroutine, leaving this one and the stack that
+// processing grew. A goroutine parked in the websocket library's read would
+// keep that stack (4 KiB or more) for as long as the connection is idle.
+func (wc *wsConn) readLoop() {
+	wc.awaitFrame()
+	for wc.readFrame() {
+		if wc.br.Buffered() == 0 {
+			go wc.readLoop()
 			return
 		}
 	}
+	wc.endReader()
+}
+
+// awaitFrame waits until the read buffer holds input, and consumes the pong
+// frames at its head itself (doing what the pong handler does), so that a
+// pong alone does not send the reader into the library's read, where it would
+// wait for the next message on a deep stack. Anything else, errors included,
+// is left to the websocket library.
+func (wc *wsConn) awaitFrame() {
+	const finPong, masked = 0x80 | websocket.PongMessage, 0x80
+	for {
+		b, err := wc.br.Peek(2)
+		if err != nil || b[0] != finPong || b[1]&masked == 0 || b[1]&0x7f > 125 {
+			return
+		}
+		n := 2 + 4 + int(b[1]&0x7f) // header, mask key, payload
+		if _, err := wc.br.Peek(n); err != nil {
+			return
+		}
+		_, _ = wc.br.Discard(n)
+		_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
+	}
+}
+
+// endReader ends the connection once its reader is done.
+func (wc *wsConn) endReader() {
+	wc.mu.Lock()
+	wc.closed = true
+	wc.mu.Unlock()
+	wc.wake()
+	<-wc.finished
+	if ss := wc.current(); ss != nil {
+		ss.unbind(wc)
+	}
+	wc.s.conns.remove(wc)
+	wc.close()
+}
+
+// readFrame reads and processes one message. It reports false when the
+// reader must stop.
+func (wc *wsConn) readFrame() bool {
+	s := wc.s
+	_, data, err := wc.c.ReadMessage()
+	if err != nil {
+		// An oversized frame has already been answered with close 1009 by
+		// the websocket library; anything else is the peer leaving.
+		return false
+	}
+	_ = wc.c.SetReadDeadline(time.Now().Add(pongWait))
+	msgs, err := bayeux.DecodeBatch(data)
+	if errors.Is(err, bayeux.ErrEmptyBatch) {
+		return true // an empty batch is a keep-alive
+	}
+	if err == nil && s.batchTooLarge(len(msgs)) {
+		err = errBatchTooLarge
+	}
+	if err != nil {
+		reason := err.Error()
+		if len(reason) > 120 {
+			reason = reason[:120]
+		}
+		code := websocket.CloseInvalidFramePayloadData
+		if err == errBatchTooLarge {
+			code = websocket.CloseMessageTooBig
+		}
+		_ = wc.c.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(code, reason), time.Now().Add(wc.s.cfg.WriteTimeout))
+		return false
+	}
+	release, node := s.route(msgs)
+	if release == nil && node == "" {
+		if id := batchSession(msgs); id != "" && OwnerOf(id) != "" {
+			node = s.locate(context.Background(), id)
+		}
+	}
+	if node != "" && s.forwardWebsocket(wc, node, msgs, data, wc.userAgent) { // forward_ws.go
+		return true
+	}
+	res := s.process(msgs, reqInfo{transport: bayeux.TransportWebSocket, userAgent: wc.userAgent, conn: wc})
+	if release != nil {
+		release()
+	}
+	n := replyBytes(res.replies)
+	wc.mu.Lock()
+	if pend := wc.pendingBytes + n; pend > s.cfg.MaxPendingBytes {
+		wc.mu.Unlock()
+		if res.connect != nil {
+			s.finish(res.connect, false)
+		}
+		s.stats.slowConns.Add(1)
+		s.log.Debug("websocket closed", "reason", ErrSlowConnection.Code, "pending", pend)
+		wc.close()
+		return false
+	}
+	wc.pendingBytes += n
+	wc.pending = append(wc.pending, wsItem{bytes: n, replies: res.replies, connect: res.connect, session: wc.session})
+	wc.mu.Unlock()
+	wc.wake()
+	return waitBelowMax(wc, wc.pendingLen, wc.space)
 }
 
 // waitBelowMax blocks the reader while the queue measured by n (wc.pending,
@@ -369,10 +422,7 @@ func (wc *wsConn) cleanup(items []wsItem) {
 		s.finish(wc.held, false)
 		wc.held = nil
 	}
-	if wc.heldTimer != nil {
-		wc.heldTimer.Stop()
-	}
-	wc.pingTimer.Stop()
+	wc.timer.Stop()
 	wc.mu.Lock()
 	wc.done = true
 	wc.running = false
@@ -404,10 +454,6 @@ func (wc *wsConn) step(items []wsItem) {
 			wc.held = it.connect
 			if wc.held.timeout <= 0 {
 				wc.answer()
-			} else if wc.heldTimer == nil {
-				wc.heldTimer = time.AfterFunc(wc.held.timeout, wc.wake)
-			} else {
-				wc.heldTimer.Reset(wc.held.timeout)
 			}
 		}
 	}
@@ -449,13 +495,20 @@ func (wc *wsConn) step(items []wsItem) {
 	}
 	if now := time.Now(); !now.Before(wc.nextPing) {
 		wc.nextPing = now.Add(pingPeriod)
-		wc.pingTimer.Reset(pingPeriod)
 		if !wc.broken {
 			_ = wc.c.SetWriteDeadline(now.Add(wc.s.cfg.WriteTimeout))
 			if err := wc.c.WriteMessage(websocket.PingMessage, nil); err != nil {
 				wc.fail()
 			}
 		}
+	}
+	due := wc.nextPing
+	if h := wc.held; h != nil && h.deadline.Before(due) {
+		due = h.deadline
+	}
+	if !due.Equal(wc.timerDue) {
+		wc.timerDue = due
+		wc.timer.Reset(time.Until(due))
 	}
 }
 
@@ -466,9 +519,6 @@ func (wc *wsConn) answer() {
 		return
 	}
 	wc.held = nil
-	if wc.heldTimer != nil {
-		wc.heldTimer.Stop()
-	}
 	msgs, reply := wc.s.finish(h, !wc.broken)
 	queued := len(msgs)
 	if h.session.AckEnabled() {
@@ -535,28 +585,10 @@ func (wc *wsConn) settle(n int, err error) {
 	wc.recycled = wc.recycled[:0]
 }
 
-// writeFrame writes msgs as one frame. It reports false when the connection
-// failed.
+// writeFrame writes msgs as one frame, in the writer's round (see
+// batchConn.appendFrame). It reports false when the connection failed.
 func (wc *wsConn) writeFrame(msgs []*ServerMessage) bool {
-	if wc.broken {
-		return false
-	}
-	_ = wc.c.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
-	w, err := wc.c.NextWriter(websocket.TextMessage)
-	if err != nil {
-		wc.fail()
-		return false
-	}
-	_, _ = w.Write([]byte{'['})
-	for i, m := range msgs {
-		if i > 0 {
-			_, _ = w.Write([]byte{','})
-		}
-		_, _ = w.Write(m.Encoded())
-	}
-	_, _ = w.Write([]byte{']'})
-	if err := w.Close(); err != nil {
-		wc.fail()
+	if wc.broken || !wc.bc.appendFrame(msgs) {
 		return false
 	}
 	wc.s.stats.messagesOut.Add(uint64(len(msgs)))

@@ -280,3 +280,40 @@ func TestWebsocketMessagesPerFrame(t *testing.T) {
 		t.Errorf("connect reply %v", r)
 	}
 }
+
+// TestWebsocketFrameLengths: frames the writer builds itself (see
+// batchConn.appendFrame) carry each length encoding of RFC 6455 (7-bit,
+// 16-bit, 64-bit) and read back whole with a websocket library.
+func TestWebsocketFrameLengths(t *testing.T) {
+	ts := newTestServer(t, Config{MaxMessageSize: 1 << 20})
+	a, b := ts.dialWS(t), ts.dialWS(t)
+	ida, idb := a.handshake(), b.handshake()
+	a.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/f"},{"channel":"/meta/connect","clientId":%q,"connectionType":"websocket"}]`, ida, ida))
+	a.readUntil("/meta/subscribe")
+	for _, n := range []int{1, 60, 200, 65000, 70000} {
+		b.send(fmt.Sprintf(`{"channel":"/f","clientId":%q,"data":%q}`, idb, strings.Repeat("x", n)))
+		if ev := a.readUntil("/f"); len(ev["data"].(string)) != n {
+			t.Fatalf("payload of %d bytes came back as %d", n, len(ev["data"].(string)))
+		}
+	}
+}
+
+// TestWebsocketPongsBetweenMessages: pongs (unsolicited ones are allowed as
+// heartbeats), which the reader consumes itself while it waits (see
+// wsConn.awaitFrame), leave the messages around them intact, whether they
+// arrive alone or in one segment with a message.
+func TestWebsocketPongsBetweenMessages(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	a := ts.dialWS(t)
+	id := a.handshake()
+	deadline := time.Now().Add(testWait)
+	for i, payload := range []string{"", "x", strings.Repeat("p", 125)} {
+		if err := a.c.WriteControl(websocket.PongMessage, []byte(payload), deadline); err != nil {
+			t.Fatal(err)
+		}
+		a.send(fmt.Sprintf(`[{"channel":"/meta/subscribe","clientId":%q,"subscription":"/p/%d","id":"s%d"}]`, id, i, i))
+		if r := a.readUntil("/meta/subscribe"); r["successful"] != true || r["id"] != fmt.Sprintf("s%d", i) {
+			t.Fatalf("subscribe after pong %d: %v", i, r)
+		}
+	}
+}

@@ -47,6 +47,13 @@ type options struct {
 	Drain       time.Duration // how long to wait for in-flight deliveries
 	Prefix      string        // channel prefix
 	Progress    time.Duration // progress line period; 0 = none
+	// ServerPID, when not 0, is the server's process on this machine: its
+	// CPU time over the publishing phase and its RSS go in the summary.
+	ServerPID int
+	// Idle, when not 0, makes the run an idle one: the subscribers connect
+	// and subscribe, nothing is published, and after Idle the server's RSS
+	// (ServerPID) is read again, for the memory each idle session costs.
+	Idle time.Duration
 }
 
 func (o *options) validate() error {
@@ -73,6 +80,12 @@ func (o *options) validate() error {
 		return fmt.Errorf("-payload must be in [0, %d]", maxPayload)
 	case o.Drain < 0 || o.Drain > maxDuration:
 		return errors.New("-drain out of range")
+	case o.ServerPID < 0:
+		return errors.New("-server-pid must not be negative")
+	case o.Idle < 0 || o.Idle > maxDuration:
+		return errors.New("-idle out of range")
+	case o.Idle > 0 && o.ServerPID == 0:
+		return errors.New("-idle needs -server-pid")
 	case !strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "*"):
 		return fmt.Errorf("-prefix %q must start with / and hold no wildcard", o.Prefix)
 	}
@@ -103,6 +116,21 @@ type Summary struct {
 	// generator itself was the bottleneck.
 	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
 	FirstError      string  `json:"first_error,omitempty"`
+
+	// With -server-pid: the server's CPU time (utime + stime) over the
+	// publishing and draining phase, that per delivered message, and its
+	// resident set at the end of that phase.
+	ServerCPUSeconds       float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUPerDeliveryUs float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerRSSBytes         int64   `json:"server_rss_bytes,omitempty"`
+
+	// With -idle: the server's resident set before the first connection
+	// and once the subscribers had been idle for -idle, and the difference
+	// per subscriber (each a session with one subscription and a held
+	// /meta/connect).
+	IdleSessions         int   `json:"idle_sessions,omitempty"`
+	ServerRSSBeforeBytes int64 `json:"server_rss_before_bytes,omitempty"`
+	BytesPerIdleSession  int64 `json:"bytes_per_idle_session,omitempty"`
 }
 
 // cpuSeconds returns the CPU time (user + system) used by this process.
@@ -258,6 +286,14 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	var rss0 int64
+	if o.Idle > 0 {
+		p, err := readProc(o.ServerPID)
+		if err != nil {
+			return nil, err
+		}
+		rss0 = p.RSSBytes
+	}
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -326,6 +362,10 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 		return nil, err
 	}
 
+	if o.Idle > 0 {
+		return idleSummary(ctx, o, rss0)
+	}
+
 	// Publishers.
 	pubs := make([]*publisher, o.Publishers)
 	if err := parallel(len(pubs), func(j int) error {
@@ -350,6 +390,13 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	)
 	pctx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
+	var srv0 procSample
+	if o.ServerPID != 0 {
+		var err error
+		if srv0, err = readProc(o.ServerPID); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	cpu0 := cpuSeconds()
 
@@ -448,6 +495,13 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 	close(progStop)
 	<-progDone
 	benchCPU := cpuSeconds() - cpu0
+	var srv1 procSample
+	if o.ServerPID != 0 {
+		var err error
+		if srv1, err = readProc(o.ServerPID); err != nil {
+			return nil, err
+		}
+	}
 
 	// Disconnect subscribers now so that, normally, their handlers are done
 	// before their counters are read; a Disconnect that times out leaves a
@@ -491,8 +545,39 @@ func run(ctx context.Context, o options, progress io.Writer) (*Summary, error) {
 			sum.DeliveredPerSec = float64(sum.Delivered) / span
 		}
 	}
+	if o.ServerPID != 0 {
+		sum.ServerCPUSeconds = srv1.CPUSeconds - srv0.CPUSeconds
+		sum.ServerRSSBytes = srv1.RSSBytes
+		if sum.Delivered > 0 {
+			sum.ServerCPUPerDeliveryUs = sum.ServerCPUSeconds * 1e6 / float64(sum.Delivered)
+		}
+	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	sum.LatencyMs = Latencies{P50: ms(h.quantile(0.50)), P90: ms(h.quantile(0.90)), P99: ms(h.quantile(0.99)), Max: ms(h.max)}
+	return sum, nil
+}
+
+// idleSummary waits o.Idle with the subscribers connected, then reads the
+// server's resident set.
+func idleSummary(ctx context.Context, o options, rss0 int64) (*Summary, error) {
+	t := time.NewTimer(o.Idle)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p, err := readProc(o.ServerPID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{
+		URL: o.URL, Transport: o.Transport, Subscribers: o.Subscribers, Channels: o.Channels,
+		IdleSessions: o.Subscribers, ServerRSSBeforeBytes: rss0, ServerRSSBytes: p.RSSBytes,
+	}
+	if o.Subscribers > 0 {
+		sum.BytesPerIdleSession = (p.RSSBytes - rss0) / int64(o.Subscribers)
+	}
 	return sum, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,8 @@ func TestOptionsValidate(t *testing.T) {
 		"huge payload":  func(o *options) { o.Payload = maxPayload + 1 },
 		"zero inflight": func(o *options) { o.Inflight = 0 },
 		"too many subs": func(o *options) { o.Subscribers = maxSubscribers + 1 },
+		"negative pid":  func(o *options) { o.ServerPID = -1 },
+		"idle, no pid":  func(o *options) { o.Idle = time.Second },
 	} {
 		o := good
 		mut(&o)
@@ -137,6 +140,35 @@ func TestRunAgainstBroker(t *testing.T) {
 			}
 			checkCoherent(t, s, 5)
 		})
+	}
+}
+
+// TestRunServerAccounting: with -server-pid (here the test process, which
+// serves the broker), the summary carries the server's CPU per delivery and
+// its RSS; an idle run reports the RSS per session and publishes nothing.
+func TestRunServerAccounting(t *testing.T) {
+	url := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o := benchOptions(url, bayeux.TransportWebSocket)
+	o.ServerPID = os.Getpid()
+	s, err := run(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCoherent(t, s, 5)
+	if s.ServerRSSBytes <= 0 || s.ServerCPUSeconds < 0 || s.ServerCPUPerDeliveryUs != s.ServerCPUSeconds*1e6/float64(s.Delivered) {
+		t.Fatalf("server accounting: cpu %v s, %v us/delivery, rss %d", s.ServerCPUSeconds, s.ServerCPUPerDeliveryUs, s.ServerRSSBytes)
+	}
+
+	o.Idle = time.Millisecond
+	s, err = run(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Published != 0 || s.IdleSessions != o.Subscribers || s.ServerRSSBeforeBytes <= 0 || s.ServerRSSBytes <= 0 ||
+		s.BytesPerIdleSession != (s.ServerRSSBytes-s.ServerRSSBeforeBytes)/int64(o.Subscribers) {
+		t.Fatalf("idle run: %+v", s)
 	}
 }
 

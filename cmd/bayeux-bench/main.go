@@ -1,6 +1,8 @@
 // Command bayeux-bench drives load against any Bayeux server: N subscriber
 // clients on M channels, publishers at a set rate or back-to-back, over
-// websocket or long-polling. It prints a progress line each second to stderr
+// websocket or long-polling. With -server-pid it also reads the server's CPU
+// time and resident set from /proc; with -idle it measures the memory an idle
+// session costs instead. It prints a progress line each second to stderr
 // and a JSON summary to stdout: delivered messages per second,
 // publish-to-receive latency (p50, p90, p99, max), losses and duplicates.
 //
@@ -53,6 +55,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for in-flight deliveries after publishing stops")
 	fs.StringVar(&o.Prefix, "prefix", "/bench", "channel prefix")
 	fs.DurationVar(&o.Progress, "progress", time.Second, "progress line period on stderr; 0 disables")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "the server's process id on this machine: report its CPU per delivery and its RSS from /proc")
+	fs.DurationVar(&o.Idle, "idle", 0, "idle run: connect and subscribe, publish nothing, and after this long report the server's RSS per session (needs -server-pid)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
