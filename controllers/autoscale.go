@@ -96,10 +96,10 @@ type scaleInput struct {
 	// hold; Reported is how many ready brokers answered, of Ready.
 	Sessions        int64
 	Reported, Ready int32
-	// LastScale is when the autoscaler last changed the count.
-	LastScale time.Time
-	Up, Down  scalingRules
-	History   scaleHistory
+	Up, Down        scalingRules
+	// History holds the earlier recommendations and when the autoscaler
+	// last changed the count.
+	History scaleHistory
 }
 
 // scaleDecision is a decision: the count to run, the raw recommendation it
@@ -168,17 +168,18 @@ func decideScale(in scaleInput) scaleDecision {
 	if missing > 0 {
 		load = fmt.Sprintf("%d sessions on the %d of %d ready brokers that answered (target %d per broker)", in.Sessions, in.Reported, in.Ready, in.Target)
 	}
-	since := in.Now.Sub(in.LastScale)
+	last := in.History.lastScale
+	since := in.Now.Sub(last)
 	switch {
 	case upRec > in.Current:
-		if !in.LastScale.IsZero() && since < in.Up.period {
+		if !last.IsZero() && since < in.Up.period {
 			d.Reason = fmt.Sprintf("%s: %d brokers wanted; waiting %s after the last change", load, upRec, (in.Up.period - since).Round(time.Second))
 			return d
 		}
 		d.Desired = min(upRec, in.Current+in.Up.step(in.Current))
 		d.Reason = fmt.Sprintf("%s: scale up to %d", load, d.Desired)
 	case downRec < in.Current:
-		if !in.LastScale.IsZero() && since < in.Down.period {
+		if !last.IsZero() && since < in.Down.period {
 			d.Reason = fmt.Sprintf("%s: %d brokers wanted; waiting %s after the last change", load, downRec, (in.Down.period - since).Round(time.Second))
 			return d
 		}

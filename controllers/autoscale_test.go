@@ -18,8 +18,8 @@ func in(current int32, sessions int64) scaleInput {
 	return scaleInput{
 		Now: t0, Current: current, Min: 1, Max: 10, Target: 100,
 		Sessions: sessions, Reported: current, Ready: current,
-		LastScale: t0.Add(-time.Hour), Up: defaultScaleUp, Down: defaultScaleDown,
-		History: scaleHistory{since: t0.Add(-time.Hour)},
+		Up: defaultScaleUp, Down: defaultScaleDown,
+		History: scaleHistory{since: t0.Add(-time.Hour), lastScale: t0.Add(-time.Hour)},
 	}
 }
 
@@ -40,9 +40,9 @@ func TestDecideScale(t *testing.T) {
 		{name: "down by one pod (10% of 3 is less)", in: in(3, 100), want: 2, wantRec: 1, reason: "scale down to 2"},
 		{name: "never below min", in: func() scaleInput { i := in(3, 0); i.Min = 2; return i }(), want: 2, wantRec: 2},
 		{name: "a bound moved: back within it", in: func() scaleInput { i := in(3, 300); i.Max = 2; return i }(), want: 2, wantRec: 2},
-		{name: "up waits the period after a change", in: func() scaleInput { i := in(2, 450); i.LastScale = t0.Add(-5 * time.Second); return i }(),
+		{name: "up waits the period after a change", in: func() scaleInput { i := in(2, 450); i.History.lastScale = t0.Add(-5 * time.Second); return i }(),
 			want: 2, wantRec: 5, reason: "waiting 10s"},
-		{name: "down waits its period", in: func() scaleInput { i := in(3, 100); i.LastScale = t0.Add(-30 * time.Second); return i }(),
+		{name: "down waits its period", in: func() scaleInput { i := in(3, 100); i.History.lastScale = t0.Add(-30 * time.Second); return i }(),
 			want: 3, wantRec: 1, reason: "waiting 30s"},
 		{name: "silent brokers count as empty to grow", in: func() scaleInput { i := in(4, 450); i.Reported = 2; return i }(), want: 5, wantRec: 5},
 		{name: "silent brokers count as full to shrink", in: func() scaleInput { i := in(4, 100); i.Reported = 2; return i }(), want: 3, wantRec: 3},
@@ -99,7 +99,8 @@ func TestDecideScaleDoesNotFlap(t *testing.T) {
 			changes := 0
 			for step := range 240 {
 				i := in(cur, tc.load(step))
-				i.Now, i.LastScale, i.History = t0.Add(time.Duration(step)*15*time.Second), last, hist
+				i.Now, i.History = t0.Add(time.Duration(step)*15*time.Second), hist
+				i.History.lastScale = last
 				d := decideScale(i)
 				hist = d.History
 				if d.Desired != cur {

@@ -80,8 +80,8 @@ type CometdClusterReconciler struct {
 
 	// probes holds the pods' latest answers; SetupWithManager creates it.
 	probes *prober
-	// histories are the sessions autoscaler's recommendations by cluster.
-	histories *scaleHistories
+	// memory is what the autoscaler and the rebalancer keep by cluster.
+	memory *memories
 	// sheds bounds the shed requests under way (maxShedsInFlight).
 	sheds chan struct{}
 }
@@ -129,7 +129,7 @@ func IndexChannelPolicies(ctx context.Context, mgr ctrl.Manager) error {
 func (r *CometdClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.probes = newProber(r.BrokerStatus, r.NATSMonitor, r.ProbeTimeout, r.ProbeConcurrency, r.ProbeInterval)
 	r.sheds = make(chan struct{}, maxShedsInFlight)
-	r.histories = &scaleHistories{m: map[types.NamespacedName]scaleHistory{}, rebalanced: map[types.NamespacedName]time.Time{}}
+	r.memory = &memories{m: map[types.NamespacedName]clusterMemory{}}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.CometdCluster{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
@@ -243,7 +243,7 @@ func (r *CometdClusterReconciler) forget(cluster types.NamespacedName) {
 	if r.probes != nil {
 		r.probes.forget(cluster)
 	}
-	r.histories.forgetCluster(cluster)
+	r.memory.forget(cluster)
 	forgetMetrics(cluster)
 }
 

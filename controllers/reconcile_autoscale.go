@@ -72,70 +72,60 @@ func forgetMetrics(cluster types.NamespacedName) {
 	}
 }
 
-// scaleHistories holds each cluster's autoscaler history. A nil one keeps
-// nothing (a reconciler SetupWithManager did not set up).
-type scaleHistories struct {
+// clusterMemory is what the operator keeps of a cluster between reconciles:
+// the sessions autoscaler's history, and when the cluster was last
+// rebalanced (also in its status, which a reconcile may read before its own
+// last write shows).
+type clusterMemory struct {
+	scale      scaleHistory
+	rebalanced time.Time
+}
+
+func (m *clusterMemory) empty() bool {
+	return m.scale.since.IsZero() && m.scale.recs == nil && m.scale.lastScale.IsZero() && m.rebalanced.IsZero()
+}
+
+// memories holds each cluster's clusterMemory; a cluster with nothing to
+// remember has no entry. A nil one keeps nothing (a reconciler
+// SetupWithManager did not set up).
+type memories struct {
 	mu sync.Mutex
-	m  map[types.NamespacedName]scaleHistory
-	// rebalanced is when each cluster was last rebalanced (also in its
-	// status, which a reconcile may read before its own last write shows).
-	rebalanced map[types.NamespacedName]time.Time
+	m  map[types.NamespacedName]clusterMemory
 }
 
-func (h *scaleHistories) lastRebalance(k types.NamespacedName) time.Time {
+func (h *memories) get(k types.NamespacedName) clusterMemory {
 	if h == nil {
-		return time.Time{}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.rebalanced[k]
-}
-
-func (h *scaleHistories) setRebalanced(k types.NamespacedName, at time.Time) {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.rebalanced[k] = at
-}
-
-func (h *scaleHistories) get(k types.NamespacedName) scaleHistory {
-	if h == nil {
-		return scaleHistory{}
+		return clusterMemory{}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.m[k]
 }
 
-func (h *scaleHistories) put(k types.NamespacedName, v scaleHistory) {
+// update changes k's memory with f.
+func (h *memories) update(k types.NamespacedName, f func(*clusterMemory)) {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.m[k] = v
+	m := h.m[k]
+	f(&m)
+	if m.empty() {
+		delete(h.m, k)
+	} else {
+		h.m[k] = m
+	}
 }
 
-func (h *scaleHistories) forget(k types.NamespacedName) {
+// forget drops everything kept about a deleted cluster.
+func (h *memories) forget(k types.NamespacedName) {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.m, k)
-}
-
-// forgetCluster drops everything kept about a deleted cluster.
-func (h *scaleHistories) forgetCluster(k types.NamespacedName) {
-	if h == nil {
-		return
-	}
-	h.forget(k)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.rebalanced, k)
 }
 
 // sessionsAutoscaled reports whether the operator's own autoscaler sizes the
@@ -163,13 +153,13 @@ func sessionLoad(reports []brokerReport) (sessions int64, answered int32) {
 func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCluster, reports []brokerReport) (*v1.AutoscalingStatus, error) {
 	key := client.ObjectKeyFromObject(cc)
 	if !sessionsAutoscaled(cc) {
-		r.histories.forget(key)
+		r.memory.update(key, func(m *clusterMemory) { m.scale = scaleHistory{} })
 		return nil, nil
 	}
 	a := cc.Spec.Autoscaling
 	up, down := behaviorOf(a)
 	sessions, answered := sessionLoad(reports)
-	hist := r.histories.get(key)
+	hist := r.memory.get(key).scale
 	if prev := cc.Status.Autoscaling; prev != nil && prev.LastScaleTime != nil && prev.LastScaleTime.After(hist.lastScale) {
 		hist.lastScale = prev.LastScaleTime.Time
 	}
@@ -179,9 +169,9 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	d := decideScale(scaleInput{
 		Now: now, Current: resources.DesiredReplicas(cc), Min: minReplicas(a), Max: max(a.MaxReplicas, minReplicas(a)),
 		Target: *a.TargetSessionsPerPod, Sessions: sessions, Reported: answered, Ready: int32(len(reports)),
-		LastScale: hist.lastScale, Up: up, Down: down, History: hist,
+		Up: up, Down: down, History: hist,
 	})
-	r.histories.put(key, d.History)
+	r.memory.update(key, func(m *clusterMemory) { m.scale = d.History })
 	st := &v1.AutoscalingStatus{DesiredReplicas: d.Desired, Reason: d.Reason}
 	if !hist.lastScale.IsZero() {
 		st.LastScaleTime = &metav1.Time{Time: hist.lastScale}
@@ -215,8 +205,7 @@ func (r *CometdClusterReconciler) autoscale(ctx context.Context, cc *v1.CometdCl
 	}
 	cc.Spec.Replicas = &d.Desired
 	st.LastScaleTime = &metav1.Time{Time: now}
-	d.History.lastScale = now
-	r.histories.put(key, d.History)
+	r.memory.update(key, func(m *clusterMemory) { m.scale.lastScale = now })
 	direction := "up"
 	if d.Desired < from {
 		direction = "down"
@@ -319,7 +308,7 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 		loads = append(loads, brokerLoad{Pod: rep.Pod, Node: rep.Node, Sessions: rep.Sessions})
 	}
 	now := time.Now().Truncate(time.Second)
-	last := r.histories.lastRebalance(client.ObjectKeyFromObject(cc))
+	last := r.memory.get(client.ObjectKeyFromObject(cc)).rebalanced
 	if prev != nil && prev.LastTime != nil && prev.LastTime.After(last) {
 		last = prev.LastTime.Time
 	}
@@ -358,7 +347,7 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 		}
 		go r.shed(cc.DeepCopy(), pod.DeepCopy(), o.Request)
 	}
-	r.histories.setRebalanced(client.ObjectKeyFromObject(cc), now)
+	r.memory.update(client.ObjectKeyFromObject(cc), func(m *clusterMemory) { m.rebalanced = now })
 	log.FromContext(ctx).Info("rebalancing", "plan", what)
 	r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, ReasonRebalancing, "Rebalance", "%s", what)
 	metricRebalanced.With(prometheus.Labels{"namespace": cc.Namespace, "cluster": cc.Name}).Add(float64(moved))
