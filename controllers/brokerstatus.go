@@ -110,16 +110,7 @@ func (c *HTTPBrokerStatusClient) Shed(ctx context.Context, pod *corev1.Pod, req 
 	if err != nil {
 		return err
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/shed", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hc := c.Client
-	if hc == nil {
-		hc = defaultStatusHTTPClient
-	}
-	resp, err := hc.Do(hr)
+	resp, err := send(ctx, c.Client, http.MethodPost, "http://"+addr+"/shed", body)
 	if err != nil {
 		return err
 	}
@@ -218,23 +209,36 @@ func podAddress(address func(*corev1.Pod) string, pod *corev1.Pod, port int) (st
 // getJSON decodes the JSON document at url, read through hc (nil: a client
 // with a 5 s timeout) and bounded to maxStatusBody bytes.
 func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	if hc == nil {
-		hc = defaultStatusHTTPClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := send(ctx, hc, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", req.URL.Path, resp.Status)
+		return fmt.Errorf("GET %s: %s", resp.Request.URL.Path, resp.Status)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusBody)).Decode(v); err != nil {
-		return fmt.Errorf("decode %s: %w", req.URL.Path, err)
+		return fmt.Errorf("decode %s: %w", resp.Request.URL.Path, err)
 	}
 	return nil
+}
+
+// send makes one request to a pod through hc (nil: a client with a 5 s
+// timeout), with body as JSON when it is not nil.
+func send(ctx context.Context, hc *http.Client, method, url string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if hc == nil {
+		hc = defaultStatusHTTPClient
+	}
+	return hc.Do(req)
 }
