@@ -204,7 +204,7 @@ func (s *Server) runShed() {
 	var wg sync.WaitGroup
 	for {
 		sh.mu.Lock()
-		gen := sh.gen
+		round := sh.gen // the plan this round started with
 		sh.mu.Unlock()
 		started := 0
 		for _, ss := range s.undrained() {
@@ -230,7 +230,7 @@ func (s *Server) runShed() {
 		}
 		wg.Wait()
 		sh.mu.Lock()
-		if started == 0 && sh.gen == gen || ctx.Err() != nil {
+		if started == 0 && sh.gen == round || ctx.Err() != nil {
 			sh.running = false
 			sh.mu.Unlock()
 			return
