@@ -59,12 +59,7 @@ spec:
 		return c.Status == "True", fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message), nil
 	})
 
-	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
-	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
-	if ip == "" || ip == "None" || port == "" {
-		t.Fatalf("service %s/%s has no ClusterIP/port (%q, %q)", ns, name, ip, port)
-	}
-	base := fmt.Sprintf("http://%s:%s", ip, port)
+	base := serviceBase(t, e, ns, name)
 	cfg := browsertest.Config{Broker: base + "/cometd", Allowed: allowed, Denied: denied, Demo: base + "/demo/"}
 	results, version := browsertest.Run(t, e.root, chromium, cfg, 8*time.Minute)
 	t.Logf("%s through %s: %d cases", version, base, len(results))

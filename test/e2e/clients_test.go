@@ -211,18 +211,13 @@ func checkFanout(t *testing.T, e env, ns, name string, kinds ...clientKind) {
 	ctx, cancel := context.WithTimeout(context.Background(), subscriberDeadline)
 	defer cancel()
 
-	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
-	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
-	if ip == "" || ip == "None" || port == "" {
-		t.Fatalf("service %s/%s has no ClusterIP/port (%q, %q)", ns, name, ip, port)
-	}
-	serviceURL := fmt.Sprintf("http://%s:%s/cometd", ip, port)
+	endpoint := serviceURL(t, e, ns, name)
 	channel := "/e2e/fanout/" + fmt.Sprint(time.Now().UnixNano())
-	t.Logf("subscribing through the Service at %s on %s", serviceURL, channel)
+	t.Logf("subscribing through the Service at %s on %s", endpoint, channel)
 
 	var subs []*subscriber
 	for _, c := range kinds {
-		subs = append(subs, startSubscriber(ctx, t, e, c.client, c.transport, serviceURL, channel))
+		subs = append(subs, startSubscriber(ctx, t, e, c.client, c.transport, endpoint, channel))
 	}
 	defer func() {
 		cancel()

@@ -73,10 +73,21 @@ func autoscaleOnSessions(t *testing.T, e env, ns, name string) {
 	e.kubectl(t, "patch", "cometdcluster", name, "-n", ns, "--type=json", "-p", `[{"op":"remove","path":"/spec/autoscaling"}]`)
 }
 
-func serviceURL(t *testing.T, e env, ns, name string) string {
+// serviceBase is http://<ClusterIP>:<port> of the cluster's client Service.
+func serviceBase(t *testing.T, e env, ns, name string) string {
+	t.Helper()
 	ip := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
 	port := strings.TrimSpace(e.kubectl(t, "get", "service", name, "-n", ns, "-o", "jsonpath={.spec.ports[0].port}"))
-	return fmt.Sprintf("http://%s:%s/cometd", ip, port)
+	if ip == "" || ip == "None" || port == "" {
+		t.Fatalf("service %s/%s has no ClusterIP/port (%q, %q)", ns, name, ip, port)
+	}
+	return fmt.Sprintf("http://%s:%s", ip, port)
+}
+
+// serviceURL is the Bayeux endpoint through the cluster's client Service.
+func serviceURL(t *testing.T, e env, ns, name string) string {
+	t.Helper()
+	return serviceBase(t, e, ns, name) + "/cometd"
 }
 
 // waitReplicas waits until the autoscaler has set spec.replicas to n.
