@@ -27,15 +27,8 @@ func TestBrowsersThroughService(t *testing.T) {
 	allowed := browsertest.ServePage(t, e.root)
 	denied := browsertest.ServePage(t, e.root)
 
-	ns := "e2e-browser-" + randomSuffix()
+	ns := e.testNamespace(t, "e2e-browser-")
 	const name = "browsers"
-	e.kubectl(t, "create", "namespace", ns)
-	t.Cleanup(func() { _, _ = e.run(context.Background(), "", "delete", "namespace", ns, "--wait=false") })
-	t.Cleanup(func() {
-		if t.Failed() {
-			e.collectDiagnostics(t, ns)
-		}
-	})
 	e.apply(t, ns, fmt.Sprintf(`apiVersion: cometd.bayeux.dev/v1alpha1
 kind: CometdCluster
 metadata:

@@ -215,6 +215,22 @@ func (p pod) ready() bool {
 	return false
 }
 
+// testNamespace creates a namespace named prefix and a random suffix, which
+// the test's cleanup deletes, after collecting its diagnostics if the test
+// failed.
+func (e env) testNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := prefix + randomSuffix()
+	e.kubectl(t, "create", "namespace", ns)
+	t.Cleanup(func() { _, _ = e.run(context.Background(), "", "delete", "namespace", ns, "--wait=false") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.collectDiagnostics(t, ns)
+		}
+	})
+	return ns
+}
+
 // collectDiagnostics writes what is needed to understand a failure under
 // bin/e2e-artifacts/<test>/ and logs the most useful parts.
 func (e env) collectDiagnostics(t *testing.T, namespaces ...string) {

@@ -79,15 +79,8 @@ func TestChannelPolicyHotReload(t *testing.T) {
 	e := cluster
 	ensureNodeModules(t, e)
 	deployOperator(t, e)
-	ns := "e2e-policy-" + randomSuffix()
+	ns := e.testNamespace(t, "e2e-policy-")
 	const name = "guarded"
-	e.kubectl(t, "create", "namespace", ns)
-	t.Cleanup(func() { _, _ = e.run(context.Background(), "", "delete", "namespace", ns, "--wait=false") })
-	t.Cleanup(func() {
-		if t.Failed() {
-			e.collectDiagnostics(t, ns)
-		}
-	})
 
 	e.apply(t, ns, fmt.Sprintf(`apiVersion: cometd.bayeux.dev/v1alpha1
 kind: CometdCluster
