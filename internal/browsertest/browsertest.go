@@ -120,6 +120,28 @@ type Result struct {
 	RTTMs      float64  `json:"rttMs"`
 }
 
+// Check says what is wrong with case name's result in results, or nil: it
+// must be reported and pass, and a client case must have run over the
+// transport its name asks for.
+func Check(results map[string]Result, name string) error {
+	r, ok := results[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("the suite did not report %s", name)
+	case !r.OK:
+		last := ""
+		if len(r.Steps) > 0 {
+			last = r.Steps[len(r.Steps)-1]
+		}
+		return fmt.Errorf("%s failed at %q (transport %q): %s\nsteps: %v\npage errors: %v", name, last, r.Transport, r.Error, r.Steps, r.PageErrors)
+	case strings.HasPrefix(name, "cometd/") || strings.HasPrefix(name, "faye/"):
+		if want := name[strings.Index(name, "/")+1:]; r.Transport != want {
+			return fmt.Errorf("%s ran over %q, want %q", name, r.Transport, want)
+		}
+	}
+	return nil
+}
+
 // Cases are the cases a full run reports, each of which must pass.
 var Cases = []string{
 	"cometd/websocket", "cometd/long-polling", "cometd/callback-polling",

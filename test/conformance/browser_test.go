@@ -46,19 +46,10 @@ func TestBrowsers(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
-			r, ok := results[name]
-			switch {
-			case !ok:
-				t.Fatalf("the suite did not report %s", name)
-			case !r.OK:
-				t.Fatalf("%s failed at %q (transport %q): %s\nsteps: %v\npage errors: %v", name, last(r.Steps), r.Transport, r.Error, r.Steps, r.PageErrors)
+			if err := browsertest.Check(results, name); err != nil {
+				t.Fatal(err)
 			}
-			if strings.HasPrefix(name, "cometd/") || strings.HasPrefix(name, "faye/") {
-				if want := name[strings.Index(name, "/")+1:]; r.Transport != want {
-					t.Fatalf("ran over %q, want %q", r.Transport, want)
-				}
-			}
-			if name == "demo/chat" {
+			if r := results[name]; name == "demo/chat" {
 				t.Logf("demo: transport %s, round trip %.1f ms", r.Transport, r.RTTMs)
 			}
 		})

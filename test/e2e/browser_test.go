@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,23 +56,8 @@ spec:
 	results, version := browsertest.Run(t, e.root, chromium, cfg, 8*time.Minute)
 	t.Logf("%s through %s: %d cases", version, base, len(results))
 	for _, c := range browsertest.Cases {
-		r, ok := results[c]
-		switch {
-		case !ok:
-			t.Errorf("%s: not reported", c)
-		case !r.OK:
-			t.Errorf("%s failed at %q (transport %q): %s\nsteps: %v\npage errors: %v", c, lastStep(r.Steps), r.Transport, r.Error, r.Steps, r.PageErrors)
-		case strings.HasPrefix(c, "cometd/") || strings.HasPrefix(c, "faye/"):
-			if want := c[strings.Index(c, "/")+1:]; r.Transport != want {
-				t.Errorf("%s ran over %q", c, r.Transport)
-			}
+		if err := browsertest.Check(results, c); err != nil {
+			t.Error(err)
 		}
 	}
-}
-
-func lastStep(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[len(s)-1]
 }
