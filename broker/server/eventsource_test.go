@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,21 +20,8 @@ const fayeTypes = `["websocket","eventsource","long-polling","cross-origin-long-
 // text/plain body "message=<urlencoded JSON>" with credentials, from origin.
 func (ts *testServer) fayeCORS(t *testing.T, origin, body string) (*http.Response, []msg) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testWait)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url, strings.NewReader("message="+url.QueryEscape(body)))
-	req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	req.Header.Set("Origin", origin)
-	req.Header.Set("Pragma", "no-cache")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var out []msg
-	_ = json.Unmarshal(b, &out)
-	return resp, out
+	return ts.send(t, ts.url, "message="+url.QueryEscape(body), map[string]string{
+		"Content-Type": "text/plain;charset=UTF-8", "Origin": origin, "Pragma": "no-cache"})
 }
 
 func TestCrossOriginLongPolling(t *testing.T) {

@@ -47,10 +47,20 @@ type msg = map[string]any
 // post sends body to the server and decodes the reply batch (nil if not JSON).
 func (ts *testServer) post(t *testing.T, body string) (int, []msg) {
 	t.Helper()
+	resp, out := ts.send(t, ts.url+"/x", body, map[string]string{"Content-Type": "application/json;charset=UTF-8"})
+	return resp.StatusCode, out
+}
+
+// send POSTs body to url with the headers hdr and decodes the reply batch
+// (nil if not JSON).
+func (ts *testServer) send(t *testing.T, url, body string, hdr map[string]string) (*http.Response, []msg) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url+"/x", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST: %v", err)
@@ -59,7 +69,7 @@ func (ts *testServer) post(t *testing.T, body string) (int, []msg) {
 	b, _ := io.ReadAll(resp.Body)
 	var out []msg
 	_ = json.Unmarshal(b, &out)
-	return resp.StatusCode, out
+	return resp, out
 }
 
 func (ts *testServer) must(t *testing.T, body string) []msg {
