@@ -195,7 +195,8 @@ func TestAdminShed(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	for _, body := range []string{`{"keep":-1}`, `{"keep":1,"extra":2}`, `not json`, `{"to":{"no spaces":1}}`} {
+	tooLong := `{"keep":1,"to":{` + strings.Repeat(`"n":1,`, maxShedBody/6) + `"m":1}}`
+	for _, body := range []string{`{"keep":-1}`, `{"keep":1,"extra":2}`, `not json`, `{"to":{"no spaces":1}}`, tooLong} {
 		if code := post(body); code != http.StatusBadRequest {
 			t.Errorf("POST /shed %s: %d, want 400", body, code)
 		}
