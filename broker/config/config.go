@@ -138,6 +138,96 @@ type File struct {
 	// PolicyFile is the path of the compiled ACL (broker/policy format), watched
 	// for changes. Empty means no ACL: every operation is allowed.
 	PolicyFile string `json:"policyFile,omitempty"`
+	// Durability keeps sessions in NATS JetStream so that they survive the death
+	// of their broker. nil (the default) keeps sessions in the broker's memory only.
+	Durability *Durability `json:"durability,omitempty"`
+}
+
+// Durable-session defaults (docs/operations.md, "Durable sessions").
+const (
+	DurabilityMemory = "memory"
+	DurabilityFile   = "file"
+
+	DefaultDurabilityStorage   = DurabilityMemory
+	DefaultDurabilityReplicas  = 1
+	DefaultDurabilityMaxAge    = 10 * time.Minute
+	DefaultDurabilityMaxBytes  = 256 << 20
+	DefaultDurableSessionBytes = 64 << 10
+)
+
+// Durability configures durable sessions: each session's state (subscriptions,
+// ack position, extension state) is kept in a JetStream key-value bucket and the
+// messages it has not acknowledged in a JetStream stream, so that another broker
+// adopts the session, with the same clientId, when its broker dies.
+type Durability struct {
+	// Storage is "memory" or "file" (JetStream's storage). Empty means memory.
+	Storage string `json:"storage,omitempty"`
+	// Replicas is the JetStream replica count: 1, 3 or 5. 0 means 1.
+	Replicas int `json:"replicas,omitempty"`
+	// MaxAgeMs is how long an unacknowledged message is kept. 0 means DefaultDurabilityMaxAge.
+	MaxAgeMs int64 `json:"maxAgeMs,omitempty"`
+	// MaxBytes caps the stream of unacknowledged messages, across all sessions.
+	// 0 means DefaultDurabilityMaxBytes.
+	MaxBytes int64 `json:"maxBytes,omitempty"`
+	// MaxSessionBytes caps one session's unacknowledged messages in the stream; a
+	// session over it is ended as a slow consumer. 0 means DefaultDurableSessionBytes.
+	MaxSessionBytes int64 `json:"maxSessionBytes,omitempty"`
+}
+
+// StorageOrDefault returns the effective storage.
+func (d *Durability) StorageOrDefault() string {
+	if d.Storage == "" {
+		return DefaultDurabilityStorage
+	}
+	return d.Storage
+}
+
+// ReplicasOrDefault returns the effective replica count.
+func (d *Durability) ReplicasOrDefault() int {
+	if d.Replicas == 0 {
+		return DefaultDurabilityReplicas
+	}
+	return d.Replicas
+}
+
+// MaxAge returns the effective age bound of an unacknowledged message.
+func (d *Durability) MaxAge() time.Duration { return ms(d.MaxAgeMs, DefaultDurabilityMaxAge) }
+
+// MaxBytesOrDefault returns the effective stream bound.
+func (d *Durability) MaxBytesOrDefault() int64 {
+	if d.MaxBytes == 0 {
+		return DefaultDurabilityMaxBytes
+	}
+	return d.MaxBytes
+}
+
+// MaxSessionBytesOrDefault returns the effective per-session bound.
+func (d *Durability) MaxSessionBytesOrDefault() int64 {
+	if d.MaxSessionBytes == 0 {
+		return DefaultDurableSessionBytes
+	}
+	return d.MaxSessionBytes
+}
+
+// Validate reports durability settings JetStream would refuse.
+func (d *Durability) Validate() error {
+	switch d.Storage {
+	case "", DurabilityMemory, DurabilityFile:
+	default:
+		return fmt.Errorf("broker config: durability.storage must be %q or %q, got %q", DurabilityMemory, DurabilityFile, d.Storage)
+	}
+	switch d.Replicas {
+	case 0, 1, 3, 5:
+	default:
+		return fmt.Errorf("broker config: durability.replicas must be 1, 3 or 5, got %d", d.Replicas)
+	}
+	if d.MaxAgeMs < 0 || d.MaxBytes < 0 || d.MaxSessionBytes < 0 {
+		return fmt.Errorf("broker config: durability bounds must not be negative")
+	}
+	if d.MaxSessionBytes > d.MaxBytesOrDefault() {
+		return fmt.Errorf("broker config: durability.maxSessionBytes (%d) exceeds maxBytes (%d)", d.MaxSessionBytes, d.MaxBytesOrDefault())
+	}
+	return nil
 }
 
 // NATS configures the connection to the backbone.
@@ -224,6 +314,9 @@ func (f *File) Validate() error {
 	}
 	if m := strings.TrimSuffix(f.MountPath, "/"); f.Demo && (m == "/demo" || strings.HasPrefix(m, "/demo/")) {
 		return fmt.Errorf("broker config: the demo page is served at /demo/: mountPath %q cannot be there", f.MountPath)
+	}
+	if f.Durability != nil {
+		return f.Durability.Validate()
 	}
 	return nil
 }

@@ -27,6 +27,12 @@ func TestParseAndValidate(t *testing.T) {
 		{"session cap", "maxSessions: 5000\n", ""},
 		{"negative session cap", "maxSessions: -1\n", "maxSessions must not be negative"},
 		{"subscriptions cap below -1", "maxSubscriptionsPerSession: -5\n", "maxSubscriptionsPerSession must be -1"},
+		{"durability defaults", "durability: {}\n", ""},
+		{"durability full", "durability:\n  storage: file\n  replicas: 3\n  maxAgeMs: 60000\n  maxBytes: 1048576\n  maxSessionBytes: 4096\n", ""},
+		{"durability unknown storage", "durability:\n  storage: disk\n", `durability.storage must be "memory" or "file"`},
+		{"durability even replicas", "durability:\n  replicas: 2\n", "durability.replicas must be 1, 3 or 5"},
+		{"durability negative age", "durability:\n  maxAgeMs: -1\n", "durability bounds must not be negative"},
+		{"durability session over stream", "durability:\n  maxBytes: 1000\n  maxSessionBytes: 2000\n", "exceeds maxBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +68,11 @@ func TestDefaultsAndRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(*out, in) {
 		t.Errorf("round trip changed the file:\n got %+v\nwant %+v", *out, in)
+	}
+	d := Durability{}
+	if d.StorageOrDefault() != DurabilityMemory || d.ReplicasOrDefault() != 1 || d.MaxAge() != DefaultDurabilityMaxAge ||
+		d.MaxBytesOrDefault() != DefaultDurabilityMaxBytes || d.MaxSessionBytesOrDefault() != DefaultDurableSessionBytes {
+		t.Errorf("zero Durability does not yield the documented defaults")
 	}
 	if out.Timeout() != 45*time.Second {
 		t.Errorf("Timeout() = %v, want 45s", out.Timeout())
