@@ -27,6 +27,9 @@ type Message struct {
 	// empty). The server uses it to recognise one message reaching a session
 	// twice while the session moves between nodes.
 	ID string
+	// Seq is the message's sequence in the cluster's durable stream, or 0
+	// without durability (see durable.go).
+	Seq uint64
 }
 
 // Handler receives messages that other nodes published on channels this node has

@@ -126,6 +126,7 @@ type NATS struct {
 	id       string
 	epoch    string
 	chPrefix string // "<prefix>.<cluster>.ch."
+	jsPrefix string // "<prefix>.<cluster>.js.": the durable stream's subjects (durable.go)
 	ndPrefix string // "<prefix>.<cluster>.node."
 	anySubj  string // "<prefix>.<cluster>.any": RequestAny, a queue group
 	askSubj  string // "<prefix>.<cluster>.ask": Ask, every node
@@ -154,6 +155,8 @@ type NATS struct {
 	inflight map[string]context.CancelFunc
 
 	stats counters
+	// durable is set once durability is enabled (durable.go).
+	durable atomic.Pointer[Durable]
 }
 
 type natsSub struct {
@@ -213,6 +216,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		id:       id,
 		epoch:    randomID(),
 		chPrefix: prefix + "." + cluster + ".ch.",
+		jsPrefix: prefix + "." + cluster + ".js.",
 		ndPrefix: prefix + "." + cluster + ".node.",
 		anySubj:  prefix + "." + cluster + ".any",
 		askSubj:  prefix + "." + cluster + ".ask",
@@ -428,17 +432,8 @@ func (n *NATS) Publish(channel string, data []byte, id string) error {
 	if id != "" {
 		msg.Header[HeaderID] = []string{id}
 	}
-	env := make([]byte, 0, len(n.epoch)+len(n.id)+44)
-	env = append(env, n.epoch...)
-	env = append(env, ' ')
 	n.pubMu.Lock()
-	n.seq++
-	env = strconv.AppendUint(env, n.seq, 10)
-	env = append(env, ' ')
-	env = strconv.AppendInt(env, time.Now().UnixNano(), 10)
-	env = append(env, ' ')
-	env = append(env, n.id...)
-	msg.Header[HeaderEnvelope] = []string{string(env)}
+	n.envelope(msg)
 	err := n.nc.PublishMsg(msg)
 	n.pubMu.Unlock()
 	if err != nil {
@@ -492,8 +487,16 @@ func (n *NATS) receive(m *nats.Msg, last map[originKey]*originState) {
 		n.log.Warn("dropping a backbone message", "subject", m.Subject, "err", err)
 		return
 	}
+	var seq0 uint64
+	if d := n.durable.Load(); d != nil {
+		if seq0 = receivedSeq(m); seq0 != 0 {
+			d.saw(seq0)
+		}
+	}
 	if key.origin == n.id {
-		return // cannot happen with NoEcho; a node with our ID elsewhere is a misconfiguration
+		// The stream's copy of our own message; without durability, NoEcho
+		// means a node with our ID elsewhere, a misconfiguration.
+		return
 	}
 	now := time.Now()
 	st := last[key]
@@ -509,8 +512,23 @@ func (n *NATS) receive(m *nats.Msg, last map[originKey]*originState) {
 	st.seq = seq
 	n.stats.received(len(m.Data), now.Sub(time.Unix(0, ts)))
 	if h := n.handler.load(); h != nil {
-		h(Message{Channel: channel, Data: m.Data, Origin: key.origin, ID: m.Header.Get(HeaderID)})
+		h(Message{Channel: channel, Data: m.Data, Origin: key.origin, ID: m.Header.Get(HeaderID), Seq: seq0})
 	}
+}
+
+// envelope numbers msg as this node's next message and sets its
+// HeaderEnvelope. pubMu must be held until msg is sent.
+func (n *NATS) envelope(msg *nats.Msg) {
+	env := make([]byte, 0, len(n.epoch)+len(n.id)+44)
+	env = append(env, n.epoch...)
+	env = append(env, ' ')
+	n.seq++
+	env = strconv.AppendUint(env, n.seq, 10)
+	env = append(env, ' ')
+	env = strconv.AppendInt(env, time.Now().UnixNano(), 10)
+	env = append(env, ' ')
+	env = append(env, n.id...)
+	msg.Header[HeaderEnvelope] = []string{string(env)}
 }
 
 // parseEnvelope splits a HeaderEnvelope value.
