@@ -193,6 +193,8 @@ func (c *ServerChannel) PublishMessage(from *ServerSession, m *ServerMessage) er
 		return bayeux.ErrChannelNotPlain
 	}
 	m.m.Channel = c.Name()
-	c.srv.publish(from, m, false)
+	if err := c.srv.publish(from, m, false); err != nil && err != errVetoed {
+		return err
+	}
 	return nil
 }

@@ -148,6 +148,14 @@ type Config struct {
 	LocateTimeout time.Duration
 	// Backbone carries publishes to other nodes. Nil means a single node.
 	Backbone backbone.Backbone
+	// Durable keeps sessions in the backbone's JetStream so that another node
+	// adopts them when this one dies (durable.go). Nil means sessions live in
+	// this node's memory only.
+	Durable DurableStore
+	// DurableInterval is how often, at most, a session's durable record is
+	// rewritten when only its position moved (subscriptions and attributes
+	// are written within DurableTick). 0 means DefaultDurableInterval.
+	DurableInterval time.Duration
 	// Security decides who may handshake, create, subscribe and publish. Nil means
 	// DefaultSecurityPolicy (authorizers on channels, else allow).
 	Security SecurityPolicy
@@ -200,6 +208,7 @@ func (c *Config) validate() error {
 		{"HandoverSettle", c.HandoverSettle},
 		{"LocateTimeout", c.LocateTimeout},
 		{"LivenessInterval", c.LivenessInterval},
+		{"DurableInterval", c.DurableInterval},
 		{"ReadTimeout", c.ReadTimeout},
 		{"WriteTimeout", c.WriteTimeout},
 		{"IdleTimeout", c.IdleTimeout},
@@ -306,6 +315,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LocateTimeout == 0 {
 		c.LocateTimeout = DefaultLocateTimeout
+	}
+	if c.DurableInterval == 0 {
+		c.DurableInterval = DefaultDurableInterval
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = min(max(c.MaxInterval/4, 10*time.Millisecond), time.Second)

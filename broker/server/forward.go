@@ -47,6 +47,8 @@ type forwardMeta struct {
 	Callback  string `json:"cb,omitempty"`
 	Browser   string `json:"b,omitempty"`
 	UserAgent string `json:"ua,omitempty"`
+	// Node names the sending node (an adopt request's source).
+	Node string `json:"n,omitempty"`
 }
 
 type forwardReply struct {
@@ -82,7 +84,7 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 	switch meta.Kind {
 	case forwardKindPoll:
 	case kindAdopt:
-		return s.adopt(body)
+		return s.adopt(body, meta.Node)
 	case kindFinalize:
 		return s.finalize(body)
 	case kindAbort:
@@ -120,6 +122,15 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		id := batchSession(msgs)
 		if node == "" && id != "" && OwnerOf(id) != "" {
 			node = s.locate(ctx, id)
+		}
+		if node == "" {
+			// No node serves the session: with durability, adopt it (durable.go).
+			switch a := s.orphan(id); {
+			case a.here:
+				release, _ = s.route(msgs)
+			case a.node != "":
+				node = a.node
+			}
 		}
 		if node != "" && node != s.nodeID {
 			return frame(forwardReply{Redirect: node}, nil), nil

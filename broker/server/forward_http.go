@@ -29,6 +29,17 @@ func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*ba
 		}
 		release, _ = s.route(msgs) // it may have arrived here meanwhile
 	}
+	if release == nil {
+		// No node serves the session: with durability, adopt it (durable.go).
+		switch a := s.orphan(batchSession(msgs)); {
+		case a.here:
+			release, _ = s.route(msgs)
+		case a.node != "":
+			if s.forwardTo(w, r, a.node, batchSession(msgs), msgs, raw, transport, callback) {
+				return
+			}
+		}
+	}
 	s.respond(w, r, msgs, transport, callback, release)
 }
 

@@ -230,7 +230,20 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		}
 		defer s.relays.remove(rl)
 	}
-	rep, body, err := s.askOwner(ctx, req, j.owner, batchSession(j.msgs), j.payload)
+	id := batchSession(j.msgs)
+	rep, body, err := s.askOwner(ctx, req, j.owner, id, j.payload)
+	if errors.Is(err, backbone.ErrNoNode) {
+		// No node serves the session: with durability, adopt it (durable.go).
+		switch a := s.orphan(id); {
+		case a.here:
+			if release, _ := s.route(j.msgs); release != nil {
+				wc.processHere(j.msgs, release)
+				return
+			}
+		case a.node != "":
+			rep, body, err = s.askOwner(ctx, req, a.node, id, j.payload)
+		}
+	}
 	if rl != nil && rl.released.Load() {
 		wc.release(s.releasedConnectReplies(j.msgs))
 		return

@@ -238,7 +238,7 @@ func (s *Server) handOver(ctx context.Context, ss *ServerSession, node string) (
 		ss.thaw()
 		return "", err
 	}
-	adopt := frame(forwardMeta{Kind: kindAdopt}, body)
+	adopt := frame(forwardMeta{Kind: kindAdopt, Node: s.nodeID}, body)
 	if node == "" {
 		node, _, err = ro.RequestAny(ctx, adopt)
 	} else {
@@ -270,15 +270,18 @@ func (s *Server) handOver(ctx context.Context, ss *ServerSession, node string) (
 	return node, nil
 }
 
-// adopt restores a session another node hands over, closed until finalize.
-func (s *Server) adopt(body []byte) ([]byte, error) {
+// adopt restores a session source hands over, closed until finalize (or
+// until source is found dead: durable.go's watchArrival).
+func (s *Server) adopt(body []byte, source string) ([]byte, error) {
 	var snap SessionSnapshot
 	if err := json.Unmarshal(body, &snap); err != nil {
 		return nil, fmt.Errorf("server: adopt: %w", err)
 	}
-	if _, err := s.restoreSession(snap, true); err != nil {
+	ss, err := s.restoreSession(snap, true)
+	if err != nil {
 		return nil, err
 	}
+	go s.watchArrival(ss, source)
 	return []byte(s.nodeID), nil
 }
 

@@ -21,7 +21,8 @@ type ServerMessage struct {
 	lazy       bool
 	associated *ServerMessage
 	receivedAt time.Time
-	uid        msgID // the message's ID across the cluster; zero when not published
+	uid        msgID  // the message's ID across the cluster; zero when not published
+	seq        uint64 // its sequence in the durable stream; 0 when not stored (durable.go)
 
 	once    sync.Once
 	encoded []byte

@@ -328,8 +328,11 @@ func (s *Server) clientPublish(m *ServerMessage, ss *ServerSession) *ServerMessa
 	if !s.cfg.Security.CanPublish(s, ss, id, m) {
 		return s.fail(r, bayeux.ErrPublishDenied)
 	}
-	if !s.publish(ss, m, false) {
+	switch err := s.publish(ss, m, false); {
+	case err == errVetoed:
 		return s.fail(r, errMessageDeleted) // a channel listener vetoed it
+	case err != nil:
+		return s.fail(r, errNotStored) // durable.go
 	}
 	r.m.Successful = bayeux.True
 	return r

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -10,17 +11,22 @@ import (
 
 var seenPool = sync.Pool{New: func() any { return map[*ServerSession]struct{}{} }}
 
+// errVetoed: a channel listener vetoed a publish.
+var errVetoed = errors.New("server: a channel listener vetoed the message")
+
 // publish runs channel listeners (for local publishes), delivers to every
-// matching subscriber once, and forwards broadcast messages to the backbone.
-// It reports false when a channel listener vetoed the message.
-func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) bool {
+// matching subscriber once, and forwards broadcast messages to the backbone
+// (with durability, through the durable stream first: durable.go). It fails
+// with errVetoed when a channel listener vetoed the message, and with the
+// stream's error when the stream did not store it (nobody received it).
+func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) error {
 	name := m.m.Channel
 	chans := s.hub.match(name)
 	if !remote {
 		for _, c := range chans {
 			for _, l := range c.listenerList() {
 				if !(*l)(from, c, m) {
-					return false
+					return errVetoed
 				}
 			}
 		}
@@ -36,8 +42,14 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) boo
 	if !remote {
 		out.uid = s.nextMessageID()
 	}
-	s.stats.published.Add(1)
 	service := bayeux.IsService(name)
+	durable := !remote && !service && s.cfg.Durable != nil
+	if durable {
+		if err := s.durablePublish(name, out); err != nil {
+			return err
+		}
+	}
+	s.stats.published.Add(1)
 	var only *ServerChannel
 	nonEmpty := 0
 	for _, c := range chans {
@@ -68,12 +80,12 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) boo
 		clear(seen)
 		seenPool.Put(seen)
 	}
-	if !remote && !service && s.cfg.Backbone != nil {
+	if !remote && !service && !durable && s.cfg.Backbone != nil {
 		if err := s.cfg.Backbone.Publish(name, out.Encoded(), out.uid.String()); err != nil {
 			s.log.Warn("backbone publish failed", "channel", name, "err", err)
 		}
 	}
-	return true
+	return nil
 }
 
 // onRemote delivers a message another node published.
@@ -89,7 +101,8 @@ func (s *Server) onRemote(msg backbone.Message) {
 	}
 	sm := newEncodedMessage(m, msg.Data)
 	sm.uid = parseMsgID(msg.ID)
-	s.publish(nil, sm, true)
+	sm.seq = msg.Seq
+	_ = s.publish(nil, sm, true) // remote: no listener runs, nothing is stored
 }
 
 // Publish publishes data on channel from the server (creating no channel object).
@@ -105,6 +118,8 @@ func (s *Server) Publish(channel string, data any) error {
 	if err != nil {
 		return err
 	}
-	s.publish(nil, NewServerMessage(&bayeux.Mutable{Channel: channel, Data: raw}), false)
+	if err := s.publish(nil, NewServerMessage(&bayeux.Mutable{Channel: channel, Data: raw}), false); err != nil && err != errVetoed {
+		return err
+	}
 	return nil
 }

@@ -18,6 +18,9 @@ type sessionQueue struct {
 	maxBytes    int64 // bytes (queued plus unacknowledged), 0 or less: no limit
 	lazyTimeout time.Duration
 	wake        func()
+	// advanced, when not nil, is called (without the lock) when messages
+	// leave the queue or are acknowledged: the durable position moved.
+	advanced func()
 
 	mu          sync.Mutex
 	msgs        []*ServerMessage
@@ -29,6 +32,9 @@ type sessionQueue struct {
 	lazyDue     bool   // the lazy timer fired: flush lazy messages
 	closed      bool   // the session ended: push refuses everything
 	frozen      bool   // the session is moving out: nothing is taken
+	// durable: the session's messages have stream sequences, and ack batch
+	// ids say up to which sequence the client has everything (durable.go).
+	durable bool
 	// seen holds the IDs of the messages a session that moved here already
 	// has, for a while after the move, so that a copy that reaches this node
 	// late (published before the move) is not queued twice.
@@ -112,11 +118,16 @@ func (q *sessionQueue) lazyFire(gen uint64) {
 // delivery (which the ack extension does not use).
 func (q *sessionQueue) take() []*ServerMessage {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.frozen {
+		q.mu.Unlock()
 		return nil
 	}
-	return q.takeLocked()
+	msgs := q.takeLocked()
+	q.mu.Unlock()
+	if q.advanced != nil && len(msgs) > 0 {
+		q.advanced()
+	}
+	return msgs
 }
 
 // takeLocked empties the queue and forgets the lazy flush.
@@ -139,6 +150,9 @@ func (q *sessionQueue) takeLocked() []*ServerMessage {
 // acks, the newly taken messages become the next batch, and every
 // unacknowledged message goes out again, oldest first.
 func (q *sessionQueue) takeForConnect() ([]*ServerMessage, int64) {
+	if q.advanced != nil {
+		defer q.advanced()
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.frozen {
@@ -151,10 +165,16 @@ func (q *sessionQueue) takeForConnect() ([]*ServerMessage, int64) {
 	a := q.ack
 	if len(msgs) > 0 {
 		a.batch++
+		if q.durable {
+			a.batch = max(a.batch, seqBatch(msgs))
+		}
 		for _, m := range msgs {
 			a.unacked = append(a.unacked, ackEntry{a.batch, m})
 			a.bytes += m.size()
 		}
+	}
+	if n := len(a.unacked); n > 0 && a.unacked[n-1].batch > a.batch {
+		a.batch = a.unacked[n-1].batch // replayed by an adopting node (durable.go)
 	}
 	out := make([]*ServerMessage, len(a.unacked))
 	for i, e := range a.unacked {
@@ -204,6 +224,9 @@ func (q *sessionQueue) recycle(msgs []*ServerMessage) {
 // acknowledge drops the unacknowledged messages of batches up to and
 // including batch.
 func (q *sessionQueue) acknowledge(batch int64) {
+	if q.advanced != nil {
+		defer q.advanced()
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.ack == nil {
@@ -216,6 +239,9 @@ func (q *sessionQueue) acknowledge(batch int64) {
 		i++
 	}
 	a.unacked = append(a.unacked[:0], a.unacked[i:]...)
+	if q.durable && batch > a.batch {
+		a.batch = batch // a batch another node sent before this one adopted the session
+	}
 }
 
 // ready reports whether a held /meta/connect should be answered for the

@@ -16,6 +16,8 @@
 //     publish, disconnect) and how a held /meta/connect is answered.
 //   - publish.go: fan-out of a published message to local subscribers and the
 //     backbone.
+//   - handover.go: a session moving to another node; durable.go: sessions
+//     kept in the backbone's stream, adopted by another node when theirs dies.
 //   - longpoll.go, websocket.go and eventsource.go: the transports, where
 //     messages are written; forward*.go and eventsource_relay.go: relaying a
 //     session's requests and streams to the node that owns it.
@@ -39,6 +41,7 @@ import (
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/bayeux"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
 
@@ -96,6 +99,19 @@ type Stats struct {
 	// DrainDuration is how long the drain has taken so far, or took once no
 	// session was left; 0 before a drain.
 	DrainDuration time.Duration
+	// DurableAdopted counts durable sessions this node adopted from their
+	// records after their node died.
+	DurableAdopted uint64
+	// DurableGaps counts durable sessions that could not be adopted because
+	// messages they had not received were gone from the stream.
+	DurableGaps uint64
+	// DurableFenced counts sessions this node ended because another node had
+	// adopted them.
+	DurableFenced uint64
+	// DurableWrites and DurableWriteErrors count record writes.
+	DurableWrites, DurableWriteErrors uint64
+	// DurableNotStored counts publishes the durable stream refused.
+	DurableNotStored uint64
 }
 
 type counters struct {
@@ -136,6 +152,12 @@ type Server struct {
 	relays    relaySet  // connects forwarded from here (forward_http.go)
 	nodeWatch nodeWatch // nodes requests wait on (liveness.go)
 	shed      shedder   // shed.go
+
+	// Durable sessions (durable.go).
+	records      recordWriter
+	durableStats durableStats
+	adoptions    singleflight.Group
+	adoptSem     chan struct{}
 
 	stats counters
 
@@ -190,6 +212,7 @@ func NewServer(cfg Config) (*Server, error) {
 		emptied:    make(chan struct{}, 1),
 		newTicker:  newTimeTicker,
 		closeCh:    make(chan struct{}),
+		adoptSem:   make(chan struct{}, adoptConcurrency),
 	}
 	for _, t := range cfg.Transports {
 		s.transports[t] = true
@@ -203,6 +226,10 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.sweep()
+	if cfg.Durable != nil {
+		s.wg.Add(1)
+		go s.recordLoop() // durable.go
+	}
 	return s, nil
 }
 
@@ -236,6 +263,13 @@ func (s *Server) Stats() Stats {
 		Adopted:           s.handover.adopted.Load(),
 		Located:           s.handover.located.Load(),
 		DrainDuration:     s.drainDuration(),
+
+		DurableAdopted:     s.durableStats.adopted.Load(),
+		DurableGaps:        s.durableStats.gaps.Load(),
+		DurableFenced:      s.durableStats.fenced.Load(),
+		DurableWrites:      s.durableStats.writes.Load(),
+		DurableWriteErrors: s.durableStats.writeErrors.Load(),
+		DurableNotStored:   s.durableStats.notStored.Load(),
 	}
 }
 
@@ -318,6 +352,7 @@ func (s *Server) addSession(ss *ServerSession, hs *ServerMessage) error {
 			l.SessionAdded(ss, hs)
 		}
 	}
+	s.markRecord(ss, true) // durable.go
 	return nil
 }
 
@@ -434,6 +469,7 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		default:
 		}
 	}
+	s.markRecord(ss, true) // durable.go: the record goes, or stays, with the reason
 	for _, l := range rm {
 		l(ss, reason)
 	}

@@ -101,6 +101,14 @@ type ServerSession struct {
 	arriving     bool
 	restored     int
 	arrivalTimer *time.Timer
+	arrivalDone  chan struct{} // closed when the arrival ends
+
+	// Durable sessions (durable.go): the revision of the session's record,
+	// whether the record writer has it to write, and when it last wrote it.
+	recRev     atomic.Uint64
+	recDirty   atomic.Bool
+	recUrgent  atomic.Bool
+	recWritten atomic.Int64 // Unix nanoseconds
 }
 
 func newSession(srv *Server, id string) *ServerSession {
@@ -116,6 +124,10 @@ func newSession(srv *Server, id string) *ServerSession {
 		maxBytes:    srv.cfg.MaxQueueBytes,
 		lazyTimeout: srv.cfg.MaxLazyTimeout,
 		wake:        ss.signal,
+	}
+	if srv.cfg.Durable != nil {
+		ss.queue.durable = true
+		ss.queue.advanced = func() { srv.markRecord(ss, false) }
 	}
 	return ss
 }
@@ -169,6 +181,7 @@ func (ss *ServerSession) SetAttribute(name string, v any) {
 		ss.attrs = map[string]any{}
 	}
 	ss.attrs[name] = v
+	ss.srv.markRecord(ss, true)
 }
 
 // Attribute returns a value stored with SetAttribute.
@@ -220,6 +233,7 @@ func (ss *ServerSession) addSub(c *ServerChannel) bool {
 		ss.subs = map[*ServerChannel]struct{}{}
 	}
 	ss.subs[c] = struct{}{}
+	ss.srv.markRecord(ss, true)
 	return true
 }
 
@@ -227,6 +241,7 @@ func (ss *ServerSession) dropSub(c *ServerChannel) {
 	ss.mu.Lock()
 	delete(ss.subs, c)
 	ss.mu.Unlock()
+	ss.srv.markRecord(ss, true)
 }
 
 // wouldSubscribe returns how many channels the session would be subscribed to
@@ -362,7 +377,8 @@ func (ss *ServerSession) boundTo(c connection) bool {
 // freeze starts a move out: it writes the session out and freezes its queue
 // in one instant. The caller holds use.
 func (ss *ServerSession) freeze() (SessionSnapshot, map[*ServerMessage]struct{}, error) {
-	return ss.snapshot(true)
+	snap, kept, _, err := ss.snapshot(true, true)
+	return snap, kept, err
 }
 
 // thaw undoes freeze when the move failed: the session goes on here.
@@ -398,6 +414,9 @@ func (ss *ServerSession) endArrival() {
 	if ss.arrivalTimer != nil {
 		ss.arrivalTimer.Stop()
 		ss.arrivalTimer = nil
+	}
+	if was && ss.arrivalDone != nil {
+		close(ss.arrivalDone)
 	}
 	ss.mu.Unlock()
 	if was {

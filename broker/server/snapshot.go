@@ -32,6 +32,9 @@ type SessionSnapshot struct {
 	UserAgent      string                     `json:"userAgent,omitempty"`
 	Browser        string                     `json:"browser,omitempty"`
 	Attributes     map[string]json.RawMessage `json:"attributes,omitempty"`
+	// Record is the revision of the session's durable record (durable.go)
+	// the adopting node writes over; 0 without durability.
+	Record uint64 `json:"record,omitempty"`
 }
 
 // QueuedMessage is a message waiting in a session's queue, encoded as it
@@ -82,21 +85,23 @@ var (
 // as before: moving it is the caller's business (stop it from being served,
 // restore the snapshot elsewhere, then end it here).
 func (ss *ServerSession) Snapshot() (SessionSnapshot, error) {
-	snap, _, err := ss.snapshot(false)
+	snap, _, _, err := ss.snapshot(false, true)
 	return snap, err
 }
 
 // snapshot writes the session out and, with freeze, freezes its queue in the
 // same instant (see handover.go); it also returns the queued messages the
-// snapshot holds.
-func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMessage]struct{}, error) {
+// snapshot holds and the session's durable position (durable.go). Without
+// messages, it leaves the queue and the unacknowledged messages out (a
+// durable record's form).
+func (ss *ServerSession) snapshot(freeze, messages bool) (SessionSnapshot, map[*ServerMessage]struct{}, uint64, error) {
 	if ss.local != nil {
-		return SessionSnapshot{}, nil, ErrLocalSession
+		return SessionSnapshot{}, nil, 0, ErrLocalSession
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.reason != nil || ss.arriving {
-		return SessionSnapshot{}, nil, ErrSessionClosed
+		return SessionSnapshot{}, nil, 0, ErrSessionClosed
 	}
 	snap := SessionSnapshot{
 		ID:             ss.id,
@@ -112,7 +117,7 @@ func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMess
 	for name, v := range ss.attrs {
 		raw, err := json.Marshal(v)
 		if err != nil {
-			return SessionSnapshot{}, nil, fmt.Errorf("server: attribute %q of session %s does not encode: %w", name, ss.id, err)
+			return SessionSnapshot{}, nil, 0, fmt.Errorf("server: attribute %q of session %s does not encode: %w", name, ss.id, err)
 		}
 		if snap.Attributes == nil {
 			snap.Attributes = map[string]json.RawMessage{}
@@ -123,13 +128,20 @@ func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMess
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	snap.DeliverOnly = q.deliverOnly
+	snap.Record = ss.recRev.Load()
+	pos := q.positionLocked()
+	if a := q.ack; a != nil {
+		snap.Ack = &AckSnapshot{Batch: a.batch}
+	}
+	if !messages {
+		return snap, nil, pos, nil
+	}
 	kept := make(map[*ServerMessage]struct{}, len(q.msgs))
 	for _, m := range q.msgs {
 		snap.Queue = append(snap.Queue, queuedMessage(m))
 		kept[m] = struct{}{}
 	}
 	if a := q.ack; a != nil {
-		snap.Ack = &AckSnapshot{Batch: a.batch}
 		for _, e := range a.unacked {
 			snap.Ack.Unacked = append(snap.Ack.Unacked, AckedMessage{Batch: e.batch, Message: e.msg.Encoded(), ID: e.msg.uid.String()})
 		}
@@ -137,7 +149,7 @@ func (ss *ServerSession) snapshot(freeze bool) (SessionSnapshot, map[*ServerMess
 	if freeze {
 		q.frozen = true
 	}
-	return snap, kept, nil
+	return snap, kept, pos, nil
 }
 
 // RestoreSession rebuilds a session from its snapshot on this node: same
@@ -203,6 +215,7 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 		return nil, ErrFull
 	}
 	ss := newSession(s, snap.ID)
+	ss.recRev.Store(snap.Record)
 	ss.slot = s.cfg.MaxSessions > 0
 	ss.connected = snap.Connected
 	ss.client = clientInfo{browser: snap.Browser, connType: snap.ConnectionType, userAgent: snap.UserAgent}
@@ -222,6 +235,7 @@ func (s *Server) restoreSession(snap SessionSnapshot, arriving bool) (*ServerSes
 	if arriving {
 		ss.use.Lock()
 		ss.arriving = true
+		ss.arrivalDone = make(chan struct{})
 		ss.restored = len(queue)
 	}
 	fail := func(err error) (*ServerSession, error) {

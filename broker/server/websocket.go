@@ -287,10 +287,31 @@ func (wc *wsConn) readFrame() bool {
 		if id := batchSession(msgs); id != "" && OwnerOf(id) != "" {
 			node = s.locate(context.Background(), id)
 		}
+		if node == "" {
+			// No node serves the session: with durability, adopt it (durable.go).
+			switch a := s.orphan(batchSession(msgs)); {
+			case a.here:
+				release, _ = s.route(msgs)
+			case a.node != "":
+				node = a.node
+			}
+		}
 	}
 	if node != "" && s.forwardWebsocket(wc, node, msgs, data, wc.userAgent) { // forward_ws.go
 		return true
 	}
+	if !wc.processHere(msgs, release) {
+		return false
+	}
+	return waitBelowMax(wc, wc.pendingLen, wc.space)
+}
+
+// processHere processes a batch of a session this node holds (release, when
+// not nil, lets the session move again) and hands the replies to the
+// writer. It reports false when that closed the connection (too much output
+// pending: ErrSlowConnection).
+func (wc *wsConn) processHere(msgs []*bayeux.Mutable, release func()) bool {
+	s := wc.s
 	res := s.process(msgs, reqInfo{transport: bayeux.TransportWebSocket, userAgent: wc.userAgent, conn: wc})
 	if release != nil {
 		release()
@@ -311,7 +332,7 @@ func (wc *wsConn) readFrame() bool {
 	wc.pending = append(wc.pending, wsItem{bytes: n, replies: res.replies, connect: res.connect, session: wc.session})
 	wc.mu.Unlock()
 	wc.wake()
-	return waitBelowMax(wc, wc.pendingLen, wc.space)
+	return true
 }
 
 // waitBelowMax blocks the reader while the queue measured by n (wc.pending,

@@ -57,6 +57,12 @@ func newAdmin(srv *server.Server, bb backbone.Backbone) *admin {
 	counter("cometd_handovers_timed_out_total", "Session handovers that did not finish in time; the drain released those sessions.", func(s server.Stats) float64 { return float64(s.HandoversTimedOut) })
 	counter("cometd_sessions_adopted_total", "Sessions other brokers handed over to this one.", func(s server.Stats) float64 { return float64(s.Adopted) })
 	counter("cometd_sessions_located_total", "Sessions found on another broker by asking every broker.", func(s server.Stats) float64 { return float64(s.Located) })
+	counter("cometd_durable_sessions_adopted_total", "Durable sessions this broker adopted from their records after their broker died.", func(s server.Stats) float64 { return float64(s.DurableAdopted) })
+	counter("cometd_durable_sessions_lost_total", "Durable sessions that could not be adopted: messages they had not received were gone from the stream.", func(s server.Stats) float64 { return float64(s.DurableGaps) })
+	counter("cometd_durable_sessions_fenced_total", "Sessions this broker ended because another broker had adopted them.", func(s server.Stats) float64 { return float64(s.DurableFenced) })
+	counter("cometd_durable_record_writes_total", "Durable session records written.", func(s server.Stats) float64 { return float64(s.DurableWrites) })
+	counter("cometd_durable_record_errors_total", "Durable session record writes that failed (retried).", func(s server.Stats) float64 { return float64(s.DurableWriteErrors) })
+	counter("cometd_durable_not_stored_total", "Publishes refused because the durable stream did not store them.", func(s server.Stats) float64 { return float64(s.DurableNotStored) })
 	gauge("cometd_drain_duration_seconds", "How long the drain has taken so far, or took; 0 before a drain.", func(s server.Stats) float64 { return s.DrainDuration.Seconds() })
 	counter("cometd_slow_connections_total", "Websocket connections closed because their pending output passed maxPendingBytes.", func(s server.Stats) float64 { return float64(s.SlowConnections) })
 	a.reg.MustRegister(connCollector{a})
@@ -122,7 +128,7 @@ func (a *admin) handler() http.Handler {
 			Draining: a.draining.Load(), PolicyVersion: a.currentPolicyVersion(), UptimeSeconds: int64(time.Since(a.started).Seconds()),
 			Backbone: a.bb != nil, BackboneConnected: a.backboneConnected(),
 			Handover: handoverStatus{HandedOver: st.HandedOver, Failed: st.HandoversFailed, TimedOut: st.HandoversTimedOut,
-				Adopted: st.Adopted, DrainSeconds: st.DrainDuration.Seconds()},
+				Adopted: st.Adopted, DrainSeconds: st.DrainDuration.Seconds(), DurableAdopted: st.DurableAdopted, DurableLost: st.DurableGaps},
 		})
 	})
 	return mux
@@ -186,6 +192,10 @@ type handoverStatus struct {
 	TimedOut     uint64  `json:"timedOut"`
 	Adopted      uint64  `json:"adopted"`
 	DrainSeconds float64 `json:"drainSeconds"`
+	// DurableAdopted counts durable sessions adopted after their broker
+	// died; DurableLost those that could not be (their messages were gone).
+	DurableAdopted uint64 `json:"durableAdopted"`
+	DurableLost    uint64 `json:"durableLost"`
 }
 
 // backboneConnected reports whether the backbone is healthy; a broker with no

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
 	"github.com/cometd-operator/cometd-operator/broker/config"
+	"github.com/cometd-operator/cometd-operator/broker/server"
 )
 
 // embeddedNATSReady bounds the embedded NATS server's start.
@@ -41,8 +44,16 @@ func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), e
 		Logger:        log,
 	}
 	var embedded *natsserver.Server
+	var storeDir string
 	if nc.URL == "" {
-		s, err := startEmbeddedNATS(nodeID)
+		if cfg.Durability != nil {
+			dir, err := os.MkdirTemp("", "cometd-jetstream-")
+			if err != nil {
+				return nil, nil, fmt.Errorf("embedded NATS: %w", err)
+			}
+			storeDir = dir
+		}
+		s, err := startEmbeddedNATS(nodeID, storeDir)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -56,6 +67,9 @@ func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), e
 		if embedded != nil {
 			embedded.Shutdown()
 		}
+		if storeDir != "" {
+			_ = os.RemoveAll(storeDir)
+		}
 		return nil, nil, err
 	}
 	return bb, func() {
@@ -64,18 +78,52 @@ func openBackbone(cfg *config.File, nodeID string) (backbone.Backbone, func(), e
 			embedded.Shutdown()
 			embedded.WaitForShutdown()
 		}
+		if storeDir != "" {
+			_ = os.RemoveAll(storeDir)
+		}
 	}, nil
+}
+
+// durableSetup bounds creating the durable stream and bucket.
+const durableSetup = 30 * time.Second
+
+// enableDurability creates the cluster's durable stream and session bucket
+// on the backbone's NATS (which must have JetStream).
+func enableDurability(ctx context.Context, bb backbone.Backbone, d *config.Durability) (server.DurableStore, error) {
+	n, ok := bb.(*backbone.NATS)
+	if !ok {
+		return nil, errors.New("durable sessions need a NATS backbone")
+	}
+	ctx, cancel := context.WithTimeout(ctx, durableSetup)
+	defer cancel()
+	for {
+		ds, err := n.EnableDurability(ctx, backbone.DurableConfig{Settings: *d})
+		if err == nil {
+			return ds, nil
+		}
+		// NATS may still be starting, or electing its JetStream leader.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("durable sessions: %w (does the NATS server have JetStream enabled?)", err)
+		case <-time.After(time.Second):
+			slog.Default().Warn("durable sessions: JetStream not ready; retrying", "err", err)
+		}
+	}
 }
 
 // startEmbeddedNATS starts a NATS server that accepts in-process connections
 // only: with no TCP listener, nothing outside the broker can read or inject
 // backbone traffic, and it needs no credential.
-func startEmbeddedNATS(nodeID string) (*natsserver.Server, error) {
+//
+// With storeDir, JetStream is on (durable sessions), storing there.
+func startEmbeddedNATS(nodeID, storeDir string) (*natsserver.Server, error) {
 	s, err := natsserver.NewServer(&natsserver.Options{
 		ServerName: "cometd-embedded-" + nodeID,
 		DontListen: true,
 		NoLog:      true,
 		NoSigs:     true,
+		JetStream:  storeDir != "",
+		StoreDir:   storeDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)

@@ -34,7 +34,7 @@ func TestOpenBackboneEmbedded(t *testing.T) {
 // TestEmbeddedNATSHasNoListener: the embedded NATS accepts in-process
 // connections only, so nothing outside the broker reaches the backbone.
 func TestEmbeddedNATSHasNoListener(t *testing.T) {
-	s, err := startEmbeddedNATS("solo")
+	s, err := startEmbeddedNATS("solo", "")
 	if err != nil {
 		t.Fatal(err)
 	}

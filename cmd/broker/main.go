@@ -72,6 +72,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	natsURL := fs.String("nats-url", "", "NATS URL(s) for the backbone; env COMETD_NATS_URL")
 	logFormat := fs.String("log-format", "text", "log format: text or json; env COMETD_LOG_FORMAT")
 	demoPage := fs.Bool("demo", false, "serve a demo page (chat, latency, transport) at /demo/ on the client port; env COMETD_DEMO=true")
+	durable := fs.Bool("durable", false, "keep sessions in NATS JetStream so that another broker adopts them when this one dies (the config file's durability block, with its defaults); env COMETD_DURABLE=true")
 	pprofListen := fs.String("pprof-listen", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060); env COMETD_PPROF_LISTEN (default: not served)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -160,6 +161,16 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	if set["demo"] {
 		f.Demo = *demoPage
 	}
+	if v := getenv("COMETD_DURABLE"); v != "" && !set["durable"] {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("COMETD_DURABLE: %w", err)
+		}
+		*durable = b
+	}
+	if *durable && f.Durability == nil {
+		f.Durability = &config.Durability{}
+	}
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
@@ -226,6 +237,15 @@ func run(args []string, getenv func(string) string) error {
 	cfg := server.ConfigFromFile(f)
 	cfg.NodeID = o.node
 	cfg.Backbone = bb
+	if f.Durability != nil {
+		if cfg.Durable, err = enableDurability(runCtx, bb, f.Durability); err != nil {
+			return err
+		}
+		// A session's unacknowledged messages are bounded by maxSessionBytes.
+		cfg.MaxQueueBytes = min(cfg.MaxQueueBytes, f.Durability.MaxSessionBytesOrDefault())
+		log.Info("durable sessions", "storage", f.Durability.StorageOrDefault(), "replicas", f.Durability.ReplicasOrDefault(),
+			"maxAge", f.Durability.MaxAge(), "maxBytes", f.Durability.MaxBytesOrDefault(), "maxSessionBytes", f.Durability.MaxSessionBytesOrDefault())
+	}
 	cfg.Logger = log
 	watcher, sec, err := openPolicy(f.PolicyFile, log)
 	if err != nil {
