@@ -15,6 +15,7 @@
 // stdout reports one JSON event per line:
 //   {"ev":"ready","clientId":"..."}                 after the first handshake
 //   {"ev":"handshake","clientId":"..."}            on every successful handshake
+//                                                  (a CometD client subscribes again then)
 //   {"ev":"subscribed","channel":"..."}            or {"ev":"error",...}
 //   {"ev":"published","channel":"..."}             (publish-async: with data;
 //   {"ev":"publish-failed",...}                     or this on failure)
@@ -89,6 +90,18 @@ async function cometdClient() {
             return m;
         },
     });
+    // As the CometD documentation has applications do, subscriptions are made
+    // again after a new handshake (the server lost the session).
+    const subscriptions = new Set();
+    const deliver = (channel) => (m) => emit({ev: "message", sub: channel, channel: m.channel, data: m.data});
+    let handshakes = 0;
+    cometd.addListener("/meta/handshake", (m) => {
+        if (m.successful && ++handshakes > 1) {
+            for (const channel of subscriptions) {
+                cometd.subscribe(channel, deliver(channel));
+            }
+        }
+    });
     await new Promise((resolve, reject) => cometd.handshake((r) => r.successful ? resolve(r) : reject(new Error(JSON.stringify(r)))));
     return {
         refresh(t) {
@@ -96,8 +109,11 @@ async function cometdClient() {
         },
         clientId: () => cometd.getClientId(),
         subscribe(channel) {
-            return new Promise((resolve, reject) => cometd.subscribe(channel,
-                (m) => emit({ev: "message", sub: channel, channel: m.channel, data: m.data}),
+            if (subscriptions.has(channel)) {
+                return Promise.resolve(); // made again after each handshake already
+            }
+            subscriptions.add(channel);
+            return new Promise((resolve, reject) => cometd.subscribe(channel, deliver(channel),
                 (r) => r.successful ? resolve() : reject(new Error(JSON.stringify(r)))));
         },
         publish(channel, data) {

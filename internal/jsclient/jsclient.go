@@ -330,6 +330,48 @@ func (p *RatePublisher) Finish(t testing.TB) (ok []string, failed []Event) {
 	return ok, failed
 }
 
+// FinishUnanswered stops publishing, waits for the outcome of the last
+// publish, and returns the IDs published successfully, the failures, and
+// the publishes that got no outcome at all. The CometD client sends its
+// publishes in order, so once the last one is answered every earlier one
+// that will ever be is; the CometD JavaScript client drops the publishes it
+// has queued, without calling their callbacks, when a server tells it to
+// handshake again (a lost session).
+func (p *RatePublisher) FinishUnanswered(t testing.TB) (ok []string, failed []Event, unanswered []string) {
+	close(p.stop)
+	<-p.done
+	n := int(p.sent.Load())
+	lastID := fmt.Sprintf("m%d", n-1)
+	testutil.Eventually(t, WaitTimeout, "the outcome of the last publish, "+lastID, func(context.Context) (bool, string) {
+		for _, e := range p.c.Events() {
+			var pl Payload
+			if (e.Ev == "published" || e.Ev == "publish-failed") && json.Unmarshal(e.Data, &pl) == nil && pl.ID == lastID {
+				return true, ""
+			}
+		}
+		return false, ""
+	})
+	answered := map[string]bool{}
+	for _, e := range p.c.Events() {
+		var pl Payload
+		_ = json.Unmarshal(e.Data, &pl)
+		switch e.Ev {
+		case "published":
+			ok = append(ok, pl.ID)
+			answered[pl.ID] = true
+		case "publish-failed":
+			failed = append(failed, e)
+			answered[pl.ID] = true
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprintf("m%d", i); !answered[id] {
+			unanswered = append(unanswered, id)
+		}
+	}
+	return ok, failed, unanswered
+}
+
 // lossReport counts, for one client, the published IDs it never received and
 // the ones it received more than once.
 func LossReport(c *Client, ids []string) (lost, dup int) {

@@ -37,15 +37,25 @@ func brokerBinary(t testing.TB) string { return binary(t, "./cmd/broker", true) 
 
 // natsServer is a real NATS server embedded in the test process.
 type natsServer struct {
-	t    testing.TB
-	port int
-	mu   sync.Mutex
-	srv  *natsserver.Server
+	t        testing.TB
+	port     int
+	storeDir string // JetStream's, when on
+	mu       sync.Mutex
+	srv      *natsserver.Server
 }
 
 // startNATS runs NATS on a random loopback port.
 func startNATS(t testing.TB) *natsServer {
 	n := &natsServer{t: t}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// startJetStream runs NATS with JetStream (for durable sessions) on a random
+// loopback port.
+func startJetStream(t testing.TB) *natsServer {
+	n := &natsServer{t: t, storeDir: t.TempDir()}
 	n.start()
 	t.Cleanup(n.stop)
 	return n
@@ -57,7 +67,8 @@ func (n *natsServer) start() {
 	if port == 0 {
 		port = natsserver.RANDOM_PORT
 	}
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		JetStream: n.storeDir != "", StoreDir: n.storeDir})
 	if err != nil {
 		n.t.Fatal(err)
 	}
