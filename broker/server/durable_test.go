@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +266,45 @@ func TestDurablePublishRefusedWhenStreamFull(t *testing.T) {
 	}
 	if a.Stats().DurableNotStored == 0 {
 		t.Error("the refused publish is not counted")
+	}
+}
+
+// pingAnswers answers pings with the process numbers it is given, in turn.
+type pingAnswers struct {
+	mu      sync.Mutex
+	answers []string
+}
+
+func (p *pingAnswers) Request(context.Context, string, []byte) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.answers[0]
+	if len(p.answers) > 1 {
+		p.answers = p.answers[1:]
+	}
+	return []byte(a), nil
+}
+
+func (p *pingAnswers) HandleRequests(backbone.RequestHandler) {}
+
+// TestRestartedNodeCountsAsDead: a node that answers pings from another
+// process than before (restarted under the same ID) is dead to the requests
+// that waited on the old one; one that keeps answering from the same process
+// is not.
+func TestRestartedNodeCountsAsDead(t *testing.T) {
+	s := newTestServer(t, Config{LivenessInterval: 10 * time.Millisecond})
+	same, doneSame := s.watchNode(&pingAnswers{answers: []string{"p1"}}, "node-x")
+	defer doneSame()
+	restarted, doneRestarted := s.watchNode(&pingAnswers{answers: []string{"p1", "p1", "p2"}}, "node-y")
+	defer doneRestarted()
+	select {
+	case <-restarted:
+	case <-time.After(testWait):
+		t.Fatal("a node that restarted under its ID was not found dead")
+	}
+	select {
+	case <-same:
+		t.Fatal("a node answering from the same process was found dead")
+	default:
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/cometd-operator/cometd-operator/broker/backbone"
@@ -93,7 +94,9 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 	case kindWhere:
 		return s.where(string(body)), nil
 	case kindPing:
-		return []byte{}, nil
+		// The process's number: a node that restarted under the same ID
+		// answers with another one (liveness.go).
+		return strconv.AppendUint(nil, s.msgNode, 36), nil
 	case kindPull:
 		return s.servePull(ctx, string(body), meta.Transport != pullNoWait) // eventsource_relay.go
 	case kindRequeue:

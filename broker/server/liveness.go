@@ -17,7 +17,9 @@ import (
 // say so: the reply just never comes, and the client, and every publish it
 // sends meanwhile, waits with it. So while requests wait on a node, one
 // watcher per node pings it every LivenessInterval; when the node is gone from
-// the backbone (no responder) or misses two pings in a row, every request
+// the backbone (no responder), misses two pings in a row, or answers from
+// another process (it restarted under the same ID, as a container restarted
+// in place does, and knows nothing of the requests), every request
 // waiting on it ends at once as if the node had never been there: the batch
 // goes where the session is now, or is answered 402::session_unknown so that
 // the client handshakes again.
@@ -34,6 +36,9 @@ const livenessMisses = 2
 
 // errOwnerGone ends a request whose node stopped answering.
 var errOwnerGone = errors.New("server: the node stopped answering")
+
+// errNodeRestarted: a node answers under the same ID from another process.
+var errNodeRestarted = errors.New("server: the node restarted")
 
 type nodeWatch struct {
 	mu sync.Mutex
@@ -83,6 +88,7 @@ func (s *Server) pingLoop(req backbone.Requester, node string, w *watched) {
 	defer t.Stop()
 	ping := frame(forwardMeta{Kind: kindPing}, nil)
 	missed := 0
+	var process string // the first answer's process number
 	for {
 		select {
 		case <-w.stop:
@@ -92,12 +98,17 @@ func (s *Server) pingLoop(req backbone.Requester, node string, w *watched) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LivenessInterval)
-		_, err := req.Request(ctx, node, ping)
+		reply, err := req.Request(ctx, node, ping)
 		cancel()
 		switch {
-		case err == nil:
+		case err == nil && (process == "" || string(reply) == process):
+			process = string(reply)
 			missed = 0
 			continue
+		case err == nil:
+			// Another process under the node's ID: the one requests wait on died.
+			err = errNodeRestarted
+			missed = livenessMisses
 		case errors.Is(err, backbone.ErrNoNode):
 			missed = livenessMisses
 		default:
