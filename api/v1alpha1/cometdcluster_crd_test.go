@@ -2,8 +2,10 @@ package v1alpha1_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -225,6 +227,7 @@ func TestCometdClusterValidation(t *testing.T) {
 		{"maxUnavailable bad percentage", map[string]any{"disruptionBudget": map[string]any{"maxUnavailable": "150%"}},
 			"spec.disruptionBudget.maxUnavailable must be a non-negative number or a percentage"},
 	}
+	cases = append(cases, durabilityRefusals(managed)...)
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := createRaw(ns, "bad-"+strings.ToLower(strings.ReplaceAll(intName(i), " ", "-")), tc.spec)
@@ -286,5 +289,93 @@ func TestCometdClusterScaleRefusedWithoutBackbone(t *testing.T) {
 	err := env.Client.SubResource("scale").Update(ctx, cc, client.WithSubResourceBody(scale))
 	if err == nil || !strings.Contains(err.Error(), "more than one broker needs a shared backbone") {
 		t.Fatalf("scaling to 3 without NATS: err = %v, want the shared-backbone rule", err)
+	}
+}
+
+type refusal = struct {
+	name string
+	spec map[string]any
+	want string
+}
+
+// durabilityRefusals are the spec.durability cases of TestCometdClusterValidation.
+func durabilityRefusals(managed map[string]any) []refusal {
+	durable := func(d map[string]any) map[string]any {
+		return map[string]any{"nats": map[string]any{"url": "nats://n:4222"}, "durability": d}
+	}
+	managedNATS := func(m map[string]any, d map[string]any) map[string]any {
+		return map[string]any{"nats": map[string]any{"managed": m}, "durability": d}
+	}
+	return []refusal{
+		{"durability without NATS", map[string]any{"durability": map[string]any{}},
+			"spec.durability keeps sessions in NATS JetStream: set spec.nats.managed (the operator enables JetStream on it) or spec.nats.url"},
+		{"durability with more replicas than managed NATS servers", managedNATS(map[string]any{"replicas": 1},
+			map[string]any{"replicas": 3}),
+			"spec.durability.replicas must not exceed spec.nats.managed.replicas"},
+		{"durability replicas above the default managed NATS", managedNATS(map[string]any{}, map[string]any{"replicas": 5}),
+			"spec.durability.replicas must not exceed spec.nats.managed.replicas"},
+		{"durability replicas even", durable(map[string]any{"replicas": 2}), "spec.durability.replicas: Unsupported value: 2"},
+		{"durability unknown storage", durable(map[string]any{"storage": "disk"}), `spec.durability.storage: Unsupported value: "disk"`},
+		{"durability maxAge too short", durable(map[string]any{"maxAge": "500ms"}), "spec.durability.maxAge must be at least 1s"},
+		{"durability maxAge not a duration", durable(map[string]any{"maxAge": "ten minutes"}), "spec.durability.maxAge"},
+		{"durability maxBytes zero", durable(map[string]any{"maxBytes": 0}),
+			"spec.durability.maxBytes must be a whole number of bytes between 1Mi and 1Ti"},
+		{"durability maxBytes negative", durable(map[string]any{"maxBytes": "-1Gi"}),
+			"spec.durability.maxBytes must be a whole number of bytes between 1Mi and 1Ti"},
+		{"durability maxSessionBytes zero", durable(map[string]any{"maxSessionBytes": "0"}),
+			"spec.durability.maxSessionBytes must be a whole number of bytes, at least 1Ki"},
+		{"durability maxSessionBytes fractional", durable(map[string]any{"maxSessionBytes": "1500m"}),
+			"spec.durability.maxSessionBytes must be a whole number of bytes, at least 1Ki"},
+		{"durability maxSessionBytes above maxBytes", durable(map[string]any{"maxBytes": "16Mi", "maxSessionBytes": "32Mi"}),
+			"spec.durability.maxSessionBytes must not exceed spec.durability.maxBytes"},
+		{"durability maxSessionBytes above the default maxBytes", durable(map[string]any{"maxSessionBytes": "1Gi"}),
+			"spec.durability.maxSessionBytes must not exceed spec.durability.maxBytes"},
+	}
+}
+
+// Durable sessions are accepted with a NATS that can have JetStream, with
+// their defaults filled in.
+func TestCometdClusterDurability(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	limit := func(mem string) map[string]any {
+		return map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": mem}}}
+	}
+	for _, tc := range []struct {
+		name string
+		spec map[string]any
+	}{
+		{"url", map[string]any{"nats": map[string]any{"url": "nats://n:4222"}, "durability": map[string]any{}}},
+		{"managed, defaults", map[string]any{"nats": map[string]any{"managed": map[string]any{}}, "durability": map[string]any{}}},
+		{"managed, three replicas", map[string]any{"nats": map[string]any{"managed": map[string]any{"replicas": 3}},
+			"durability": map[string]any{"replicas": 3, "storage": "file", "maxAge": "1h", "maxBytes": "1Gi", "maxSessionBytes": "1Gi"}}},
+		{"managed, five of five", map[string]any{"nats": map[string]any{"managed": map[string]any{"replicas": 5}},
+			"durability": map[string]any{"replicas": 5, "maxBytes": 1 << 20, "maxSessionBytes": 1024}}},
+		{"memory limit on managed nats", map[string]any{"nats": map[string]any{"managed": limit(fmt.Sprint(544 << 20))},
+			"durability": map[string]any{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ",", "")
+			if err := createRaw(ns, name, tc.spec); err != nil {
+				t.Fatalf("a valid durability spec was refused: %v", err)
+			}
+		})
+	}
+
+	var got v1.CometdCluster
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "managed-defaults"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	d := got.Spec.Durability
+	if d == nil || d.Storage != v1.StorageMemory || d.Replicas == nil || *d.Replicas != 1 ||
+		d.MaxAge == nil || d.MaxAge.Duration != 10*time.Minute || d.MaxBytes == nil || d.MaxBytes.Value() != 256<<20 ||
+		d.MaxSessionBytes == nil || d.MaxSessionBytes.Value() != 64<<10 {
+		t.Fatalf("durability defaults = %+v, want memory, 1, 10m, 256Mi, 64Ki", d)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "url"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Durability == nil {
+		t.Fatal("spec.durability: {} was dropped")
 	}
 }

@@ -49,6 +49,8 @@ const (
 //
 // +kubebuilder:validation:XValidation:rule="(has(self.replicas) && self.replicas >= 1) || has(self.autoscaling)",message="spec.replicas must be at least 1 unless spec.autoscaling is set"
 // +kubebuilder:validation:XValidation:rule="(has(self.nats) && (has(self.nats.url) || has(self.nats.managed))) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="more than one broker needs a shared backbone: set spec.nats.url (an existing NATS) or spec.nats.managed (a NATS run by the operator)"
+// +kubebuilder:validation:XValidation:rule="!has(self.durability) || (has(self.nats) && (has(self.nats.url) || has(self.nats.managed)))",message="spec.durability keeps sessions in NATS JetStream: set spec.nats.managed (the operator enables JetStream on it) or spec.nats.url (a NATS with JetStream enabled); a broker's embedded NATS dies with it and cannot keep its sessions for another broker"
+// +kubebuilder:validation:XValidation:rule="!has(self.durability) || !has(self.nats) || !has(self.nats.managed) || (has(self.durability.replicas) ? self.durability.replicas : 1) <= (has(self.nats.managed.replicas) ? self.nats.managed.replicas : 3)",message="spec.durability.replicas must not exceed spec.nats.managed.replicas: each copy of a session lives on a different NATS server"
 type CometdClusterSpec struct {
 	// Replicas is the number of broker pods asked for, by you or `kubectl
 	// scale` (the scale subresource). With autoscaling set, the autoscaler
@@ -130,6 +132,87 @@ type CometdClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Access AccessSpec `json:"access,omitempty"`
+
+	// Durability keeps client sessions in NATS JetStream, so that they survive
+	// the death of their broker: another broker adopts a session, with the
+	// same clientId, its subscriptions and the messages its client has not
+	// acknowledged. It needs a NATS with JetStream: spec.nats.managed (the
+	// operator enables JetStream on it) or spec.nats.url (a NATS you run with
+	// JetStream enabled and room for maxBytes). Unset means sessions live only
+	// in their broker's memory: a broker that drains hands them over, one that
+	// crashes loses them. See "Durable sessions" in docs/operations.md.
+	// +optional
+	Durability *DurabilitySpec `json:"durability,omitempty"`
+}
+
+// DurabilityStorage is where JetStream keeps durable sessions.
+// +kubebuilder:validation:Enum=memory;file
+type DurabilityStorage string
+
+// The durability storages (JetStream's storage types).
+const (
+	// StorageMemory keeps sessions in the NATS servers' memory: fast, lost
+	// with a NATS server unless replicas are kept on others.
+	StorageMemory DurabilityStorage = "memory"
+	// StorageFile keeps sessions on the NATS servers' disk.
+	StorageFile DurabilityStorage = "file"
+)
+
+// DurabilitySpec configures durable sessions: each session's record
+// (subscriptions, ack position, extension state) in a JetStream key-value
+// bucket, and the messages its client has not acknowledged in a JetStream
+// stream. Changing a field rolls the brokers; with managed NATS, changing
+// storage or maxBytes (or setting or removing spec.durability) also rolls the
+// NATS servers, and the sessions they kept are lost unless replicas is above 1.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxSessionBytes) || !has(self.maxBytes) || !isQuantity(string(self.maxSessionBytes)) || !isQuantity(string(self.maxBytes)) || quantity(string(self.maxSessionBytes)).compareTo(quantity(string(self.maxBytes))) <= 0",message="spec.durability.maxSessionBytes must not exceed spec.durability.maxBytes: one session's unacknowledged messages are part of the stream"
+type DurabilitySpec struct {
+	// Storage is JetStream's storage for sessions: memory (the NATS servers'
+	// memory; fast, and lost with a server unless replicas keep copies on
+	// others) or file (the NATS servers' disk; with managed NATS an emptyDir
+	// volume, so it survives a NATS container's restart but not its pod's).
+	// +kubebuilder:default=memory
+	// +optional
+	Storage DurabilityStorage `json:"storage,omitempty"`
+
+	// Replicas is how many NATS servers keep a copy of each session: 1, 3 or
+	// 5. 3 survives the loss of one NATS server, 5 of two; each copy costs
+	// maxBytes of storage on its server, and every write waits for a majority
+	// of copies. With spec.nats.managed it must not exceed
+	// spec.nats.managed.replicas.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Enum=1;3;5
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// MaxAge is how long a message its client has not acknowledged is kept
+	// for it: a client away longer finds its session without the older
+	// messages. A Go duration string, at least 1s.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.durability.maxAge must be at least 1s"
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+
+	// MaxBytes bounds the stream of unacknowledged messages, over all the
+	// cluster's sessions. When it is full, the stream refuses new messages
+	// and the broker ends the sessions it cannot keep with an error, rather
+	// than lose their messages silently. With managed NATS it sizes the
+	// JetStream storage of every NATS server (see docs/operations.md). A whole
+	// number of bytes, at least 1Mi.
+	// +kubebuilder:default="256Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isInteger() && quantity(string(self)).compareTo(quantity('1Mi')) >= 0 && quantity(string(self)).compareTo(quantity('1Ti')) <= 0",message="spec.durability.maxBytes must be a whole number of bytes between 1Mi and 1Ti"
+	// +optional
+	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
+
+	// MaxSessionBytes bounds one session's unacknowledged messages in the
+	// stream; a session over it is ended as a slow consumer, as one over
+	// spec.broker.maxQueueSize is. A whole number of bytes, at least 1Ki and
+	// at most maxBytes.
+	// +kubebuilder:default="64Ki"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isInteger() && quantity(string(self)).compareTo(quantity('1Ki')) >= 0",message="spec.durability.maxSessionBytes must be a whole number of bytes, at least 1Ki"
+	// +optional
+	MaxSessionBytes *resource.Quantity `json:"maxSessionBytes,omitempty"`
 }
 
 // RebalanceSpec configures how sessions are spread over the brokers.

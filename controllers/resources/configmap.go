@@ -77,6 +77,7 @@ func BrokerConfigFile(cc *v1.CometdCluster) config.File {
 	// the process to exit before the kubelet kills it.
 	drain := time.Duration(gracePeriod(cc))*time.Second - drainHeadroom
 	f.DrainGracePeriodMs = max(drain, minDrainPeriod).Milliseconds()
+	f.Durability = Durability(cc)
 
 	if n := cc.Spec.NATS; n != nil {
 		switch {

@@ -79,9 +79,11 @@ func natsRoutePort(m *v1.ManagedNATS) int32 {
 }
 
 // NATSConfig renders the managed NATS server configuration: client and
-// monitoring ports, and the auth Secret's auth.conf, which holds the client
-// token and the cluster block, whose routes name every server of the
-// StatefulSet through the headless Service (a server ignores its own route).
+// monitoring ports, JetStream with spec.durability (durability.go), and the
+// auth Secret's auth.conf, which holds the client token and the cluster
+// block, whose routes name every server of the StatefulSet through the
+// headless Service (a server ignores its own route). The server name is the
+// pod's, unique in the StatefulSet, as a JetStream cluster needs.
 func NATSConfig(cc *v1.CometdCluster) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Managed by cometd-operator for CometdCluster %s/%s.\n", cc.Namespace, cc.Name)
@@ -89,6 +91,7 @@ func NATSConfig(cc *v1.CometdCluster) string {
 	if natsTLS(cc) != nil {
 		fmt.Fprintf(&b, "tls {\n%s  timeout: 5\n}\n", natsTLSFiles())
 	}
+	b.WriteString(natsJetStream(cc))
 	fmt.Fprintf(&b, "include %q\n", "../auth/"+natsAuthConfigKey)
 	return b.String()
 }
@@ -197,7 +200,7 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 			PeriodSeconds: probePeriod, TimeoutSeconds: probeTimeout, SuccessThreshold: 1, FailureThreshold: failures,
 		}
 	}
-	return appsv1.StatefulSetSpec{
+	spec := appsv1.StatefulSetSpec{
 		Replicas:            ptr.To(natsReplicas(m)),
 		ServiceName:         cc.ChildName(SuffixNATSHeadless),
 		PodManagementPolicy: appsv1.ParallelPodManagement,
@@ -240,4 +243,6 @@ func (b *natsStatefulSetBuilder) spec() appsv1.StatefulSetSpec {
 			},
 		},
 	}
+	withDurability(cc, &spec.Template.Spec)
+	return spec
 }

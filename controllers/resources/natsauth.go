@@ -37,8 +37,9 @@ const (
 var NATSTokenPath = NATSCredsDir + "/" + NATSTokenKey
 
 // NATSAuthConfig renders auth.conf: the client token, and the cluster block
-// whose routes authenticate with the route password. Rendered with empty
-// secrets it is the shape the StatefulSet's config hash follows.
+// whose routes authenticate with the route password (none for a lone server
+// with durability, see natsJetStreamCluster). Rendered with empty secrets it
+// is the shape the StatefulSet's config hash follows.
 func NATSAuthConfig(cc *v1.CometdCluster, token, routePassword string) string {
 	m := cc.Spec.NATS.Managed
 	port := natsRoutePort(m)
@@ -50,6 +51,9 @@ func NATSAuthConfig(cc *v1.CometdCluster, token, routePassword string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Managed by cometd-operator for CometdCluster %s/%s. Secret: do not copy.\n", cc.Namespace, cc.Name)
 	fmt.Fprintf(&b, "authorization {\n  token: %q\n}\n", token)
+	if !natsJetStreamCluster(cc) {
+		return b.String()
+	}
 	routeTLS := ""
 	if natsTLS(cc) != nil {
 		routeTLS = "  tls {\n" + strings.ReplaceAll(natsTLSFiles(), "  ", "    ") + "    timeout: 5\n  }\n"

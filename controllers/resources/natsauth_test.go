@@ -30,6 +30,15 @@ import (
 // routes to the given URLs instead of the pods' DNS names.
 func startRenderedNATS(t *testing.T, conf, auth string, routes ...*url.URL) *natsserver.Server {
 	t.Helper()
+	return startRenderedNATSWith(t, conf, auth, func(o *natsserver.Options) { o.Routes = routes })
+}
+
+// startRenderedNATSWith is startRenderedNATS with the options (ports, routes)
+// adjusted by adjust after the rendered configuration is loaded. A server
+// whose configuration has a cluster block listens for routes on a free
+// loopback port; one without stays without.
+func startRenderedNATSWith(t *testing.T, conf, auth string, adjust func(*natsserver.Options)) *natsserver.Server {
+	t.Helper()
 	dir := t.TempDir()
 	for name, data := range map[string]string{"config/nats.conf": conf, "auth/auth.conf": auth} {
 		p := filepath.Join(dir, name)
@@ -46,9 +55,11 @@ func startRenderedNATS(t *testing.T, conf, auth string, routes ...*url.URL) *nat
 		t.Fatalf("the rendered NATS configuration does not load: %v", err)
 	}
 	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, -1
-	opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", -1
-	opts.Routes = routes
+	if opts.Cluster.Port != 0 {
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", -1
+	}
 	opts.NoLog, opts.NoSigs = true, true
+	adjust(opts)
 	s, err := natsserver.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
