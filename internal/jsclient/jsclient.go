@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,6 +371,39 @@ func (p *RatePublisher) FinishUnanswered(t testing.TB) (ok []string, failed []Ev
 		}
 	}
 	return ok, failed, unanswered
+}
+
+// PayloadID is the id of the payload an event carries ("" for none).
+func (e Event) PayloadID() string {
+	var p Payload
+	_ = json.Unmarshal(e.Data, &p)
+	return p.ID
+}
+
+// PublishIndex is i of a RatePublisher's publish "m<i>" an event is about
+// (-1 for anything else).
+func (e Event) PublishIndex() int64 {
+	id := e.PayloadID()
+	if !strings.HasPrefix(id, "m") {
+		return -1
+	}
+	i, err := strconv.ParseInt(id[1:], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return i
+}
+
+// LastAnswered is the index of c's last RatePublisher publish that was
+// answered (-1 before any): publishes after it may be in flight.
+func LastAnswered(c *Client) int64 {
+	last := int64(-1)
+	for _, e := range c.Events() {
+		if e.Ev == "published" || e.Ev == "publish-failed" {
+			last = max(last, e.PublishIndex())
+		}
+	}
+	return last
 }
 
 // lossReport counts, for one client, the published IDs it never received and

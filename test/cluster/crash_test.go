@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -88,19 +87,14 @@ func killInTurn(t *testing.T, durable bool) {
 		// Publishes the client had not had answered yet may have been in
 		// flight to the killed broker: the outage starts after the last
 		// answered one.
-		from := int64(0)
-		for _, e := range pubClient.Events() {
-			if e.Ev == "published" || e.Ev == "publish-failed" {
-				from = max(from, publishIndex(e)+1)
-			}
-		}
+		from := jsclient.LastAnswered(pubClient) + 1
 		var to int64
 		testutil.Eventually(t, 3*recoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string) {
 			for _, e := range pubClient.Events() {
 				if e.Ev != "published" {
 					continue
 				}
-				idx := publishIndex(e)
+				idx := e.PublishIndex()
 				if idx < from {
 					continue
 				}
@@ -142,7 +136,7 @@ func killInTurn(t *testing.T, durable bool) {
 	}
 	t.Logf("recoveries %v; %d published, %d failed, %d dropped by the client unanswered", recoveries, len(published), len(failed), len(unanswered))
 	during := func(id string) bool {
-		idx := publishIndex(jsclient.Event{Data: json.RawMessage(fmt.Sprintf(`{"id":%q}`, id))})
+		idx, _ := strconv.ParseInt(strings.TrimPrefix(id, "m"), 10, 64)
 		for _, w := range outages {
 			if idx >= w.from && idx < w.to {
 				return true
@@ -151,8 +145,8 @@ func killInTurn(t *testing.T, durable bool) {
 		return false
 	}
 	for _, e := range failed {
-		if !during(payloadID(e)) {
-			t.Errorf("publish %s failed outside the outages %v: %+v", payloadID(e), outages, e)
+		if !during(e.PayloadID()) {
+			t.Errorf("publish %s failed outside the outages %v: %+v", e.PayloadID(), outages, e)
 		}
 	}
 	for _, id := range unanswered {
@@ -176,25 +170,4 @@ func killInTurn(t *testing.T, durable bool) {
 		t.Logf("%-28s %d lost, %d duplicated of %d; %d handshakes", c.Name(), lost, dup, len(published), c.Handshakes())
 	}
 	t.Logf("the publisher handshook %d times", pubClient.Handshakes())
-}
-
-// payloadID is the id of a publish outcome's payload.
-func payloadID(e jsclient.Event) string {
-	var p jsclient.Payload
-	_ = json.Unmarshal(e.Data, &p)
-	return p.ID
-}
-
-// publishIndex is i of a rate publisher's publish outcome of "m<i>" (-1 for
-// anything else).
-func publishIndex(e jsclient.Event) int64 {
-	id := payloadID(e)
-	if !strings.HasPrefix(id, "m") {
-		return -1
-	}
-	i, err := strconv.ParseInt(id[1:], 10, 64)
-	if err != nil {
-		return -1
-	}
-	return i
 }
