@@ -119,7 +119,7 @@ func (n *NATS) EnableDurability(ctx context.Context, cfg DurableConfig) (*Durabl
 		Storage:      storage,
 		Replicas:     s.ReplicasOrDefault(),
 		MaxValueSize: int32(maxValue),
-		MaxBytes:     s.MaxBytesOrDefault(),
+		MaxBytes:     config.RecordBytes(s.MaxBytesOrDefault()),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backbone: durable session bucket %s-sessions: %w", name, err)

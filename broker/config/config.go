@@ -209,6 +209,15 @@ func (d *Durability) MaxSessionBytesOrDefault() int64 {
 	return d.MaxSessionBytes
 }
 
+// MinRecordBytes is the least room the bucket of session records gets.
+const MinRecordBytes = 64 << 20
+
+// RecordBytes bounds the bucket of session records for a stream of
+// maxBytes: a quarter of it, and at least MinRecordBytes. JetStream reserves
+// both bounds on each server that holds a replica (the operator sizes
+// managed NATS for their sum).
+func RecordBytes(maxBytes int64) int64 { return max(maxBytes/4, MinRecordBytes) }
+
 // Validate reports durability settings JetStream would refuse.
 func (d *Durability) Validate() error {
 	switch d.Storage {

@@ -39,7 +39,6 @@ import (
 const (
 	natsStoreVolume      = "jetstream"
 	natsStoreDir         = "/data"
-	jsMinRecordRoom      = 64 << 20
 	jsUnusedStore        = 1 << 20
 	jsStateVolume        = 256 << 20
 	natsBaseMemory       = 64 << 20
@@ -85,7 +84,7 @@ func Durability(cc *v1.CometdCluster) *config.Durability {
 // durable sessions: the stream's maxBytes plus max(maxBytes/4, 64Mi) for the
 // bucket of session records.
 func JetStreamStore(maxBytes int64) int64 {
-	return maxBytes + max(maxBytes/4, jsMinRecordRoom)
+	return maxBytes + config.RecordBytes(maxBytes)
 }
 
 // NATSMemoryForDurability is the least memory a managed NATS container needs
