@@ -73,7 +73,8 @@ spec:
 	for k, kl := range kills {
 		// The pod that created the first ack client's session: it holds it,
 		// or handed it to another broker when the operator rebalanced.
-		victim, _, _ := strings.Cut(acks[k%len(acks)].Events()[0].ClientID, "~")
+		first := acks[k%len(acks)].Wait(func(ev jsclient.Event) bool { return ev.Ev == "ready" }, "ready")
+		victim, _, _ := strings.Cut(first.ClientID, "~")
 		if !e.podExists(t, ns, victim) {
 			pods, err := e.brokerPods(context.Background(), ns, name)
 			if err != nil || len(pods) == 0 {
