@@ -308,3 +308,21 @@ func TestRestartedNodeCountsAsDead(t *testing.T) {
 	default:
 	}
 }
+
+// TestNodeStartEndsWaitsOnItsOldProcess: a node that starts tells the others,
+// and the requests they had waiting on a node of that ID (its process before
+// a restart in place) end at once.
+func TestNodeStartEndsWaitsOnItsOldProcess(t *testing.T) {
+	hub := backbone.NewMemoryHub()
+	nodes := memoryNodes(t, hub, Config{LivenessInterval: time.Hour}, "node-a", "node-b")
+	a, b := nodes[0], nodes[1]
+	rq, _ := a.router()
+	gone, done := a.watchNode(rq, "node-b")
+	defer done()
+	b.announceStart()
+	select {
+	case <-gone:
+	case <-time.After(testWait):
+		t.Fatal("the wait on node-b did not end when node-b announced its start")
+	}
+}

@@ -93,6 +93,9 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		return []byte{}, nil
 	case kindWhere:
 		return s.where(string(body)), nil
+	case kindStarted:
+		s.nodeStarted(meta.Node) // liveness.go
+		return nil, nil // silent: the announcement waits for no answer
 	case kindPing:
 		// The process's number: a node that restarted under the same ID
 		// answers with another one (liveness.go).

@@ -27,6 +27,52 @@ import (
 // kindPing is a node request that only proves the node answers.
 const kindPing = "ping"
 
+// kindStarted tells every node that a node (forwardMeta.Node) has just
+// started: whatever waits on a process of that node that ran before waits
+// in vain (a container restarted in place keeps its pod's name, so its node
+// ID; pings would be answered by the new process).
+const kindStarted = "started"
+
+// startedTimeout bounds the announcement of a node's start.
+const startedTimeout = 2 * time.Second
+
+// announceStart tells the other nodes that this node has started.
+func (s *Server) announceStart() {
+	_, ro := s.router()
+	if ro == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startedTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closeCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_, _, _ = ro.Ask(ctx, frame(forwardMeta{Kind: kindStarted, Node: s.nodeID}, nil)) // nobody answers
+}
+
+// nodeStarted ends every wait on node: its process that the waits were
+// for is gone.
+func (s *Server) nodeStarted(node string) {
+	if node == "" || node == s.nodeID {
+		return
+	}
+	nw := &s.nodeWatch
+	nw.mu.Lock()
+	w := nw.m[node]
+	if w != nil {
+		delete(nw.m, node) // the next waiter starts afresh
+	}
+	nw.mu.Unlock()
+	if w != nil {
+		s.log.Warn("a node that requests wait on restarted; they end now", "node", node)
+		w.end()
+	}
+}
+
 // DefaultLivenessInterval is how often a node waited on is pinged.
 const DefaultLivenessInterval = time.Second
 
@@ -49,7 +95,11 @@ type watched struct {
 	waiters int
 	gone    chan struct{} // closed when the node is found dead
 	stop    chan struct{} // closed when nobody waits any more
+	once    sync.Once
 }
+
+// end closes gone, once.
+func (w *watched) end() { w.once.Do(func() { close(w.gone) }) }
 
 // watchNode returns a channel closed if node is found dead while the caller
 // waits on it; the caller calls done when it no longer waits.
@@ -121,7 +171,7 @@ func (s *Server) pingLoop(req backbone.Requester, node string, w *watched) {
 				delete(s.nodeWatch.m, node) // the next waiter starts afresh
 			}
 			s.nodeWatch.mu.Unlock()
-			close(w.gone)
+			w.end()
 			return
 		}
 	}

@@ -230,6 +230,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go s.recordLoop() // durable.go
 	}
+	go s.announceStart() // liveness.go
 	return s, nil
 }
 

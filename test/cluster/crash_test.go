@@ -91,6 +91,7 @@ func killInTurn(t *testing.T, durable bool) {
 		// flight to the killed broker: the outage starts after the last
 		// answered one.
 		from := jsclient.LastAnswered(pubClient) + 1
+		sentBefore := pub.Sent() // publishes from this index on were sent after the kill
 		var to int64
 		testutil.Eventually(t, 3*recoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string) {
 			for _, e := range pubClient.Events() {
@@ -98,7 +99,7 @@ func killInTurn(t *testing.T, durable bool) {
 					continue
 				}
 				idx := e.PublishIndex()
-				if idx < from {
+				if idx < sentBefore {
 					continue
 				}
 				id := fmt.Sprintf("m%d", idx)

@@ -82,13 +82,13 @@ spec:
 			}
 			victim = pods[0].Metadata.Name
 		}
-		before := jsclient.LastAnswered(pubClient)
+		sentBefore := pub.Sent() // publishes from this index on were sent after the kill
 		killed := time.Now()
 		kl.kill(t, victim)
 		var took time.Duration
 		eventually(t, 2*durableRecoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string, error) {
 			for _, ev := range pubClient.Events() {
-				if ev.Ev != "published" || ev.PublishIndex() <= before {
+				if ev.Ev != "published" || ev.PublishIndex() < sentBefore {
 					continue
 				}
 				id := ev.PayloadID()
