@@ -95,7 +95,7 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 		return s.where(string(body)), nil
 	case kindStarted:
 		s.nodeStarted(meta.Node) // liveness.go
-		return nil, nil // silent: the announcement waits for no answer
+		return nil, nil          // silent: the announcement waits for no answer
 	case kindPing:
 		// The process's number: a node that restarted under the same ID
 		// answers with another one (liveness.go).
