@@ -35,9 +35,8 @@ func (n *durableNode) kill() {
 	n.Close()
 }
 
-// durableCluster starts a NATS server with JetStream and one durable node
-// per name.
-func durableCluster(t *testing.T, names ...string) (*natsserver.Server, []*durableNode) {
+// startJetStream starts a NATS server with JetStream on a loopback port.
+func startJetStream(t *testing.T) *natsserver.Server {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true,
 		JetStream: true, StoreDir: t.TempDir()})
@@ -49,6 +48,14 @@ func durableCluster(t *testing.T, names ...string) (*natsserver.Server, []*durab
 		t.Fatal("NATS not ready")
 	}
 	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// durableCluster starts a NATS server with JetStream and one durable node
+// per name.
+func durableCluster(t *testing.T, names ...string) (*natsserver.Server, []*durableNode) {
+	t.Helper()
+	ns := startJetStream(t)
 	var out []*durableNode
 	for _, name := range names {
 		bb, err := backbone.NewNATS(backbone.NATSConfig{URL: ns.ClientURL(), Cluster: "durable", NodeID: name, FailFast: true})
@@ -231,16 +238,7 @@ func TestDurableSessionWithGapHandshakesAgain(t *testing.T) {
 // TestDurablePublishRefusedWhenStreamFull: a publish the stream does not
 // store is refused to its publisher, and nobody receives it.
 func TestDurablePublishRefusedWhenStreamFull(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(testWait) {
-		t.Fatal("NATS not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := startJetStream(t)
 	bb, err := backbone.NewNATS(backbone.NATSConfig{URL: ns.ClientURL(), Cluster: "full", NodeID: "node-a", FailFast: true})
 	if err != nil {
 		t.Fatal(err)

@@ -42,15 +42,8 @@ func (s *Server) announceStart() {
 	if ro == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startedTimeout)
+	ctx, cancel := s.untilClose(startedTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.closeCh:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	_, _, _ = ro.Ask(ctx, frame(forwardMeta{Kind: kindStarted, Node: s.nodeID}, nil)) // nobody answers
 }
 

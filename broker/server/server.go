@@ -716,6 +716,26 @@ wait:
 	return nil
 }
 
+// untilClose returns a context that ends when the server closes, or after
+// timeout (0: no timeout).
+func (s *Server) untilClose(timeout time.Duration) (context.Context, context.CancelFunc) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(context.Background(), timeout)
+	} else {
+		ctx, cancel = context.WithCancel(context.Background())
+	}
+	go func() {
+		select {
+		case <-s.closeCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // closed reports whether ch is closed (it is only ever closed, never sent on).
 func closed(ch <-chan struct{}) bool {
 	select {

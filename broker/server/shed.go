@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -191,15 +190,8 @@ func (s *Server) moveDone(node string, gen uint64, err error) {
 func (s *Server) runShed() {
 	defer s.wg.Done()
 	sh := &s.shed
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := s.untilClose(0)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.closeCh:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	sem := make(chan struct{}, shedConcurrency)
 	var wg sync.WaitGroup
 	for {

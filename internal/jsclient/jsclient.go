@@ -318,12 +318,15 @@ func (p *RatePublisher) Finish(t testing.TB) (ok []string, failed []Event) {
 		}
 		return k >= n, fmt.Sprintf("%d outcomes", k)
 	})
+	return p.outcomes()
+}
+
+// outcomes returns the IDs published successfully and the failures so far.
+func (p *RatePublisher) outcomes() (ok []string, failed []Event) {
 	for _, e := range p.c.Events() {
-		var pl Payload
-		_ = json.Unmarshal(e.Data, &pl)
 		switch e.Ev {
 		case "published":
-			ok = append(ok, pl.ID)
+			ok = append(ok, e.PayloadID())
 		case "publish-failed":
 			failed = append(failed, e)
 		}
@@ -344,26 +347,15 @@ func (p *RatePublisher) FinishUnanswered(t testing.TB) (ok []string, failed []Ev
 	n := int(p.sent.Load())
 	lastID := fmt.Sprintf("m%d", n-1)
 	testutil.Eventually(t, WaitTimeout, "the outcome of the last publish, "+lastID, func(context.Context) (bool, string) {
-		for _, e := range p.c.Events() {
-			var pl Payload
-			if (e.Ev == "published" || e.Ev == "publish-failed") && json.Unmarshal(e.Data, &pl) == nil && pl.ID == lastID {
-				return true, ""
-			}
-		}
-		return false, ""
+		return LastAnswered(p.c) == int64(n-1), ""
 	})
+	ok, failed = p.outcomes()
 	answered := map[string]bool{}
-	for _, e := range p.c.Events() {
-		var pl Payload
-		_ = json.Unmarshal(e.Data, &pl)
-		switch e.Ev {
-		case "published":
-			ok = append(ok, pl.ID)
-			answered[pl.ID] = true
-		case "publish-failed":
-			failed = append(failed, e)
-			answered[pl.ID] = true
-		}
+	for _, id := range ok {
+		answered[id] = true
+	}
+	for _, e := range failed {
+		answered[e.PayloadID()] = true
 	}
 	for i := range n {
 		if id := fmt.Sprintf("m%d", i); !answered[id] {

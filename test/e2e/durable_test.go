@@ -111,14 +111,7 @@ spec:
 		waitSettled(t, e, ns, name, 3, 4*time.Minute)
 		waitSent(pub.Sent() + 25)
 	}
-	published, failed := pub.Finish(t)
-	t.Logf("%d messages published, %d failed", len(published), len(failed))
-	// A publish in flight to the killed pod fails (the proxy's connection
-	// is reset): at most 2 % may, and every delivery is checked all the same.
-	jsclient.CheckDelivery(t, acks, others, published, failed, len(published)/50)
-	if n := pubClient.Handshakes(); n != 1 {
-		t.Errorf("the publisher handshook %d times", n)
-	}
+	finishTraffic(t, pub, pubClient, acks, others)
 }
 
 // podExists reports whether the pod exists and is not being deleted.

@@ -434,11 +434,19 @@ func withTraffic(t *testing.T, e env, ns, name string, change func(t *testing.T)
 	change(t)
 	t.Logf("the change took %v", time.Since(started).Round(time.Second))
 	waitSent(pub.Sent() + 25)
+	finishTraffic(t, pub, pubClient, acks, others)
+}
+
+// finishTraffic stops the publisher and checks every client's deliveries:
+// ack clients lose and duplicate nothing, nobody handshakes again.
+func finishTraffic(t *testing.T, pub *jsclient.RatePublisher, pubClient *jsclient.Client, acks, others []*jsclient.Client) {
+	t.Helper()
 	published, failed := pub.Finish(t)
 	t.Logf("%d messages published, %d failed", len(published), len(failed))
 	// Through a real Service a publish in flight on a connection that the
-	// pod closes at its exit can fail (the client sees "socket hang up"):
-	// at most 2 % may, and every delivery is checked all the same.
+	// pod closes at its exit (or on a pod killed) can fail (the client sees
+	// "socket hang up"): at most 2 % may, and every delivery is checked all
+	// the same.
 	jsclient.CheckDelivery(t, acks, others, published, failed, len(published)/50)
 	if n := pubClient.Handshakes(); n != 1 {
 		t.Errorf("the publisher handshook %d times", n)
