@@ -101,6 +101,7 @@ func (n *NATS) EnableDurability(ctx context.Context, cfg DurableConfig) (*Durabl
 		MaxAge:      s.MaxAge(),
 		MaxBytes:    s.MaxBytesOrDefault(),
 		Discard:     jetstream.DiscardNew,
+		Duplicates:  DuplicateWindow,
 		RePublish:   &jetstream.RePublish{Source: n.jsPrefix + ">", Destination: n.chPrefix + ">"},
 	})
 	if err != nil {
@@ -135,10 +136,21 @@ func (d *Durable) Name() string { return d.name }
 // MaxRecordBytes bounds an encoded record.
 func (d *Durable) MaxRecordBytes() int { return d.maxValue }
 
+// DuplicateWindow is how long the stream remembers a publish's dedup key.
+const DuplicateWindow = 2 * time.Minute
+
+// ErrDuplicate: the stream already holds a message with the publish's dedup
+// key (a publish processed again after its first node died before
+// answering): it was stored and delivered the first time.
+var ErrDuplicate = errors.New("backbone: the durable stream already holds this publish")
+
 // Publish stores data, published on channel by this node with id, in the
 // stream and returns its sequence once the stream has it. The stream
 // republishes it to the nodes with interest (this node drops its own copy).
-func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id string) (uint64, error) {
+// A non-empty dedup key makes the stream keep one copy of the publishes
+// with that key within DuplicateWindow: a second one fails with
+// ErrDuplicate.
+func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id, dedup string) (uint64, error) {
 	n := d.n
 	if err := validateChannel(channel); err != nil {
 		return 0, err
@@ -154,6 +166,9 @@ func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id s
 	if id != "" {
 		msg.Header[HeaderID] = []string{id}
 	}
+	if dedup != "" {
+		msg.Header[jetstream.MsgIDHeader] = []string{dedup}
+	}
 	// The envelope's sequence orders the node's messages as the stream
 	// stores them, so the asynchronous publish is sent under the same lock.
 	n.pubMu.Lock()
@@ -165,6 +180,9 @@ func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id s
 	}
 	select {
 	case ack := <-fut.Ok():
+		if ack.Duplicate {
+			return ack.Sequence, ErrDuplicate
+		}
 		n.stats.published(len(data))
 		d.saw(ack.Sequence)
 		return ack.Sequence, nil

@@ -58,7 +58,7 @@ func TestDurablePublishCarriesSequences(t *testing.T) {
 	ctx := context.Background()
 	var seqs []uint64
 	for i := range 5 {
-		seq, err := ds[0].Publish(ctx, "/room/a", []byte(fmt.Sprintf(`{"channel":"/room/a","data":%d}`, i)), fmt.Sprintf("id-%d", i))
+		seq, err := ds[0].Publish(ctx, "/room/a", []byte(fmt.Sprintf(`{"channel":"/room/a","data":%d}`, i)), fmt.Sprintf("id-%d", i), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func TestDurableReplay(t *testing.T) {
 	ctx := context.Background()
 	var seqs []uint64
 	for i, ch := range []string{"/a/x", "/b/y", "/a/x/deep", "/a/z", "/c"} {
-		seq, err := ds[0].Publish(ctx, ch, []byte(fmt.Sprintf(`{"channel":%q}`, ch)), fmt.Sprint(i))
+		seq, err := ds[0].Publish(ctx, ch, []byte(fmt.Sprintf(`{"channel":%q}`, ch)), fmt.Sprint(i), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +171,7 @@ func TestDurableReplay(t *testing.T) {
 	if err := ds[0].stream.Purge(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ds[0].Publish(ctx, "/a/x", []byte(`{"channel":"/a/x"}`), "after"); err != nil {
+	if _, err := ds[0].Publish(ctx, "/a/x", []byte(`{"channel":"/a/x"}`), "after", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := ds[0].Replay(ctx, []string{"/a/*"}, seqs[1]); !errors.Is(err, ErrGap) {
@@ -184,7 +184,7 @@ func TestDurableStreamFullRefuses(t *testing.T) {
 	ctx := context.Background()
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		_, err = ds[0].Publish(ctx, "/full", make([]byte, 512), "")
+		_, err = ds[0].Publish(ctx, "/full", make([]byte, 512), "", "")
 	}
 	if !errors.Is(err, ErrNotStored) {
 		t.Fatalf("publishing past maxBytes: %v, want ErrNotStored", err)
@@ -203,5 +203,22 @@ func TestCovers(t *testing.T) {
 		if got := covers(tt.g, tt.s); got != tt.want {
 			t.Errorf("covers(%q, %q) = %v, want %v", tt.g, tt.s, got, tt.want)
 		}
+	}
+}
+
+func TestDurablePublishDeduplicates(t *testing.T) {
+	_, ds := durableNodes(t, 2, config.Durability{})
+	ctx := context.Background()
+	seq, err := ds[0].Publish(ctx, "/d", []byte(`{"channel":"/d"}`), "u1", "client-1/7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same publish processed again by another node: one copy is kept.
+	again, err := ds[1].Publish(ctx, "/d", []byte(`{"channel":"/d"}`), "u2", "client-1/7")
+	if !errors.Is(err, ErrDuplicate) || again != seq {
+		t.Fatalf("second publish with the same key: seq %d, %v; want seq %d, ErrDuplicate", again, err, seq)
+	}
+	if _, err := ds[1].Publish(ctx, "/d", []byte(`{"channel":"/d"}`), "u3", "client-1/8"); err != nil {
+		t.Fatalf("a publish with another key: %v", err)
 	}
 }

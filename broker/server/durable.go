@@ -42,7 +42,7 @@ import (
 // DurableStore is what durable sessions need of the backbone
 // (backbone.Durable implements it).
 type DurableStore interface {
-	Publish(ctx context.Context, channel string, data []byte, id string) (uint64, error)
+	Publish(ctx context.Context, channel string, data []byte, id, dedup string) (uint64, error)
 	GetRecord(ctx context.Context, id string) ([]byte, uint64, error)
 	PutRecord(ctx context.Context, id string, data []byte, rev uint64) (uint64, error)
 	DeleteRecord(ctx context.Context, id string, rev uint64) error
@@ -274,20 +274,34 @@ func endsRecord(reason error) bool {
 	return true
 }
 
-// durablePublish stores m in the stream before anyone delivers it, and
-// gives it its sequence.
-func (s *Server) durablePublish(channel string, m *ServerMessage) error {
+// durablePublish stores out, the copy of in its subscribers get, in the
+// stream before anyone delivers it, and gives it its sequence. The client's
+// clientId and message id make the stream keep one copy of a publish that
+// is processed twice (its first node died before answering and another one
+// adopted the session and processed the batch again): errAlreadyPublished
+// then says that it was stored, and delivered, the first time.
+func (s *Server) durablePublish(channel string, in, out *ServerMessage) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandoverTimeout)
 	defer cancel()
-	seq, err := s.cfg.Durable.Publish(ctx, channel, m.Encoded(), m.uid.String())
+	dedup := ""
+	if in.m.ClientID != "" && in.m.ID != "" {
+		dedup = in.m.ClientID + "/" + in.m.ID
+	}
+	seq, err := s.cfg.Durable.Publish(ctx, channel, out.Encoded(), out.uid.String(), dedup)
+	if errors.Is(err, backbone.ErrDuplicate) {
+		return errAlreadyPublished
+	}
 	if err != nil {
 		s.durableStats.notStored.Add(1)
 		s.log.Warn("the durable stream did not store a message", "channel", channel, "err", err)
 		return err
 	}
-	m.seq = seq
+	out.seq = seq
 	return nil
 }
+
+// errAlreadyPublished: the stream had the publish already.
+var errAlreadyPublished = errors.New("server: published already")
 
 // adoption is where a session no node serves ends up.
 type adoption struct {

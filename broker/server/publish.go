@@ -45,7 +45,10 @@ func (s *Server) publish(from *ServerSession, m *ServerMessage, remote bool) err
 	service := bayeux.IsService(name)
 	durable := !remote && !service && s.cfg.Durable != nil
 	if durable {
-		if err := s.durablePublish(name, out); err != nil {
+		switch err := s.durablePublish(name, m, out); {
+		case err == errAlreadyPublished:
+			return nil // delivered the first time
+		case err != nil:
 			return err
 		}
 	}
