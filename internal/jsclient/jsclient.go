@@ -398,6 +398,34 @@ func LastAnswered(c *Client) int64 {
 	return last
 }
 
+// ReceivedByAll reports whether some publish of pub's RatePublisher with
+// index from or above has reached every client; if not, it says what the
+// first such publish is missing (a client without acks may lose one, so
+// later publishes count too).
+func ReceivedByAll(pub *Client, from int64, clients []*Client) (bool, string) {
+	state := "no publish answered since"
+	for _, e := range pub.Events() {
+		if e.Ev != "published" || e.PublishIndex() < from {
+			continue
+		}
+		id := e.PayloadID()
+		missing := ""
+		for _, c := range clients {
+			if c.Count(id) == 0 {
+				missing = c.Name()
+				break
+			}
+		}
+		if missing == "" {
+			return true, ""
+		}
+		if state == "no publish answered since" {
+			state = missing + " has not received " + id
+		}
+	}
+	return false, state
+}
+
 // lossReport counts, for one client, the published IDs it never received and
 // the ones it received more than once.
 func LossReport(c *Client, ids []string) (lost, dup int) {

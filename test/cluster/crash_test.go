@@ -94,28 +94,11 @@ func killInTurn(t *testing.T, durable bool) {
 		sentBefore := pub.Sent() // publishes from this index on were sent after the kill
 		var to int64
 		testutil.Eventually(t, 3*recoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string) {
-			for _, e := range pubClient.Events() {
-				if e.Ev != "published" {
-					continue
-				}
-				idx := e.PublishIndex()
-				if idx < sentBefore {
-					continue
-				}
-				id := fmt.Sprintf("m%d", idx)
-				missing := ""
-				for _, c := range all {
-					if c.Count(id) == 0 {
-						missing = c.Name()
-						break
-					}
-				}
-				if missing == "" {
-					to = pub.Sent()
-					return true, ""
-				}
+			ok, state := jsclient.ReceivedByAll(pubClient, sentBefore, all)
+			if ok {
+				to = pub.Sent()
 			}
-			return false, fmt.Sprintf("%d sent since the kill", pub.Sent()-from)
+			return ok, state
 		})
 		took := time.Since(killed)
 		recoveries = append(recoveries, took)

@@ -89,20 +89,11 @@ spec:
 		kl.kill(t, victim)
 		var took time.Duration
 		eventually(t, 2*durableRecoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string, error) {
-			for _, ev := range pubClient.Events() {
-				if ev.Ev != "published" || ev.PublishIndex() < sentBefore {
-					continue
-				}
-				id := ev.PayloadID()
-				for _, c := range all {
-					if c.Count(id) == 0 {
-						return false, c.Name() + " has not received " + id, nil
-					}
-				}
+			ok, state := jsclient.ReceivedByAll(pubClient, sentBefore, all)
+			if ok {
 				took = time.Since(killed)
-				return true, "", nil
 			}
-			return false, "no publish answered since the kill", nil
+			return ok, state, nil
 		})
 		t.Logf("broker %s %s: every client publishing and receiving again after %v", victim, kl.how, took.Round(10*time.Millisecond))
 		if took > durableRecoveryBound {
