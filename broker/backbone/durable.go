@@ -169,6 +169,22 @@ func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id, 
 	if dedup != "" {
 		msg.Header[jetstream.MsgIDHeader] = []string{dedup}
 	}
+	for attempt := 1; ; attempt++ {
+		seq, err := d.publishOnce(ctx, msg, channel, len(data))
+		if !transient(err) || attempt == maxAttempts {
+			return seq, err
+		}
+		// JetStream answers nothing for a moment while it elects a leader:
+		// again, with a new envelope sequence (the dedup key keeps one copy).
+		if err := backoff(ctx, attempt); err != nil {
+			return 0, fmt.Errorf("backbone: durable publish to %s: %w", channel, err)
+		}
+	}
+}
+
+// publishOnce sends msg to the stream and waits for its acknowledgement.
+func (d *Durable) publishOnce(ctx context.Context, msg *nats.Msg, channel string, size int) (uint64, error) {
+	n := d.n
 	// The envelope's sequence orders the node's messages as the stream
 	// stores them, so the asynchronous publish is sent under the same lock.
 	n.pubMu.Lock()
@@ -183,17 +199,54 @@ func (d *Durable) Publish(ctx context.Context, channel string, data []byte, id, 
 		if ack.Duplicate {
 			return ack.Sequence, ErrDuplicate
 		}
-		n.stats.published(len(data))
+		n.stats.published(size)
 		d.saw(ack.Sequence)
 		return ack.Sequence, nil
 	case err := <-fut.Err():
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
-			return 0, fmt.Errorf("%w: %v", ErrNotStored, err)
+			return 0, fmt.Errorf("%w: %w", ErrNotStored, err)
 		}
 		return 0, fmt.Errorf("backbone: durable publish to %s: %w", channel, err)
 	case <-ctx.Done():
 		return 0, fmt.Errorf("backbone: durable publish to %s: %w", channel, ctx.Err())
+	}
+}
+
+// maxAttempts bounds the tries of a JetStream operation that failed for a
+// passing reason.
+const maxAttempts = 6
+
+// transient reports whether err may pass by itself: JetStream had no
+// responder (a leader election, a server restarting).
+func transient(err error) bool {
+	// Only "no responders": nothing was applied, so even a write may be
+	// sent again (a timeout may hide a write that was applied).
+	return err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse))
+}
+
+// backoff waits before attempt+1: 100 ms, doubling, at most 1.6 s; it
+// fails when ctx ends first.
+func backoff(ctx context.Context, attempt int) error {
+	select {
+	case <-time.After(min(100*time.Millisecond<<(attempt-1), 1600*time.Millisecond)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// retry runs op until it succeeds, fails for a reason that does not pass,
+// or maxAttempts tries are spent.
+func retry[T any](ctx context.Context, op func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := op()
+		if !transient(err) || attempt == maxAttempts {
+			return v, err
+		}
+		if berr := backoff(ctx, attempt); berr != nil {
+			return v, err
+		}
 	}
 }
 
@@ -223,7 +276,7 @@ func recordKey(id string) string { return EncodeToken(id) }
 
 // GetRecord reads the record of session id and its revision.
 func (d *Durable) GetRecord(ctx context.Context, id string) ([]byte, uint64, error) {
-	e, err := d.kv.Get(ctx, recordKey(id))
+	e, err := retry(ctx, func() (jetstream.KeyValueEntry, error) { return d.kv.Get(ctx, recordKey(id)) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, ErrRecordNotFound
 	}
@@ -239,13 +292,12 @@ func (d *Durable) PutRecord(ctx context.Context, id string, data []byte, rev uin
 	if len(data) > d.maxValue {
 		return 0, fmt.Errorf("backbone: durable session %s: record of %d bytes exceeds maxSessionBytes (%d)", id, len(data), d.maxValue)
 	}
-	var err error
-	var nrev uint64
-	if rev == 0 {
-		nrev, err = d.kv.Create(ctx, recordKey(id), data)
-	} else {
-		nrev, err = d.kv.Update(ctx, recordKey(id), data, rev)
-	}
+	nrev, err := retry(ctx, func() (uint64, error) {
+		if rev == 0 {
+			return d.kv.Create(ctx, recordKey(id), data)
+		}
+		return d.kv.Update(ctx, recordKey(id), data, rev)
+	})
 	if conflict(err) {
 		return 0, ErrRecordConflict
 	}
@@ -257,7 +309,9 @@ func (d *Durable) PutRecord(ctx context.Context, id string, data []byte, rev uin
 
 // DeleteRecord deletes the record of session id if its revision is still rev.
 func (d *Durable) DeleteRecord(ctx context.Context, id string, rev uint64) error {
-	err := d.kv.Delete(ctx, recordKey(id), jetstream.LastRevision(rev))
+	_, err := retry(ctx, func() (struct{}, error) {
+		return struct{}{}, d.kv.Delete(ctx, recordKey(id), jetstream.LastRevision(rev))
+	})
 	if conflict(err) {
 		return ErrRecordConflict
 	}
@@ -283,6 +337,18 @@ func conflict(err error) bool {
 // it started. It returns ErrGap when some of the messages after from are gone
 // from the stream.
 func (d *Durable) Replay(ctx context.Context, patterns []string, from uint64) ([]Message, uint64, error) {
+	var last uint64
+	msgs, err := retry(ctx, func() ([]Message, error) {
+		var msgs []Message
+		var err error
+		msgs, last, err = d.replayOnce(ctx, patterns, from)
+		return msgs, err
+	})
+	return msgs, last, err
+}
+
+// replayOnce is one try of Replay.
+func (d *Durable) replayOnce(ctx context.Context, patterns []string, from uint64) ([]Message, uint64, error) {
 	if from == 0 {
 		from = 1
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/cometd-operator/cometd-operator/broker/config"
 )
@@ -220,5 +221,30 @@ func TestDurablePublishDeduplicates(t *testing.T) {
 	}
 	if _, err := ds[1].Publish(ctx, "/d", []byte(`{"channel":"/d"}`), "u3", "client-1/8"); err != nil {
 		t.Fatalf("a publish with another key: %v", err)
+	}
+}
+
+func TestDurableRetriesWhatPasses(t *testing.T) {
+	ctx := context.Background()
+	calls := 0
+	v, err := retry(ctx, func() (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, fmt.Errorf("wrapped: %w", nats.ErrNoResponders)
+		}
+		return 7, nil
+	})
+	if v != 7 || err != nil || calls != 3 {
+		t.Fatalf("retry over two no-responders = %d, %v after %d calls; want 7, nil after 3", v, err, calls)
+	}
+	calls = 0
+	_, err = retry(ctx, func() (int, error) { calls++; return 0, ErrRecordConflict })
+	if !errors.Is(err, ErrRecordConflict) || calls != 1 {
+		t.Fatalf("a conflict was tried %d times (%v); want once", calls, err)
+	}
+	calls = 0
+	_, err = retry(ctx, func() (int, error) { calls++; return 0, nats.ErrNoResponders })
+	if !errors.Is(err, nats.ErrNoResponders) || calls != maxAttempts {
+		t.Fatalf("no responders for good: %d calls (%v); want %d", calls, err, maxAttempts)
 	}
 }

@@ -305,9 +305,14 @@ var errAlreadyPublished = errors.New("server: published already")
 
 // adoption is where a session no node serves ends up.
 type adoption struct {
-	here bool   // the session is on this node now
-	node string // else the node that holds it, when known
+	here  bool   // the session is on this node now
+	node  string // else the node that holds it, when known
+	retry bool   // else JetStream failed for now: the client should try again
 }
+
+// errAdoptionFailed: a session could not be adopted for now (JetStream did
+// not answer); its record stays, and the client's next request tries again.
+var errAdoptionFailed = errors.New("server: the durable session could not be adopted for now")
 
 // orphan makes this node serve session id, whose node is gone, from its
 // durable record. It reports where the session is: here, on another node
@@ -336,10 +341,11 @@ func (s *Server) adoptFromRecord(id string) adoption {
 	defer cancel()
 	data, rev, err := s.cfg.Durable.GetRecord(ctx, id)
 	if err != nil {
-		if !errors.Is(err, backbone.ErrRecordNotFound) {
-			s.log.Warn("cannot read a durable session record", "session", id, "err", err)
+		if errors.Is(err, backbone.ErrRecordNotFound) {
+			return adoption{}
 		}
-		return adoption{}
+		s.log.Warn("cannot read a durable session record", "session", id, "err", err)
+		return adoption{retry: true}
 	}
 	var rec sessionRecord
 	if err := json.Unmarshal(data, &rec); err != nil || rec.ID != id {
@@ -367,7 +373,7 @@ func (s *Server) adoptFromRecord(id string) adoption {
 			}
 		}
 		s.log.Warn("cannot take over a durable session", "session", id, "err", err)
-		return adoption{}
+		return adoption{retry: !errors.Is(err, backbone.ErrRecordConflict)}
 	}
 	snap := rec.SessionSnapshot
 	snap.Record = nrev
@@ -380,10 +386,16 @@ func (s *Server) adoptFromRecord(id string) adoption {
 	// stores is either replayed or arrives here, or both (one copy is kept).
 	time.Sleep(s.cfg.HandoverSettle)
 	msgs, _, err := s.cfg.Durable.Replay(ctx, rec.Subscriptions, rec.Seq+1)
+	if err != nil && !errors.Is(err, backbone.ErrGap) {
+		// The record, now this node's, stays for the next request.
+		s.log.Warn("cannot adopt a durable session for now", "session", id, "from", from, "err", err)
+		ss.recRev.Store(0)
+		s.removeSession(ss, ErrShutdown)
+		ss.endArrival()
+		return adoption{retry: true}
+	}
 	if err != nil {
-		if errors.Is(err, backbone.ErrGap) {
-			s.durableStats.gaps.Add(1)
-		}
+		s.durableStats.gaps.Add(1)
 		s.log.Warn("cannot adopt a durable session: the messages it had not received are not all in the stream",
 			"session", id, "from", from, "err", err)
 		ss.recRev.Store(0)

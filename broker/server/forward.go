@@ -136,6 +136,8 @@ func (s *Server) serveNodeRequest(ctx context.Context, data []byte) ([]byte, err
 				release, _ = s.route(msgs)
 			case a.node != "":
 				node = a.node
+			case a.retry:
+				return nil, errAdoptionFailed
 			}
 		}
 		if node != "" && node != s.nodeID {

@@ -38,6 +38,9 @@ func (s *Server) servePolling(w http.ResponseWriter, r *http.Request, msgs []*ba
 			if s.forwardTo(w, r, a.node, batchSession(msgs), msgs, raw, transport, callback) {
 				return
 			}
+		case a.retry:
+			http.Error(w, errAdoptionFailed.Error()+"; retry", http.StatusServiceUnavailable)
+			return
 		}
 	}
 	s.respond(w, r, msgs, transport, callback, release)

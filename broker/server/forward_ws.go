@@ -14,6 +14,18 @@ import (
 // errOwnerUnreachable answers a websocket batch that could not be forwarded.
 const errOwnerUnreachable = "503::session_owner_unreachable"
 
+// unreachableReplies answers msgs, which reached no node that serves their
+// session for a passing reason: the client tries again in a second.
+func (s *Server) unreachableReplies(msgs []*bayeux.Mutable) []*ServerMessage {
+	replies := make([]*ServerMessage, 0, len(msgs))
+	for _, m := range msgs {
+		r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
+		r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 1000)
+		replies = append(replies, r)
+	}
+	return replies
+}
+
 // forwardJob is one batch on its way from a websocket to the node that owns
 // its session.
 type forwardJob struct {
@@ -242,6 +254,8 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 			}
 		case a.node != "":
 			rep, body, err = s.askOwner(ctx, req, a.node, id, j.payload)
+		case a.retry:
+			err = errAdoptionFailed
 		}
 	}
 	if rl != nil && rl.released.Load() {
@@ -272,11 +286,7 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 			err = fmt.Errorf("status %d", rep.Status)
 		}
 		s.log.Warn("cannot forward a websocket batch to its session's owner", "owner", j.owner, "err", err)
-		for _, m := range j.msgs {
-			r := s.fail(newReply(&ServerMessage{m: m}), errOwnerUnreachable)
-			r.m.Advice = reconnectAdvice(bayeux.ReconnectRetry, 1000)
-			replies = append(replies, r)
-		}
+		replies = s.unreachableReplies(j.msgs)
 	}
 	wc.queueReplies(replies)
 }

@@ -294,6 +294,9 @@ func (wc *wsConn) readFrame() bool {
 				release, _ = s.route(msgs)
 			case a.node != "":
 				node = a.node
+			case a.retry:
+				wc.queueReplies(s.unreachableReplies(msgs))
+				return true
 			}
 		}
 	}
