@@ -200,7 +200,9 @@ func watch(b *brokertest.Broker, stop <-chan struct{}) <-chan watchResult {
 		g := &goodClient{b: b, hc: httpClient("127.0.0.1")}
 		admin := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialer("127.0.0.1").DialContext}}
 		var r watchResult
-		tick := time.NewTicker(250 * time.Millisecond)
+		// Often enough that an attack the broker cuts short within a
+		// quarter of a second still sees several checks.
+		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			r.checks++
