@@ -120,11 +120,14 @@ func (p *readyProxy) has(b *broker) bool {
 }
 
 // startDrainingBroker starts a broker of cluster with a drain grace period
-// long enough to hand its sessions over.
+// long enough to hand its sessions over, and, as in production, a linger
+// after SIGTERM (3 s here, 5 s by default) so that the proxy, whose view of
+// /readyz may lag on a loaded machine, stops sending it requests before its
+// port closes.
 func startDrainingBroker(t *testing.T, cluster, node, natsURL string) *broker {
 	t.Helper()
 	b := &broker{brokertest.Start(t, brokerBinary(t), cluster+"/"+node, []string{"--node", node, "--nats-url", natsURL},
-		"COMETD_CLUSTER="+cluster, "COMETD_DRAIN_GRACE_PERIOD_MS=15000")}
+		"COMETD_CLUSTER="+cluster, "COMETD_DRAIN_GRACE_PERIOD_MS=15000", "COMETD_DRAIN_LINGER_MS=3000")}
 	b.waitReady(t, true)
 	return b
 }
