@@ -49,19 +49,9 @@ spec:
     replicas: 3
 `, name))
 	waitSettled(t, e, ns, name, 3, 4*time.Minute)
-	jsclient.NodeModules(t)
-	url := serviceURL(t, e, ns, name)
-	channel := fmt.Sprintf("/e2e/durable/%d", time.Now().UnixNano())
-	acks, others := jsclient.StartMix(t, url, channel+"/**")
-	all := append(append([]*jsclient.Client(nil), acks...), others...)
-	pubClient := jsclient.Start(t, "cometd", url, "long-polling")
-	pub := jsclient.StartRatePublisher(pubClient, channel+"/x", 20*time.Millisecond)
-	waitSent := func(n int64) {
-		eventually(t, time.Minute, fmt.Sprintf("%d publishes sent", n), func(context.Context) (bool, string, error) {
-			return pub.Sent() >= n, fmt.Sprintf("%d sent", pub.Sent()), nil
-		})
-	}
-	waitSent(25)
+	tr := startTraffic(t, e, ns, name, "durable")
+	acks, pub, pubClient := tr.acks, tr.pub, tr.pubClient
+	all := append(append([]*jsclient.Client(nil), acks...), tr.others...)
 
 	kills := []struct {
 		how  string
@@ -100,9 +90,9 @@ spec:
 			t.Errorf("recovery took %v, more than %v", took, durableRecoveryBound)
 		}
 		waitSettled(t, e, ns, name, 3, 4*time.Minute)
-		waitSent(pub.Sent() + 25)
+		tr.waitSent(pub.Sent() + 25)
 	}
-	finishTraffic(t, pub, pubClient, acks, others)
+	finishTraffic(t, pub, pubClient, acks, tr.others)
 }
 
 // podExists reports whether the pod exists and is not being deleted.

@@ -418,23 +418,44 @@ func deleteCluster(t *testing.T, e env, ns, name string) {
 // Faye clients (no ack) lose is reported.
 func withTraffic(t *testing.T, e env, ns, name string, change func(t *testing.T)) {
 	t.Helper()
-	jsclient.NodeModules(t)
-	url := serviceURL(t, e, ns, name)
-	channel := fmt.Sprintf("/e2e/traffic/%d", time.Now().UnixNano())
-	acks, others := jsclient.StartMix(t, url, channel+"/**")
-	pubClient := jsclient.Start(t, "cometd", url, "long-polling")
-	pub := jsclient.StartRatePublisher(pubClient, channel+"/x", 20*time.Millisecond)
-	waitSent := func(n int64) {
-		eventually(t, time.Minute, fmt.Sprintf("%d publishes sent", n), func(context.Context) (bool, string, error) {
-			return pub.Sent() >= n, fmt.Sprintf("%d sent", pub.Sent()), nil
-		})
-	}
-	waitSent(25)
+	tr := startTraffic(t, e, ns, name, "traffic")
 	started := time.Now()
 	change(t)
 	t.Logf("the change took %v", time.Since(started).Round(time.Second))
-	waitSent(pub.Sent() + 25)
-	finishTraffic(t, pub, pubClient, acks, others)
+	tr.waitSent(tr.pub.Sent() + 25)
+	finishTraffic(t, tr.pub, tr.pubClient, tr.acks, tr.others)
+}
+
+// traffic is the clients of a test under load through a cluster's Service:
+// the mix of subscribers (StartMix) and a CometD publisher at 50 messages a
+// second on a channel of their pattern.
+type traffic struct {
+	t            *testing.T
+	acks, others []*jsclient.Client
+	pubClient    *jsclient.Client
+	pub          *jsclient.RatePublisher
+}
+
+// startTraffic starts the clients, on channels named after what, and waits
+// for the first 25 publishes.
+func startTraffic(t *testing.T, e env, ns, name, what string) *traffic {
+	t.Helper()
+	jsclient.NodeModules(t)
+	url := serviceURL(t, e, ns, name)
+	channel := fmt.Sprintf("/e2e/%s/%d", what, time.Now().UnixNano())
+	tr := &traffic{t: t}
+	tr.acks, tr.others = jsclient.StartMix(t, url, channel+"/**")
+	tr.pubClient = jsclient.Start(t, "cometd", url, "long-polling")
+	tr.pub = jsclient.StartRatePublisher(tr.pubClient, channel+"/x", 20*time.Millisecond)
+	tr.waitSent(25)
+	return tr
+}
+
+// waitSent waits until n publishes were sent.
+func (tr *traffic) waitSent(n int64) {
+	eventually(tr.t, time.Minute, fmt.Sprintf("%d publishes sent", n), func(context.Context) (bool, string, error) {
+		return tr.pub.Sent() >= n, fmt.Sprintf("%d sent", tr.pub.Sent()), nil
+	})
 }
 
 // finishTraffic stops the publisher and checks every client's deliveries:
