@@ -111,13 +111,16 @@ func TestProberNeverWaitsOnAPod(t *testing.T) {
 		}
 	}
 	p.brokers.reports(b, healthy)
+	// The first answer queues b; the others follow through the same slot.
 	queued(t, q, b)
-	got := p.brokers.reports(b, healthy)
-	for i, r := range got {
-		if r.Err != nil || r.Version != "v1" || r.Pod != healthy[i].Name || !r.BackboneConnected {
-			t.Fatalf("healthy report %d = %+v", i, r)
+	testutil.Eventually(t, waitTimeout, "b's five answers", func(context.Context) (bool, string) {
+		for i, r := range p.brokers.reports(b, healthy) {
+			if r.Err != nil || r.Version != "v1" || r.Pod != healthy[i].Name || !r.BackboneConnected {
+				return false, fmt.Sprintf("report %d = %+v", i, r)
+			}
 		}
-	}
+		return true, ""
+	})
 	// Every hanging request is still held: b's five answers came through
 	// the one healthy slot the three hanging brokers left.
 	testutil.Eventually(t, waitTimeout, "the three hanging requests held", func(context.Context) (bool, string) {
@@ -158,12 +161,16 @@ func TestProberReportsAHangingPodByNameAndKeepsItInTheSuspectLane(t *testing.T) 
 	// pods gets all four healthy slots.
 	p.brokers.reports(a, hung)
 	p.brokers.reports(b, healthy)
+	// The first answer queues b; the others follow.
 	queued(t, q, b)
-	for _, r := range p.brokers.reports(b, healthy) {
-		if r.Err != nil {
-			t.Fatalf("healthy report %+v", r)
+	testutil.Eventually(t, waitTimeout, "b's four answers", func(context.Context) (bool, string) {
+		for _, r := range p.brokers.reports(b, healthy) {
+			if r.Err != nil {
+				return false, fmt.Sprintf("report %+v", r)
+			}
 		}
-	}
+		return true, ""
+	})
 	if n := fake.held.Load(); n > 1 {
 		t.Fatalf("%d hanging requests held at once, want at most the one suspect slot", n)
 	}
