@@ -84,13 +84,13 @@ func killInTurn(t *testing.T, durable bool) {
 		testutil.Eventually(t, waitTimeout, "traffic before the next kill", func(context.Context) (bool, string) {
 			return pub.Sent() >= before+25, fmt.Sprintf("%d sent", pub.Sent())
 		})
+		// Publishes the client has not had answered yet may be in flight to
+		// the broker about to be killed: the outage starts after the last
+		// one answered before the kill.
+		from := jsclient.LastAnswered(pubClient) + 1
 		old.Kill(t)
 		killed := time.Now()
 		px.remove(old)
-		// Publishes the client had not had answered yet may have been in
-		// flight to the killed broker: the outage starts after the last
-		// answered one.
-		from := jsclient.LastAnswered(pubClient) + 1
 		sentBefore := pub.Sent() // publishes from this index on were sent after the kill
 		var to int64
 		testutil.Eventually(t, 3*recoveryBound, "every client to receive a message published after the kill", func(context.Context) (bool, string) {
