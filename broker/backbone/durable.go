@@ -133,9 +133,6 @@ func (n *NATS) EnableDurability(ctx context.Context, cfg DurableConfig) (*Durabl
 // Name is the stream's name (the record bucket is Name()+"-sessions").
 func (d *Durable) Name() string { return d.name }
 
-// MaxRecordBytes bounds an encoded record.
-func (d *Durable) MaxRecordBytes() int { return d.maxValue }
-
 // DuplicateWindow is how long the stream remembers a publish's dedup key.
 const DuplicateWindow = 2 * time.Minute
 
@@ -262,15 +259,6 @@ func (d *Durable) saw(seq uint64) {
 
 // LastSeen is the highest stream sequence this node received or published.
 func (d *Durable) LastSeen() uint64 { return d.last.Load() }
-
-// LastStored asks the stream for its last sequence.
-func (d *Durable) LastStored(ctx context.Context) (uint64, error) {
-	info, err := d.stream.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("backbone: durable stream info: %w", err)
-	}
-	return info.State.LastSeq, nil
-}
 
 func recordKey(id string) string { return EncodeToken(id) }
 

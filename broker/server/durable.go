@@ -386,19 +386,19 @@ func (s *Server) adoptFromRecord(id string) adoption {
 	// stores is either replayed or arrives here, or both (one copy is kept).
 	time.Sleep(s.cfg.HandoverSettle)
 	msgs, _, err := s.cfg.Durable.Replay(ctx, rec.Subscriptions, rec.Seq+1)
-	if err != nil && !errors.Is(err, backbone.ErrGap) {
-		// The record, now this node's, stays for the next request.
-		s.log.Warn("cannot adopt a durable session for now", "session", id, "from", from, "err", err)
-		ss.recRev.Store(0)
-		s.removeSession(ss, ErrShutdown)
-		ss.endArrival()
-		return adoption{retry: true}
-	}
 	if err != nil {
+		gap := errors.Is(err, backbone.ErrGap)
+		ss.recRev.Store(0)
+		if !gap {
+			// The record, now this node's, stays for the next request.
+			s.log.Warn("cannot adopt a durable session for now", "session", id, "from", from, "err", err)
+			s.removeSession(ss, ErrShutdown)
+			ss.endArrival()
+			return adoption{retry: true}
+		}
 		s.durableStats.gaps.Add(1)
 		s.log.Warn("cannot adopt a durable session: the messages it had not received are not all in the stream",
 			"session", id, "from", from, "err", err)
-		ss.recRev.Store(0)
 		s.removeSession(ss, ErrServerDisconnect)
 		ss.endArrival()
 		if derr := s.cfg.Durable.DeleteRecord(ctx, id, nrev); derr != nil && !errors.Is(derr, backbone.ErrRecordConflict) {
