@@ -135,9 +135,11 @@ func TestSteadyAutoscaledClusterWritesNothing(t *testing.T) {
 	cc.Spec.Replicas = ptr.To[int32](2)
 	create(t, cc)
 	waitForChildren(t, cc, brokerChildren("chat"))
-	a, b := startBrokerPod(t, cc, "chat-a"), startBrokerPod(t, cc, "chat-b")
-	a.setSessions(100)
-	b.setSessions(95)
+	// The load is on target from the brokers' first answers: set after
+	// the pods are ready, a first answer of 3 sessions each could make the
+	// autoscaler (no stabilization window) shrink the cluster at once.
+	startBrokerPodWithSessions(t, cc, "chat-a", 100)
+	startBrokerPodWithSessions(t, cc, "chat-b", 95)
 	setDeploymentStatus(t, cc, func(d *appsv1.Deployment) {
 		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 2, UpdatedReplicas: 2,
 			ReadyReplicas: 2, AvailableReplicas: 2}
@@ -160,9 +162,9 @@ func TestSessionsAutoscalerHoldsWithoutAnswers(t *testing.T) {
 	cc.Spec.Replicas = ptr.To[int32](3)
 	create(t, cc)
 	waitForChildren(t, cc, brokerChildren("chat"))
-	a := startBrokerPod(t, cc, "chat-a")
+	// From their first answers (see TestSteadyAutoscaledClusterWritesNothing).
+	startBrokerPodWithSessions(t, cc, "chat-a", 100)
 	b := startBrokerPod(t, cc, "chat-b")
-	a.setSessions(100)
 	b.set("", true) // errors
 	got := &v1.CometdCluster{}
 	testutil.Eventually(t, waitTimeout, "a decision", func(context.Context) (bool, string) {

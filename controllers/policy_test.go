@@ -94,7 +94,14 @@ func enforceCurrentPolicy(t *testing.T, cc *v1.CometdCluster, brokers ...*fakeBr
 // startBrokerPod creates a ready broker Pod of the cluster and its fake admin endpoint.
 func startBrokerPod(t *testing.T, cc *v1.CometdCluster, name string) *fakeBroker {
 	t.Helper()
-	f := &fakeBroker{sessions: 3}
+	return startBrokerPodWithSessions(t, cc, name, 3)
+}
+
+// startBrokerPodWithSessions is startBrokerPod whose broker reports sessions
+// from its first answer on (an autoscaler may decide on that answer).
+func startBrokerPodWithSessions(t *testing.T, cc *v1.CometdCluster, name string, sessions int64) *fakeBroker {
+	t.Helper()
+	f := &fakeBroker{sessions: sessions}
 	startReadyPod(t, cc, name, resources.BrokerLabels(cc), corev1.Container{Name: "broker", Image: testBrokerImage}, "10.1.0.7",
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			f.mu.Lock()
