@@ -26,6 +26,7 @@ func main() {
 	var (
 		metricsAddr    string
 		probeAddr      string
+		pprofAddr      string
 		leaderElect    bool
 		leaderElectNS  string
 		brokerImage    string
@@ -41,6 +42,7 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "address Go's /debug/pprof endpoints bind to, for profiling the operator (0 disables them)")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader-election Lease (empty: the pod's namespace)")
 	flag.StringVar(&brokerImage, "broker-image", resources.DefaultBrokerImage, "broker image for CometdClusters that do not set spec.image")
@@ -88,6 +90,7 @@ func main() {
 		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "cometd-operator.cometd.bayeux.dev",
 		LeaderElectionNamespace: leaderElectNS,

@@ -289,12 +289,28 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	leaseNS, ns := newNamespace(t, "manager-lease-"), newNamespace(t, "manager-test-")
 	kcPath := grantOperatorRBAC(t, ns, leaseNS)
 
-	probes, metrics := freeAddr(t), freeAddr(t)
+	probes, metrics, pprof := freeAddr(t), freeAddr(t), freeAddr(t)
 	m := startManager(t, kcPath,
 		"--leader-elect", "--leader-election-namespace="+leaseNS,
 		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probes,
+		"--pprof-bind-address="+pprof,
 		"--broker-image=example.com/broker:under-test")
 	m.waitHTTP("http://" + probes + "/readyz")
+	// Profiling: a heap profile from --pprof-bind-address, in pprof's
+	// format (gzip-compressed protobuf).
+	m.wait("a heap profile", func() (bool, string) {
+		resp, err := http.Get("http://" + pprof + "/debug/pprof/heap")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, err.Error()
+		}
+		return resp.StatusCode == http.StatusOK && len(body) > 2 && body[0] == 0x1f && body[1] == 0x8b,
+			fmt.Sprintf("%s, %d bytes", resp.Status, len(body))
+	})
 
 	cc := &v1.CometdCluster{ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: ns},
 		Spec: v1.CometdClusterSpec{Replicas: ptr.To[int32](2), NATS: &v1.NATSSpec{Managed: &v1.ManagedNATS{}}}}
