@@ -107,11 +107,28 @@ func CacheOptions() cache.Options {
 		&corev1.Service{}:                        managed,
 		&corev1.ConfigMap{}:                      managed,
 		&policyv1.PodDisruptionBudget{}:          managed,
-		&corev1.Pod{}:                            managed,
+		&corev1.Pod{}:                            {Label: managed.Label, Transform: slimPod},
 		&autoscalingv2.HorizontalPodAutoscaler{}: managed,
 		&corev1.Secret{}:                         managed,
 		&networkingv1.NetworkPolicy{}:            managed,
 	}}
+}
+
+// slimPod is the cache's transform of broker and NATS pods: it keeps their
+// metadata and the status fields the operator reads (phase, addresses,
+// conditions) and drops the spec, the container statuses and managedFields,
+// most of a running pod's size. The operator never updates a pod; it only
+// patches a pod's annotations, from a diff that this leaves intact.
+func slimPod(in any) (any, error) {
+	pod, ok := in.(*corev1.Pod)
+	if !ok {
+		return in, nil
+	}
+	pod.ManagedFields = nil
+	pod.Spec = corev1.PodSpec{}
+	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs,
+		Conditions: pod.Status.Conditions}
+	return pod, nil
 }
 
 // IndexChannelPolicies registers the index of ChannelPolicies by cluster name
@@ -197,10 +214,15 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	// The pods' latest answers, as the prober has them: a reconcile never
-	// waits on a pod. The autoscaler decides from them before the
-	// Deployment is sized.
+	// waits on a pod. Reading them has the pods whose answers are old asked
+	// again in the background, now, so that the answers can arrive while
+	// the children are applied; the status reads them again after that.
+	// The autoscaler decides from these before the Deployment is sized.
 	brokers, err := r.brokerReports(ctx, cc)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if _, err := r.natsReports(ctx, cc); err != nil {
 		return ctrl.Result{}, err
 	}
 	scaled, scaleErr := r.autoscale(ctx, cc, brokers)
@@ -215,6 +237,12 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if err := r.observeChildren(ctx, cc, &obs); err != nil {
 			return ctrl.Result{}, errors.Join(applyErr, err)
 		}
+	}
+	// The answers that came in while the children were applied: without
+	// them, a new cluster's status would be written twice, first with its
+	// pods not heard from.
+	if brokers, err = r.brokerReports(ctx, cc); err != nil {
+		return ctrl.Result{}, errors.Join(applyErr, err)
 	}
 	obs.brokers, obs.autoscaling = brokers, scaled
 	obs.brokersChecked = r.probes != nil && r.probes.brokers != nil

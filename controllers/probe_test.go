@@ -258,3 +258,39 @@ func TestManyClustersWithHangingBrokers(t *testing.T) {
 }
 
 func ptrInt32(v int32) *int32 { return &v }
+
+// The cache keeps what the prober and the autoscaler read of a pod, and drops
+// the rest.
+func TestSlimPodKeepsWhatTheOperatorReads(t *testing.T) {
+	ready := corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "b-0", Namespace: "ns", Labels: map[string]string{"a": "b"},
+			Annotations:   map[string]string{podDeletionCost: "3"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec: corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "broker", Image: "i",
+			Env: []corev1.EnvVar{{Name: "X", Value: strings.Repeat("x", 1000)}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
+			Conditions:        []corev1.PodCondition{ready},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "broker", Ready: true}}},
+	}
+	out, err := slimPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.Pod)
+	if got.Name != "b-0" || got.Labels["a"] != "b" || got.Annotations[podDeletionCost] != "3" {
+		t.Errorf("metadata lost: %+v", got.ObjectMeta)
+	}
+	if !podReady(got) || got.Status.PodIP != "10.0.0.1" || len(got.Status.PodIPs) != 1 || got.Status.Phase != corev1.PodRunning {
+		t.Errorf("status lost: %+v", got.Status)
+	}
+	if got.ManagedFields != nil || len(got.Spec.Containers) != 0 || got.Spec.NodeName != "" || got.Status.ContainerStatuses != nil {
+		t.Errorf("kept what the operator never reads: managedFields %v, spec %+v, container statuses %v",
+			got.ManagedFields, got.Spec, got.Status.ContainerStatuses)
+	}
+	// Anything else (a tombstone of a deleted pod) passes through.
+	tomb := "not a pod"
+	if out, err := slimPod(tomb); err != nil || out != tomb {
+		t.Errorf("slimPod(%q) = %v, %v", tomb, out, err)
+	}
+}
