@@ -270,6 +270,7 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 	// Phase 1: create every cluster; wait until each has its children and a
 	// settled status.
 	writes0 := s.operatorWrites(0)
+	cpu0 := s.cpuTimes()
 	s.track.begin(false)
 	start := time.Now()
 	parallel(len(planned), func(i int) error {
@@ -283,6 +284,7 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 	created := time.Since(start)
 	converge := s.waitAll()
 	writesConverge := s.operatorWrites(writes0.offset)
+	cpuConverge := s.cpuTimes()
 
 	// Phase 2: change spec.broker on every cluster; wait until every
 	// Deployment rolls (new config hash) and every status is settled again.
@@ -298,6 +300,7 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 	})
 	roll := s.waitAll()
 	writesRoll := s.operatorWrites(writesConverge.offset)
+	cpuRoll := s.cpuTimes()
 
 	// Phase 3: nothing changes; count what the operator writes.
 	idleWrites := s.idleWrites(writesRoll.offset)
@@ -323,8 +326,10 @@ func runScenario(b *testing.B, bin string, hungPercent int) {
 		countIf(planned, func(p plannedCluster) bool { return p.managed }), countIf(planned, func(p plannedCluster) bool { return p.hung }), managerArgs)
 	b.Logf("created in %.1fs; converged: %s", created.Seconds(), converge)
 	b.Logf("operator writes while converging: %s", writesConverge)
+	b.Logf("CPU while converging: %s", cpuConverge.since(cpu0))
 	b.Logf("rolled: %s", roll)
 	b.Logf("operator writes while rolling: %s", writesRoll)
+	b.Logf("CPU while rolling: %s", cpuRoll.since(cpuConverge))
 	b.Logf("operator writes in %s idle: %s", idle, idleWrites)
 	b.Logf("operator memory: RSS %.1f MiB, peak %.1f MiB; probes answered or held: %d; held by hanging brokers at the end: %d",
 		float64(rss)/(1<<20), float64(hwm)/(1<<20), s.pods.asked.Load(), hungReq)
@@ -516,6 +521,77 @@ func (s *scenarioEnv) memory() (rss, peak int64) {
 		}
 	}
 	return rss, peak
+}
+
+// cpuSample is the CPU time (user + system) each process of the scenario
+// has used so far: the manager, kube-apiserver, etcd and the benchmark itself
+// (its watches and the stand-in pods), to show where the two cores went.
+type cpuSample struct {
+	at    time.Time
+	procs map[string]time.Duration
+}
+
+// cpuTimes reads the CPU time of the manager, of the control plane's
+// processes (the benchmark's children named kube-apiserver and etcd) and of
+// the benchmark, from /proc.
+func (s *scenarioEnv) cpuTimes() cpuSample {
+	out := cpuSample{at: time.Now(), procs: map[string]time.Duration{}}
+	self := os.Getpid()
+	out.procs["benchmark"] = procCPU(self)
+	out.procs["manager"] = procCPU(s.mgr.Process.Pid)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, ppid, _, ok := procStat(pid)
+		if ok && ppid == self && (comm == "kube-apiserver" || comm == "etcd") {
+			out.procs[comm] += procCPU(pid)
+		}
+	}
+	return out
+}
+
+// since is the CPU each process used between base and c, in seconds and as
+// cores busy on average.
+func (c cpuSample) since(base cpuSample) string {
+	wall := c.at.Sub(base.at)
+	var parts []string
+	for _, name := range []string{"kube-apiserver", "etcd", "manager", "benchmark"} {
+		d := c.procs[name] - base.procs[name]
+		parts = append(parts, fmt.Sprintf("%s %.1fs (%.2f cores)", name, d.Seconds(), d.Seconds()/wall.Seconds()))
+	}
+	return fmt.Sprintf("%s over %.1fs", strings.Join(parts, ", "), wall.Seconds())
+}
+
+// procStat reads a process's name, parent and CPU time (utime + stime) from
+// /proc/<pid>/stat.
+func procStat(pid int) (comm string, ppid int, cpu time.Duration, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0, 0, false
+	}
+	open, closing := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+	if open < 0 || closing < open {
+		return "", 0, 0, false
+	}
+	comm = string(b[open+1 : closing])
+	f := strings.Fields(string(b[closing+1:]))
+	if len(f) < 13 {
+		return "", 0, 0, false
+	}
+	// After the name: state, ppid, ..., utime (14th field of the line, 12th
+	// here) and stime, in clock ticks (100 a second on Linux).
+	ppid, _ = strconv.Atoi(f[1])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return comm, ppid, time.Duration(utime+stime) * 10 * time.Millisecond, true
+}
+
+func procCPU(pid int) time.Duration {
+	_, _, cpu, _ := procStat(pid)
+	return cpu
 }
 
 // tracker records when each cluster gets done in the current phase, from
