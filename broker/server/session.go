@@ -42,7 +42,27 @@ type SessionRemovedListener func(s *ServerSession, reason error)
 
 // heldConnect is a /meta/connect waiting for messages or its timeout.
 type heldConnect struct {
-	release chan struct{} // closed when a newer connect replaces this one
+	// release is closed when a newer connect replaces this one; nil until a
+	// long-poll waits for it (releaseCh), so that a connect held by a
+	// websocket writer, which looks instead of waiting, makes none. Guarded
+	// by the session's mu.
+	release chan struct{}
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// releaseCh returns a channel closed once a newer connect replaces hc.
+func (ss *ServerSession) releaseCh(hc *heldConnect) <-chan struct{} {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.held != hc {
+		return closedChan
+	}
+	if hc.release == nil {
+		hc.release = make(chan struct{})
+	}
+	return hc.release
 }
 
 // connection is all a session knows of the transport connection bound to it
@@ -71,7 +91,9 @@ type ServerSession struct {
 	local *LocalSession
 	queue sessionQueue
 
-	wakeCh chan struct{} // a token when a held long-poll should look again
+	// wakeCh gets a token when a held long-poll should look again; nil until
+	// a long-poll first waits (wakeChan), so a websocket session has none.
+	wakeCh atomic.Pointer[chan struct{}]
 	done   chan struct{} // closed when the session ends
 	conn   atomic.Pointer[connRef]
 
@@ -115,7 +137,6 @@ func newSession(srv *Server, id string) *ServerSession {
 	ss := &ServerSession{
 		id:         id,
 		srv:        srv,
-		wakeCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		lastActive: time.Now(),
 	}
@@ -345,13 +366,29 @@ func (ss *ServerSession) releaseForDrain() {
 // signal wakes whoever waits for the session: a held long-poll, or the writer
 // of its bound connection.
 func (ss *ServerSession) signal() {
-	select {
-	case ss.wakeCh <- struct{}{}:
-	default:
+	if ch := ss.wakeCh.Load(); ch != nil {
+		select {
+		case *ch <- struct{}{}:
+		default:
+		}
 	}
 	if r := ss.conn.Load(); r != nil {
 		r.c.wake()
 	}
+}
+
+// wakeChan returns the channel that gets a token when a held long-poll
+// should look again; a signal before it was made is not in it, so the
+// waiter looks once it has it.
+func (ss *ServerSession) wakeChan() <-chan struct{} {
+	if ch := ss.wakeCh.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan struct{}, 1)
+	if !ss.wakeCh.CompareAndSwap(nil, &ch) {
+		return *ss.wakeCh.Load()
+	}
+	return ch
 }
 
 // bind makes c the session's connection (a handshake or connect arrived on it).
