@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"iter"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,22 +107,23 @@ type ServerSession struct {
 	// two never overlap.
 	use sync.RWMutex
 
-	mu         sync.Mutex
-	subs       map[*ServerChannel]struct{}
-	held       *heldConnect
-	connected  bool
-	handshook  bool
-	slot       bool // holds one of Config.MaxSessions' slots
-	drained    bool // the drain released the session: answer its connects at once
+	mu        sync.Mutex
+	subs      chanSet
+	held      *heldConnect
+	connected bool
+	handshook bool
+	slot      bool // holds one of Config.MaxSessions' slots
+	drained   bool // the drain released the session: answer its connects at once
+	// arriving: the session is moving in (handover.go), closed to requests
+	// and holding use until its move completes.
+	arriving   bool
 	lastActive time.Time
 	reason     error
 	attrs      map[string]any
 	rmListen   []SessionRemovedListener
 	client     clientInfo
-	// A session moving in (handover.go): closed to requests, holding use,
-	// until its move completes; restored is how many queued messages its
-	// snapshot brought.
-	arriving     bool
+	// An arriving session's move: how many queued messages its snapshot
+	// brought, the timer that gives it up, and its end.
 	restored     int
 	arrivalTimer *time.Timer
 	arrivalDone  chan struct{} // closed when the arrival ends
@@ -236,11 +239,7 @@ func (ss *ServerSession) SetMetaConnectDeliveryOnly(v bool) { ss.queue.setDelive
 func (ss *ServerSession) Subscriptions() []*ServerChannel {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	out := make([]*ServerChannel, 0, len(ss.subs))
-	for c := range ss.subs {
-		out = append(out, c)
-	}
-	return out
+	return slices.AppendSeq(make([]*ServerChannel, 0, ss.subs.len()), ss.subs.all())
 }
 
 // addSub records a subscription to c; it reports false once the session ended.
@@ -250,17 +249,14 @@ func (ss *ServerSession) addSub(c *ServerChannel) bool {
 	if ss.reason != nil {
 		return false
 	}
-	if ss.subs == nil {
-		ss.subs = map[*ServerChannel]struct{}{}
-	}
-	ss.subs[c] = struct{}{}
+	ss.subs.add(c)
 	ss.srv.markRecord(ss, true)
 	return true
 }
 
 func (ss *ServerSession) dropSub(c *ServerChannel) {
 	ss.mu.Lock()
-	delete(ss.subs, c)
+	ss.subs.remove(c)
 	ss.mu.Unlock()
 	ss.srv.markRecord(ss, true)
 }
@@ -274,13 +270,78 @@ func (ss *ServerSession) wouldSubscribe(ids []bayeux.ChannelID) int {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	n := len(ss.subs)
+	n := ss.subs.len()
 	for _, c := range chans {
-		if _, ok := ss.subs[c]; c == nil || !ok {
+		if c == nil || !ss.subs.has(c) {
 			n++
 		}
 	}
 	return n
+}
+
+// chanSet is the set of channels a session subscribes to. Most sessions
+// subscribe to one channel, which it holds without a map (a map of one
+// costs 192 bytes); from the second on, it holds them in a map. The zero
+// chanSet is empty.
+type chanSet struct {
+	one  *ServerChannel // the member, while many is nil
+	many map[*ServerChannel]struct{}
+}
+
+func (s *chanSet) len() int {
+	switch {
+	case s.many != nil:
+		return len(s.many)
+	case s.one != nil:
+		return 1
+	}
+	return 0
+}
+
+func (s *chanSet) has(c *ServerChannel) bool {
+	if s.many != nil {
+		_, ok := s.many[c]
+		return ok
+	}
+	return c != nil && c == s.one
+}
+
+func (s *chanSet) add(c *ServerChannel) {
+	switch {
+	case s.many != nil:
+		s.many[c] = struct{}{}
+	case s.one == nil || s.one == c:
+		s.one = c
+	default:
+		s.many = map[*ServerChannel]struct{}{s.one: {}, c: {}}
+		s.one = nil
+	}
+}
+
+func (s *chanSet) remove(c *ServerChannel) {
+	switch {
+	case s.many != nil:
+		delete(s.many, c)
+	case s.one == c:
+		s.one = nil
+	}
+}
+
+// all yields the members, in no particular order.
+func (s *chanSet) all() iter.Seq[*ServerChannel] {
+	return func(yield func(*ServerChannel) bool) {
+		if s.many == nil {
+			if s.one != nil {
+				yield(s.one)
+			}
+			return
+		}
+		for c := range s.many {
+			if !yield(c) {
+				return
+			}
+		}
+	}
 }
 
 // QueueLen is the number of messages waiting for delivery.
