@@ -289,6 +289,7 @@ func BenchmarkIdleWebsocketSessionMemory(b *testing.B) {
 		per := float64((after.HeapAlloc+after.StackInuse)-(before.HeapAlloc+before.StackInuse)) / sessions
 		b.ReportMetric(per, "bytes/session")
 		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/sessions, "stack-bytes/session")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/sessions, "heap-bytes/session")
 		if f := os.Getenv("IDLE_HEAP_PROFILE"); f != "" {
 			if out, err := os.Create(f); err == nil {
 				_ = pprof.WriteHeapProfile(out)

@@ -66,6 +66,9 @@ func (s *Server) forwardWebsocket(wc *wsConn, owner string, msgs []*bayeux.Mutab
 		}
 		return forwardJob{owner: owner, msgs: part, payload: frame(meta, batch)}
 	}
+	if wc.fwd == nil {
+		wc.fwd = &wsForwarder{wc: wc}
+	}
 	if len(rest) > 0 {
 		wc.fwd.enqueue(s, req, job(rest))
 	}
@@ -94,10 +97,6 @@ type wsForwarder struct {
 	connInFlight int
 }
 
-func (f *wsForwarder) init(wc *wsConn) {
-	f.wc = wc
-}
-
 func (f *wsForwarder) queued() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -120,7 +119,7 @@ func (f *wsForwarder) enqueue(s *Server, req backbone.Requester, j forwardJob) {
 	if start {
 		go f.loop(s, req)
 	}
-	waitBelowMax(f.wc, f.queued, f.space) // a failed writer ends the reader at its next read
+	waitBelowMax(f.wc, f.queued, func() <-chan struct{} { return f.space }) // a failed writer ends the reader at its next read
 }
 
 // loop forwards the queued batches one at a time, and exits when none is left.
@@ -222,14 +221,15 @@ func (wc *wsConn) queueReplies(replies []*ServerMessage) {
 // connection's writer, unless the connection is gone.
 func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 	wc := f.wc
-	if closed(wc.finished) {
+	finished := wc.finishedCh()
+	if closed(finished) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout+forwardMargin)
 	defer cancel()
 	go func() { // the connection's end cancels the request (and the owner's hold)
 		select {
-		case <-wc.finished:
+		case <-finished:
 			cancel()
 		case <-ctx.Done():
 		}
@@ -268,7 +268,7 @@ func (f *wsForwarder) one(s *Server, req backbone.Requester, j forwardJob) {
 		for _, m := range j.msgs {
 			replies = append(replies, unknownSession(newReply(&ServerMessage{m: m})))
 		}
-	case err != nil && closed(wc.finished):
+	case err != nil && closed(finished):
 		return // the connection is gone: nobody to answer
 	case err == nil && rep.Status == http.StatusOK:
 		// A reply that arrived is written even if ctx ended since: it may

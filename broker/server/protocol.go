@@ -341,7 +341,10 @@ func (s *Server) clientPublish(m *ServerMessage, ss *ServerSession) *ServerMessa
 // beginConnect registers a connect as the session's held connect (answering any
 // older one at once).
 func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *pendingConnect {
-	pc := &pendingConnect{req: m, session: ss, hc: &heldConnect{release: make(chan struct{})}, timeout: s.cfg.Timeout}
+	pc := &pendingConnect{req: m, session: ss, hc: &heldConnect{}, timeout: s.cfg.Timeout}
+	// The request lives as long as the connect is held: let it share the
+	// session's copy of the clientId rather than keep its own.
+	m.m.ClientID = ss.id
 	if a := m.m.Advice; a != nil && a.Timeout >= 0 && time.Duration(a.Timeout)*time.Millisecond < pc.timeout {
 		pc.timeout = time.Duration(a.Timeout) * time.Millisecond
 	}
@@ -350,7 +353,7 @@ func (s *Server) beginConnect(m *ServerMessage, ss *ServerSession, ri reqInfo) *
 		pc.timeout = 0
 	}
 	first := !ss.connected
-	if ss.held != nil {
+	if ss.held != nil && ss.held.release != nil {
 		close(ss.held.release)
 	}
 	ss.held = pc.hc
@@ -408,12 +411,13 @@ func (s *Server) wait(ctx context.Context, pc *pendingConnect) bool {
 	if pc.timeout <= 0 {
 		return ctx.Err() == nil
 	}
+	wake, release := pc.session.wakeChan(), pc.session.releaseCh(pc.hc)
 	t := time.NewTimer(time.Until(pc.deadline))
 	defer t.Stop()
 	for !pc.ready() {
 		select {
-		case <-pc.session.wakeCh:
-		case <-pc.hc.release:
+		case <-wake:
+		case <-release:
 			return ctx.Err() == nil
 		case <-pc.session.done:
 			return ctx.Err() == nil

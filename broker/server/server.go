@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -431,10 +432,7 @@ func (s *Server) removeSession(ss *ServerSession, reason error) {
 		return
 	}
 	ss.reason = reason
-	subs := make([]*ServerChannel, 0, len(ss.subs))
-	for c := range ss.subs {
-		subs = append(subs, c)
-	}
+	subs := slices.AppendSeq(make([]*ServerChannel, 0, ss.subs.len()), ss.subs.all())
 	registered := ss.handshook
 	slot := registered && ss.slot // an unregistered one is the handshake's to give back
 	if slot {

@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"iter"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +44,27 @@ type SessionRemovedListener func(s *ServerSession, reason error)
 
 // heldConnect is a /meta/connect waiting for messages or its timeout.
 type heldConnect struct {
-	release chan struct{} // closed when a newer connect replaces this one
+	// release is closed when a newer connect replaces this one; nil until a
+	// long-poll waits for it (releaseCh), so that a connect held by a
+	// websocket writer, which looks instead of waiting, makes none. Guarded
+	// by the session's mu.
+	release chan struct{}
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// releaseCh returns a channel closed once a newer connect replaces hc.
+func (ss *ServerSession) releaseCh(hc *heldConnect) <-chan struct{} {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.held != hc {
+		return closedChan
+	}
+	if hc.release == nil {
+		hc.release = make(chan struct{})
+	}
+	return hc.release
 }
 
 // connection is all a session knows of the transport connection bound to it
@@ -71,7 +93,9 @@ type ServerSession struct {
 	local *LocalSession
 	queue sessionQueue
 
-	wakeCh chan struct{} // a token when a held long-poll should look again
+	// wakeCh gets a token when a held long-poll should look again; nil until
+	// a long-poll first waits (wakeChan), so a websocket session has none.
+	wakeCh atomic.Pointer[chan struct{}]
 	done   chan struct{} // closed when the session ends
 	conn   atomic.Pointer[connRef]
 
@@ -83,22 +107,23 @@ type ServerSession struct {
 	// two never overlap.
 	use sync.RWMutex
 
-	mu         sync.Mutex
-	subs       map[*ServerChannel]struct{}
-	held       *heldConnect
-	connected  bool
-	handshook  bool
-	slot       bool // holds one of Config.MaxSessions' slots
-	drained    bool // the drain released the session: answer its connects at once
+	mu        sync.Mutex
+	subs      chanSet
+	held      *heldConnect
+	connected bool
+	handshook bool
+	slot      bool // holds one of Config.MaxSessions' slots
+	drained   bool // the drain released the session: answer its connects at once
+	// arriving: the session is moving in (handover.go), closed to requests
+	// and holding use until its move completes.
+	arriving   bool
 	lastActive time.Time
 	reason     error
 	attrs      map[string]any
 	rmListen   []SessionRemovedListener
 	client     clientInfo
-	// A session moving in (handover.go): closed to requests, holding use,
-	// until its move completes; restored is how many queued messages its
-	// snapshot brought.
-	arriving     bool
+	// An arriving session's move: how many queued messages its snapshot
+	// brought, the timer that gives it up, and its end.
 	restored     int
 	arrivalTimer *time.Timer
 	arrivalDone  chan struct{} // closed when the arrival ends
@@ -115,7 +140,6 @@ func newSession(srv *Server, id string) *ServerSession {
 	ss := &ServerSession{
 		id:         id,
 		srv:        srv,
-		wakeCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		lastActive: time.Now(),
 	}
@@ -215,11 +239,7 @@ func (ss *ServerSession) SetMetaConnectDeliveryOnly(v bool) { ss.queue.setDelive
 func (ss *ServerSession) Subscriptions() []*ServerChannel {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	out := make([]*ServerChannel, 0, len(ss.subs))
-	for c := range ss.subs {
-		out = append(out, c)
-	}
-	return out
+	return slices.AppendSeq(make([]*ServerChannel, 0, ss.subs.len()), ss.subs.all())
 }
 
 // addSub records a subscription to c; it reports false once the session ended.
@@ -229,17 +249,14 @@ func (ss *ServerSession) addSub(c *ServerChannel) bool {
 	if ss.reason != nil {
 		return false
 	}
-	if ss.subs == nil {
-		ss.subs = map[*ServerChannel]struct{}{}
-	}
-	ss.subs[c] = struct{}{}
+	ss.subs.add(c)
 	ss.srv.markRecord(ss, true)
 	return true
 }
 
 func (ss *ServerSession) dropSub(c *ServerChannel) {
 	ss.mu.Lock()
-	delete(ss.subs, c)
+	ss.subs.remove(c)
 	ss.mu.Unlock()
 	ss.srv.markRecord(ss, true)
 }
@@ -253,13 +270,78 @@ func (ss *ServerSession) wouldSubscribe(ids []bayeux.ChannelID) int {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	n := len(ss.subs)
+	n := ss.subs.len()
 	for _, c := range chans {
-		if _, ok := ss.subs[c]; c == nil || !ok {
+		if c == nil || !ss.subs.has(c) {
 			n++
 		}
 	}
 	return n
+}
+
+// chanSet is the set of channels a session subscribes to. Most sessions
+// subscribe to one channel, which it holds without a map (a map of one
+// costs 192 bytes); from the second on, it holds them in a map. The zero
+// chanSet is empty.
+type chanSet struct {
+	one  *ServerChannel // the member, while many is nil
+	many map[*ServerChannel]struct{}
+}
+
+func (s *chanSet) len() int {
+	switch {
+	case s.many != nil:
+		return len(s.many)
+	case s.one != nil:
+		return 1
+	}
+	return 0
+}
+
+func (s *chanSet) has(c *ServerChannel) bool {
+	if s.many != nil {
+		_, ok := s.many[c]
+		return ok
+	}
+	return c != nil && c == s.one
+}
+
+func (s *chanSet) add(c *ServerChannel) {
+	switch {
+	case s.many != nil:
+		s.many[c] = struct{}{}
+	case s.one == nil || s.one == c:
+		s.one = c
+	default:
+		s.many = map[*ServerChannel]struct{}{s.one: {}, c: {}}
+		s.one = nil
+	}
+}
+
+func (s *chanSet) remove(c *ServerChannel) {
+	switch {
+	case s.many != nil:
+		delete(s.many, c)
+	case s.one == c:
+		s.one = nil
+	}
+}
+
+// all yields the members, in no particular order.
+func (s *chanSet) all() iter.Seq[*ServerChannel] {
+	return func(yield func(*ServerChannel) bool) {
+		if s.many == nil {
+			if s.one != nil {
+				yield(s.one)
+			}
+			return
+		}
+		for c := range s.many {
+			if !yield(c) {
+				return
+			}
+		}
+	}
 }
 
 // QueueLen is the number of messages waiting for delivery.
@@ -345,13 +427,29 @@ func (ss *ServerSession) releaseForDrain() {
 // signal wakes whoever waits for the session: a held long-poll, or the writer
 // of its bound connection.
 func (ss *ServerSession) signal() {
-	select {
-	case ss.wakeCh <- struct{}{}:
-	default:
+	if ch := ss.wakeCh.Load(); ch != nil {
+		select {
+		case *ch <- struct{}{}:
+		default:
+		}
 	}
 	if r := ss.conn.Load(); r != nil {
 		r.c.wake()
 	}
+}
+
+// wakeChan returns the channel that gets a token when a held long-poll
+// should look again; a signal before it was made is not in it, so the
+// waiter looks once it has it.
+func (ss *ServerSession) wakeChan() <-chan struct{} {
+	if ch := ss.wakeCh.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan struct{}, 1)
+	if !ss.wakeCh.CompareAndSwap(nil, &ch) {
+		return *ss.wakeCh.Load()
+	}
+	return ch
 }
 
 // bind makes c the session's connection (a handshake or connect arrived on it).

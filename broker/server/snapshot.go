@@ -110,7 +110,7 @@ func (ss *ServerSession) snapshot(freeze, messages bool) (SessionSnapshot, map[*
 		UserAgent:      ss.client.userAgent,
 		Browser:        ss.client.browser,
 	}
-	for c := range ss.subs {
+	for c := range ss.subs.all() {
 		snap.Subscriptions = append(snap.Subscriptions, c.Name())
 	}
 	slices.Sort(snap.Subscriptions)

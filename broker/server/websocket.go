@@ -61,7 +61,9 @@ type wsItem struct {
 // goroutine, not two; at most one writer runs at a time. The reader waits for
 // input on a small stack and hands over to a fresh goroutine each time it has
 // processed all the input there was (see readLoop), so that an idle
-// connection's goroutine does not keep the stack that processing grew.
+// connection's goroutine does not keep the stack that processing grew. The
+// channels the reader and the forwarder wait on are made when one first
+// waits (see deadCh, spaceCh, finishedCh), so an idle connection holds none.
 type wsConn struct {
 	s         *Server
 	c         *websocket.Conn
@@ -69,9 +71,6 @@ type wsConn struct {
 	br        *bufio.Reader // c's read buffer
 	userAgent string        // of the upgrade request
 	closeOnce sync.Once
-	dead      chan struct{} // closed by the writer when a write failed
-	space     chan struct{} // a token when the writer took pending batches
-	finished  chan struct{} // closed when the writer has cleaned up for good
 
 	mu      sync.Mutex
 	session *ServerSession
@@ -86,9 +85,14 @@ type wsConn struct {
 	// closeAfter: close the connection once what is pending is written (a
 	// draining node let the session's connect go).
 	closeAfter bool
+	failed     bool          // a write failed (the writer's broken, for the others)
+	dead       chan struct{} // nil or closed once failed
+	space      chan struct{} // nil or a token each time the writer took pending batches
+	finished   chan struct{} // nil or closed once done
 
-	// Batches on their way to the node that owns the session (forward_ws.go).
-	fwd wsForwarder
+	// Batches on their way to the node that owns the session (forward_ws.go);
+	// made by the reader when it first forwards one.
+	fwd *wsForwarder
 
 	// Owned by the active writer.
 	sess *ServerSession
@@ -142,12 +146,8 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	wc := &wsConn{
 		s: s, c: c, bc: hc.conn, br: hc.br, userAgent: clientString(r.UserAgent()),
-		dead:     make(chan struct{}),
-		space:    make(chan struct{}, 1),
-		finished: make(chan struct{}),
 		nextPing: time.Now().Add(pingPeriod),
 	}
-	wc.fwd.init(wc)
 	wc.timerDue = wc.nextPing
 	wc.timer = time.AfterFunc(pingPeriod, wc.wake)
 	s.conns.add(wc)
@@ -243,7 +243,7 @@ func (wc *wsConn) endReader() {
 	wc.closed = true
 	wc.mu.Unlock()
 	wc.wake()
-	<-wc.finished
+	<-wc.finishedCh()
 	if ss := wc.current(); ss != nil {
 		ss.unbind(wc)
 	}
@@ -306,7 +306,7 @@ func (wc *wsConn) readFrame() bool {
 	if !wc.processHere(msgs, release) {
 		return false
 	}
-	return waitBelowMax(wc, wc.pendingLen, wc.space)
+	return waitBelowMax(wc, wc.pendingLen, wc.spaceCh)
 }
 
 // processHere processes a batch of a session this node holds (release, when
@@ -339,21 +339,63 @@ func (wc *wsConn) processHere(msgs []*bayeux.Mutable, release func()) bool {
 }
 
 // waitBelowMax blocks the reader while the queue measured by n (wc.pending,
-// or the forwarder's queue) holds more than wsMaxPending batches; space gets
-// a token each time the queue's consumer takes some. It reports false if the
-// writer failed.
-func waitBelowMax(wc *wsConn, n func() int, space <-chan struct{}) bool {
-	for {
-		n := n()
-		if n <= wsMaxPending {
-			return true
+// or the forwarder's queue) holds more than wsMaxPending batches; the channel
+// space returns gets a token each time the queue's consumer takes some, from
+// the moment it is made. It reports false if the writer failed.
+func waitBelowMax(wc *wsConn, n func() int, space func() <-chan struct{}) bool {
+	var sp, dead <-chan struct{}
+	for n() > wsMaxPending {
+		if sp == nil {
+			// Made now if not yet: count again, since a take before it gave
+			// no token.
+			sp, dead = space(), wc.deadCh()
+			continue
 		}
 		select {
-		case <-space:
-		case <-wc.dead:
+		case <-sp:
+		case <-dead:
 			return false
 		}
 	}
+	return true
+}
+
+// deadCh returns a channel closed once a write failed.
+func (wc *wsConn) deadCh() <-chan struct{} {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.dead == nil {
+		wc.dead = make(chan struct{})
+		if wc.failed {
+			close(wc.dead)
+		}
+	}
+	return wc.dead
+}
+
+// spaceCh returns the channel that gets a token each time the writer takes
+// the pending batches.
+func (wc *wsConn) spaceCh() <-chan struct{} {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.space == nil {
+		wc.space = make(chan struct{}, 1)
+	}
+	return wc.space
+}
+
+// finishedCh returns a channel closed once the writer has cleaned up for
+// good (the connection is over).
+func (wc *wsConn) finishedCh() <-chan struct{} {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.finished == nil {
+		wc.finished = make(chan struct{})
+		if wc.done {
+			close(wc.finished)
+		}
+	}
+	return wc.finished
 }
 
 // errBatchTooLarge refuses a batch whose replies alone would pass
@@ -393,10 +435,13 @@ func (wc *wsConn) writer() {
 		if wc.closeAfter {
 			wc.goAway = true
 		}
+		space := wc.space
 		wc.mu.Unlock()
-		select {
-		case wc.space <- struct{}{}:
-		default:
+		if space != nil {
+			select {
+			case space <- struct{}{}:
+			default:
+			}
 		}
 		if closed {
 			wc.cleanup(items)
@@ -450,14 +495,23 @@ func (wc *wsConn) cleanup(items []wsItem) {
 	wc.mu.Lock()
 	wc.done = true
 	wc.running = false
+	finished := wc.finished
 	wc.mu.Unlock()
-	close(wc.finished)
+	if finished != nil {
+		close(finished)
+	}
 }
 
 func (wc *wsConn) fail() {
 	if !wc.broken {
 		wc.broken = true
-		close(wc.dead)
+		wc.mu.Lock()
+		wc.failed = true
+		dead := wc.dead
+		wc.mu.Unlock()
+		if dead != nil {
+			close(dead)
+		}
 		wc.close()
 	}
 }
