@@ -194,7 +194,7 @@ func (r *CometdClusterReconciler) natsReports(ctx context.Context, cc *v1.Cometd
 // manager's cache), in name order.
 func readyPods(ctx context.Context, c client.Reader, ns string, selector map[string]string, what string) ([]*corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(selector)); err != nil {
+	if err := listClusterPods(ctx, c, ns, selector, &pods); err != nil {
 		return nil, fmt.Errorf("list %s pods: %w", what, err)
 	}
 	var ready []*corev1.Pod

@@ -226,7 +226,7 @@ const podDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
 // scale-down writes them; a failure leaves the ReplicaSet's own choice.
 func (r *CometdClusterReconciler) markDeletionCosts(ctx context.Context, cc *v1.CometdCluster, reports []brokerReport) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(cc.Namespace), client.MatchingLabels(resources.BrokerSelector(cc))); err != nil {
+	if err := listClusterPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), &pods); err != nil {
 		log.FromContext(ctx).Error(err, "list broker pods to mark their deletion cost")
 		return
 	}
@@ -328,7 +328,7 @@ func (r *CometdClusterReconciler) rebalance(ctx context.Context, cc *v1.CometdCl
 	}
 	pods := map[string]*corev1.Pod{}
 	var list corev1.PodList
-	if err := r.List(ctx, &list, client.InNamespace(cc.Namespace), client.MatchingLabels(resources.BrokerSelector(cc))); err != nil {
+	if err := listClusterPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), &list); err != nil {
 		log.FromContext(ctx).Error(err, "list broker pods to rebalance")
 		return prev
 	}

@@ -74,7 +74,7 @@ func run(m *testing.M) int {
 		ProbeInterval:           50 * time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := IndexChannelPolicies(ctx, mgr); err != nil {
+	if err := IndexFields(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "index:", err)
 		cancel()
 		return 1

@@ -102,8 +102,8 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := controllers.IndexChannelPolicies(ctx, mgr); err != nil {
-		log.Error(err, "index ChannelPolicies")
+	if err := controllers.IndexFields(ctx, mgr); err != nil {
+		log.Error(err, "register the cache indexes")
 		os.Exit(1)
 	}
 	if err := (&controllers.CometdClusterReconciler{
