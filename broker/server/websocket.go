@@ -364,13 +364,7 @@ func waitBelowMax(wc *wsConn, n func() int, space func() <-chan struct{}) bool {
 func (wc *wsConn) deadCh() <-chan struct{} {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.dead == nil {
-		wc.dead = make(chan struct{})
-		if wc.failed {
-			close(wc.dead)
-		}
-	}
-	return wc.dead
+	return lazyDone(&wc.dead, wc.failed)
 }
 
 // spaceCh returns the channel that gets a token each time the writer takes
@@ -389,13 +383,20 @@ func (wc *wsConn) spaceCh() <-chan struct{} {
 func (wc *wsConn) finishedCh() <-chan struct{} {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.finished == nil {
-		wc.finished = make(chan struct{})
-		if wc.done {
-			close(wc.finished)
+	return lazyDone(&wc.finished, wc.done)
+}
+
+// lazyDone returns *ch, making it first if it is nil, closed already when
+// the event it stands for has happened. The caller holds the lock that
+// guards *ch and happened.
+func lazyDone(ch *chan struct{}, happened bool) chan struct{} {
+	if *ch == nil {
+		*ch = make(chan struct{})
+		if happened {
+			close(*ch)
 		}
 	}
-	return wc.finished
+	return *ch
 }
 
 // errBatchTooLarge refuses a batch whose replies alone would pass

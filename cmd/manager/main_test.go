@@ -299,12 +299,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	// Profiling: a heap profile from --pprof-bind-address, in pprof's
 	// format (gzip-compressed protobuf).
 	m.wait("a heap profile", func() (bool, string) {
-		resp, err := http.Get("http://" + pprof + "/debug/pprof/heap")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
+		resp, body, err := getBody("http://" + pprof + "/debug/pprof/heap")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -373,12 +368,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	// scrape config pointed at that port gets them, with the reconciles
 	// just done counted.
 	m.wait("reconcile metrics", func() (bool, string) {
-		resp, err := http.Get("http://" + metrics + "/metrics")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
+		resp, body, err := getBody("http://" + metrics + "/metrics")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -491,4 +481,15 @@ func TestManagerWatchNamespaces(t *testing.T) {
 		t.Fatalf("the unwatched cluster was touched: finalizers %v, status %+v", got.Finalizers, got.Status)
 	}
 	m.stop()
+}
+
+// getBody GETs url and reads the whole answer.
+func getBody(url string) (*http.Response, []byte, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
 }
