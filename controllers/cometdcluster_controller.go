@@ -242,13 +242,12 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	// again in the background, now, so that the answers can arrive while
 	// the children are applied; the status reads them again after that.
 	// The autoscaler decides from these before the Deployment is sized.
-	brokers, err := r.brokerReports(ctx, cc)
+	pods, err := r.probedPods(ctx, cc)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if _, err := r.natsReports(ctx, cc); err != nil {
-		return ctrl.Result{}, err
-	}
+	brokers := r.brokerReports(pods)
+	r.natsReports(pods, cc)
 	scaled, scaleErr := r.autoscale(ctx, cc, brokers)
 	obs, applyErr := r.reconcileChildren(ctx, cc, pol)
 	if applyErr == nil {
@@ -265,14 +264,10 @@ func (r *CometdClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	// The answers that came in while the children were applied: without
 	// them, a new cluster's status would be written twice, first with its
 	// pods not heard from.
-	if brokers, err = r.brokerReports(ctx, cc); err != nil {
-		return ctrl.Result{}, errors.Join(applyErr, err)
-	}
+	brokers = r.brokerReports(pods)
 	obs.brokers, obs.autoscaling = brokers, scaled
 	obs.brokersChecked = r.probes != nil && r.probes.brokers != nil
-	if obs.natsRoutes, err = r.natsReports(ctx, cc); err != nil {
-		return ctrl.Result{}, errors.Join(applyErr, err)
-	}
+	obs.natsRoutes = r.natsReports(pods, cc)
 	if applyErr == nil {
 		obs.rebalance = r.rebalance(ctx, cc, obs.deployment, brokers)
 	} else {

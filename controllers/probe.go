@@ -164,30 +164,49 @@ func (p *prober) forget(cluster types.NamespacedName) {
 	}
 }
 
-// brokerReports is the latest answer of every ready broker pod of the
-// cluster, in pod-name order; nil when the operator has no way to ask.
-func (r *CometdClusterReconciler) brokerReports(ctx context.Context, cc *v1.CometdCluster) ([]brokerReport, error) {
-	if r.probes == nil || r.probes.brokers == nil {
-		return nil, nil
-	}
-	pods, err := readyPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), "broker")
-	if err != nil {
-		return nil, err
-	}
-	return r.probes.brokers.reports(client.ObjectKeyFromObject(cc), pods), nil
+// probedPods are the ready pods of a cluster that the prober asks: its
+// brokers and its managed NATS servers. A reconcile lists them once and reads
+// their answers twice (see Reconcile).
+type probedPods struct {
+	cluster       types.NamespacedName
+	brokers, nats []*corev1.Pod
 }
 
-// natsReports is the latest answer of every ready managed NATS pod of the
-// cluster, in pod-name order.
-func (r *CometdClusterReconciler) natsReports(ctx context.Context, cc *v1.CometdCluster) ([]natsReport, error) {
+// probedPods lists the cluster's ready pods that the operator has a way to
+// ask, from the manager's cache.
+func (r *CometdClusterReconciler) probedPods(ctx context.Context, cc *v1.CometdCluster) (probedPods, error) {
+	out := probedPods{cluster: client.ObjectKeyFromObject(cc)}
+	var err error
+	if r.probes != nil && r.probes.brokers != nil {
+		if out.brokers, err = readyPods(ctx, r.Client, cc.Namespace, resources.BrokerSelector(cc), "broker"); err != nil {
+			return out, err
+		}
+	}
+	if r.probes != nil && r.probes.nats != nil && cc.ManagedNATS() {
+		if out.nats, err = readyPods(ctx, r.Client, cc.Namespace, resources.NATSSelector(cc), "NATS"); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// brokerReports is the latest answer of every ready broker pod, in pod-name
+// order; nil when the operator has no way to ask. Reading them has the pods
+// whose answers are old asked again in the background.
+func (r *CometdClusterReconciler) brokerReports(pods probedPods) []brokerReport {
+	if r.probes == nil || r.probes.brokers == nil {
+		return nil
+	}
+	return r.probes.brokers.reports(pods.cluster, pods.brokers)
+}
+
+// natsReports is the latest answer of every ready managed NATS pod, in
+// pod-name order, as brokerReports.
+func (r *CometdClusterReconciler) natsReports(pods probedPods, cc *v1.CometdCluster) []natsReport {
 	if r.probes == nil || r.probes.nats == nil || !cc.ManagedNATS() {
-		return nil, nil
+		return nil
 	}
-	pods, err := readyPods(ctx, r.Client, cc.Namespace, resources.NATSSelector(cc), "NATS")
-	if err != nil {
-		return nil, err
-	}
-	return r.probes.nats.reports(client.ObjectKeyFromObject(cc), pods), nil
+	return r.probes.nats.reports(pods.cluster, pods.nats)
 }
 
 // readyPods lists the ready, not-deleting pods matching selector (from the

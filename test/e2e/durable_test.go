@@ -92,7 +92,7 @@ spec:
 		waitSettled(t, e, ns, name, 3, 4*time.Minute)
 		tr.waitSent(pub.Sent() + 25)
 	}
-	finishTraffic(t, pub, pubClient, acks, tr.others)
+	tr.finish()
 }
 
 // podExists reports whether the pod exists and is not being deleted.

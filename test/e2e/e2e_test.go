@@ -423,7 +423,7 @@ func withTraffic(t *testing.T, e env, ns, name string, change func(t *testing.T)
 	change(t)
 	t.Logf("the change took %v", time.Since(started).Round(time.Second))
 	tr.waitSent(tr.pub.Sent() + 25)
-	finishTraffic(t, tr.pub, tr.pubClient, tr.acks, tr.others)
+	tr.finish()
 }
 
 // traffic is the clients of a test under load through a cluster's Service:
@@ -458,11 +458,12 @@ func (tr *traffic) waitSent(n int64) {
 	})
 }
 
-// finishTraffic stops the publisher and checks every client's deliveries:
-// ack clients lose and duplicate nothing, nobody handshakes again.
-func finishTraffic(t *testing.T, pub *jsclient.RatePublisher, pubClient *jsclient.Client, acks, others []*jsclient.Client) {
+// finish stops the publisher and checks every client's deliveries: ack
+// clients lose and duplicate nothing, nobody handshakes again.
+func (tr *traffic) finish() {
+	t, pubClient, acks, others := tr.t, tr.pubClient, tr.acks, tr.others
 	t.Helper()
-	published, failed := pub.Finish(t)
+	published, failed := tr.pub.Finish(t)
 	t.Logf("%d messages published, %d failed", len(published), len(failed))
 	// Through a real Service a publish in flight on a connection that the
 	// pod closes at its exit (or on a pod killed) can fail (the client sees
